@@ -1,0 +1,32 @@
+# Small helpers in the manner of Abseil's absl_cc_library / absl_cc_test.
+#
+# wooly_cc_library(NAME foo SRCS a.cc HDRS x.h DEPS wooly::bar [PUBLIC_DEPS ...] [HEADER_ONLY])
+#   -> target wooly_foo, alias wooly::foo; public headers in <dir>/include.
+# wooly_cc_test(NAME foo_test SRCS t.cc DEPS ... [LABELS gpu ...])
+#   -> a GoogleTest executable registered with CTest.
+
+function(wooly_cc_library)
+  cmake_parse_arguments(W "HEADER_ONLY" "NAME" "SRCS;HDRS;DEPS;PUBLIC_DEPS;COPTS" ${ARGN})
+  set(_t wooly_${W_NAME})
+  if(W_HEADER_ONLY OR NOT W_SRCS)
+    add_library(${_t} INTERFACE)
+    target_include_directories(${_t} INTERFACE ${CMAKE_CURRENT_SOURCE_DIR}/include)
+    target_link_libraries(${_t} INTERFACE ${W_DEPS} ${W_PUBLIC_DEPS})
+  else()
+    add_library(${_t} STATIC ${W_SRCS} ${W_HDRS})
+    target_include_directories(${_t} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include
+                                     PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+    target_link_libraries(${_t} PUBLIC ${W_PUBLIC_DEPS} PRIVATE ${W_DEPS})
+    target_compile_options(${_t} PRIVATE -Wall -Wextra -Wno-unused-parameter ${W_COPTS})
+  endif()
+  add_library(wooly::${W_NAME} ALIAS ${_t})
+endfunction()
+
+function(wooly_cc_test)
+  cmake_parse_arguments(W "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${W_NAME} ${W_SRCS})
+  target_link_libraries(${W_NAME} PRIVATE ${W_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
+  target_compile_options(${W_NAME} PRIVATE -Wall -Wno-unused-parameter)
+  gtest_discover_tests(${W_NAME} DISCOVERY_MODE PRE_TEST
+                       PROPERTIES LABELS "${W_LABELS}" TIMEOUT 120)
+endfunction()

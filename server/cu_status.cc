@@ -1,0 +1,64 @@
+#include "wooly/server/cu_status.h"
+
+#include <string>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace wooly::server {
+namespace {
+
+constexpr char kPayloadUrl[] = "type.wooly.dev/CUresult";
+
+absl::StatusCode CodeFor(CUresult r) {
+  switch (r) {
+    case CUDA_ERROR_INVALID_VALUE:
+    case CUDA_ERROR_INVALID_HANDLE:
+    case CUDA_ERROR_INVALID_IMAGE:
+    case CUDA_ERROR_INVALID_PTX:
+      return absl::StatusCode::kInvalidArgument;
+    case CUDA_ERROR_NOT_FOUND:
+      return absl::StatusCode::kNotFound;
+    case CUDA_ERROR_OUT_OF_MEMORY:
+      return absl::StatusCode::kResourceExhausted;
+    case CUDA_ERROR_NOT_READY:
+      return absl::StatusCode::kUnavailable;
+    case CUDA_ERROR_NOT_SUPPORTED:
+      return absl::StatusCode::kUnimplemented;
+    default:
+      return absl::StatusCode::kInternal;
+  }
+}
+
+}  // namespace
+
+absl::Status CuError(CUresult result, std::string_view what) {
+  if (result == CUDA_SUCCESS) return absl::OkStatus();
+  absl::Status s(CodeFor(result),
+                 absl::StrCat(what, what.empty() ? "" : ": ", "CUresult ", static_cast<int>(result)));
+  s.SetPayload(kPayloadUrl, absl::Cord(std::to_string(static_cast<int>(result))));
+  return s;
+}
+
+CUresult ToCuResult(const absl::Status& status) {
+  if (status.ok()) return CUDA_SUCCESS;
+  if (auto p = status.GetPayload(kPayloadUrl)) {
+    int v = 0;
+    if (absl::SimpleAtoi(std::string(*p), &v)) return static_cast<CUresult>(v);
+  }
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return CUDA_ERROR_INVALID_VALUE;
+    case absl::StatusCode::kNotFound:
+      return CUDA_ERROR_NOT_FOUND;
+    case absl::StatusCode::kResourceExhausted:
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    case absl::StatusCode::kUnimplemented:
+      return CUDA_ERROR_NOT_SUPPORTED;
+    default:
+      return CUDA_ERROR_UNKNOWN;
+  }
+}
+
+}  // namespace wooly::server

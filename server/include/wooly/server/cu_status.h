@@ -1,0 +1,25 @@
+// absl::Status <-> CUresult. Inside the server errors are absl::Status; the
+// driver's exact CUresult rides along as a payload so the client gets back
+// precisely what a native driver would have returned.
+#ifndef WOOLY_SERVER_CU_STATUS_H_
+#define WOOLY_SERVER_CU_STATUS_H_
+
+#include <cuda.h>
+
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace wooly::server {
+
+// A status carrying `result`; OK for CUDA_SUCCESS.
+absl::Status CuError(CUresult result, std::string_view what = {});
+// The CUresult a status stands for. Statuses made without CuError map by
+// code: INVALID_ARGUMENT -> CUDA_ERROR_INVALID_VALUE, NOT_FOUND ->
+// CUDA_ERROR_NOT_FOUND, RESOURCE_EXHAUSTED -> CUDA_ERROR_OUT_OF_MEMORY,
+// UNIMPLEMENTED -> CUDA_ERROR_NOT_SUPPORTED, anything else -> CUDA_ERROR_UNKNOWN.
+CUresult ToCuResult(const absl::Status& status);
+
+}  // namespace wooly::server
+
+#endif  // WOOLY_SERVER_CU_STATUS_H_
