@@ -36,7 +36,8 @@ absl::StatusCode CodeFor(CUresult r) {
 absl::Status CuError(CUresult result, std::string_view what) {
   if (result == CUDA_SUCCESS) return absl::OkStatus();
   absl::Status s(CodeFor(result),
-                 absl::StrCat(what, what.empty() ? "" : ": ", "CUresult ", static_cast<int>(result)));
+                 absl::StrCat(absl::string_view(what.data(), what.size()), what.empty() ? "" : ": ",
+                              "CUresult ", static_cast<int>(result)));
   s.SetPayload(kPayloadUrl, absl::Cord(std::to_string(static_cast<int>(result))));
   return s;
 }
