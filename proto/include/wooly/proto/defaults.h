@@ -1,0 +1,30 @@
+// Default endpoints and environment variable names shared by woolyd,
+// wooly-cli and libwooly, so all three agree without configuration.
+#ifndef WOOLY_PROTO_DEFAULTS_H_
+#define WOOLY_PROTO_DEFAULTS_H_
+
+#include <string>
+
+namespace wooly::wire {
+
+// Environment variables read by the client library (and wooly-cli run).
+inline constexpr char kEnvServer[] = "WOOLY_SERVER";          // session endpoint
+inline constexpr char kEnvClientName[] = "WOOLY_CLIENT_NAME";  // default: program name
+inline constexpr char kEnvPriority[] = "WOOLY_PRIORITY";       // 0 (highest) .. 4
+inline constexpr char kEnvLog[] = "WOOLY_LOG";                 // error|warn|info|debug
+// Read by woolyd and wooly-cli.
+inline constexpr char kEnvSocketDir[] = "WOOLY_SOCKET_DIR";
+inline constexpr char kEnvAdmin[] = "WOOLY_ADMIN";             // admin gRPC endpoint
+
+// The directory for the node's sockets: $WOOLY_SOCKET_DIR, else /run/wooly
+// when it exists and is writable by us, else $XDG_RUNTIME_DIR/wooly, else
+// /tmp/wooly-<uid>.
+std::string DefaultSocketDir();
+// "unix:<dir>/woolyd.sock": the framed session socket.
+std::string DefaultSessionEndpoint();
+// "unix:<dir>/woolyd-admin.sock": the gRPC admin and session services.
+std::string DefaultAdminEndpoint();
+
+}  // namespace wooly::wire
+
+#endif  // WOOLY_PROTO_DEFAULTS_H_
