@@ -30,3 +30,13 @@ function(wooly_cc_test)
   gtest_discover_tests(${W_NAME} DISCOVERY_MODE PRE_TEST
                        PROPERTIES LABELS "${W_LABELS}" TIMEOUT 120)
 endfunction()
+
+# wooly_bundle_rpath(target): lets an executable find shared libraries bundled
+# beside it in ../lib (scripts/package-device.sh puts gRPC, Protobuf and
+# Abseil there for the GPU machine, which has none of them). On a machine with
+# the libraries installed the system copies are found as usual.
+function(wooly_bundle_rpath target)
+  set_target_properties(${target} PROPERTIES
+    BUILD_RPATH "\$ORIGIN/../lib"
+    INSTALL_RPATH "\$ORIGIN/../lib")
+endfunction()

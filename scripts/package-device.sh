@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Packs what the GPU machine needs from build/ into .carry/build/ (same
+# relative layout), with the non-glibc shared libraries of woolyd and
+# wooly-cli bundled in .carry/build/lib. The GPU machine has no gRPC, Protobuf
+# or Abseil and no package registry. Name `.carry` in the device tool's carry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=build
+dst=.carry/build
+rm -rf "$dst"
+mkdir -p "$dst/lib"
+
+copy() {  # copy build-relative paths that exist
+  for rel in "$@"; do
+    for f in $src/$rel; do
+      [ -e "$f" ] || continue
+      mkdir -p "$dst/$(dirname "${f#$src/}")"
+      cp -a "$f" "$dst/${f#$src/}"
+    done
+  done
+}
+
+copy server/woolyd cli/wooly-cli client/libcuda.so.1 client/libwooly.so* \
+     tests/programs/* tests/kernels/*.fatbin tests/kernels/*.cubin tests/kernels/*.fake \
+     tests/runtime/* bench/*
+
+# Bundle every shared library the executables need except glibc's own.
+for exe in "$dst/server/woolyd" "$dst/cli/wooly-cli"; do
+  [ -x "$exe" ] || continue
+  ldd "$exe" | awk '/=> \//{print $3}' | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*) ;;
+      *) cp -L -n "$lib" "$dst/lib/" ;;
+    esac
+  done
+done
+du -sh "$dst" | awk '{print "package-device: " $1 " in '"$dst"'"}'
