@@ -27,8 +27,11 @@ function(wooly_cc_test)
   add_executable(${W_NAME} ${W_SRCS})
   target_link_libraries(${W_NAME} PRIVATE ${W_DEPS} GTest::gtest GTest::gtest_main GTest::gmock)
   target_compile_options(${W_NAME} PRIVATE -Wall -Wno-unused-parameter)
-  gtest_discover_tests(${W_NAME} DISCOVERY_MODE PRE_TEST
-                       PROPERTIES LABELS "${W_LABELS}" TIMEOUT 120)
+  set(_props TIMEOUT 120)
+  if(W_LABELS)
+    list(APPEND _props LABELS "${W_LABELS}")
+  endif()
+  gtest_discover_tests(${W_NAME} DISCOVERY_MODE PRE_TEST PROPERTIES ${_props})
 endfunction()
 
 # wooly_bundle_rpath(target): lets an executable find shared libraries bundled
