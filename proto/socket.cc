@@ -183,7 +183,12 @@ bool WriteFrame(int fd, uint16_t op, uint32_t seq, const void* body, size_t body
   int idx = 0;
   int cnt = 3;
   while (cnt > 0) {
-    ssize_t n = ::writev(fd, iov + idx, cnt);
+    // sendmsg with MSG_NOSIGNAL: a vanished peer must give EPIPE, never a
+    // SIGPIPE that would kill woolyd (or the application hosting libwooly).
+    msghdr msg{};
+    msg.msg_iov = iov + idx;
+    msg.msg_iovlen = static_cast<size_t>(cnt);
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
       return false;
