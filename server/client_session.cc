@@ -1,0 +1,1089 @@
+#include "wooly/server/client_session.h"
+
+#include <cuda.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+#include "wooly/scheduler/stream_priority.h"
+#include "wooly/server/cu_status.h"
+
+namespace wooly::server {
+namespace {
+
+using wire::Op;
+
+// Launch attributes a client may send, and at most how many.
+constexpr uint32_t kMaxLaunchAttributes = 64;
+// Events used only to order streams need no timestamps.
+constexpr uint32_t kSyncEventFlags = CU_EVENT_DISABLE_TIMING;
+
+absl::Status Malformed() { return CuError(CUDA_ERROR_INVALID_VALUE, "malformed request payload"); }
+absl::Status BadPointer() {
+  return CuError(CUDA_ERROR_INVALID_VALUE, "device range not owned by this client");
+}
+absl::Status BadHandle(const char* what) {
+  return CuError(CUDA_ERROR_INVALID_HANDLE, absl::StrCat("unknown ", what, " handle"));
+}
+
+bool IsDefaultStream(uint64_t id) {
+  // The per-thread stream is resolved by the client; should it arrive anyway
+  // it is served by the client's default stream rather than refused.
+  return id == wire::kStreamNull || id == wire::kStreamLegacy || id == wire::kStreamPerThread;
+}
+
+uint64_t ArgBytesNeeded(const std::vector<wire::ParamInfo>& layout) {
+  uint64_t need = 0;
+  for (const wire::ParamInfo& p : layout)
+    need = std::max<uint64_t>(need, uint64_t{p.offset} + p.size);
+  return need;
+}
+
+std::vector<uint8_t> ResultOnly(CUresult r) {
+  std::vector<uint8_t> out(sizeof(int32_t));
+  const int32_t v = static_cast<int32_t>(r);
+  std::memcpy(out.data(), &v, sizeof(v));
+  return out;
+}
+
+// [start, start + length) of one side of a 3D copy, with overflow checks.
+// Returns false when the geometry is invalid or overflows.
+bool DeviceExtent(uint64_t ptr, uint64_t x, uint64_t y, uint64_t z, uint64_t pitch,
+                  uint64_t alloc_height, uint64_t width, uint64_t height, uint64_t depth,
+                  uint64_t* start, uint64_t* length) {
+  using u128 = unsigned __int128;
+  if ((height > 1 || depth > 1) && u128{pitch} < u128{x} + width) {
+    return false;  // rows would overlap
+  }
+  if (depth > 1 && u128{alloc_height} < u128{y} + height) return false;
+  const u128 slice = u128{pitch} * alloc_height;
+  const u128 first = u128{ptr} + x + u128{y} * pitch + u128{z} * slice;
+  const u128 last_row =
+      u128{ptr} + x + (u128{y} + height - 1) * pitch + (u128{z} + depth - 1) * slice;
+  const u128 end = last_row + width;
+  if (end > (u128{1} << 64) || first > end) return false;
+  *start = static_cast<uint64_t>(first);
+  *length = static_cast<uint64_t>(end - first);
+  return true;
+}
+
+}  // namespace
+
+ClientSession::ClientSession(const SessionEnv* env, uint64_t client_id, std::string transport,
+                             std::string peer)
+    : env_(env),
+      backend_(env->backend),
+      id_(client_id),
+      transport_(std::move(transport)),
+      peer_(std::move(peer)),
+      connected_at_(env->clock ? env->clock() : absl::Now()) {
+  absl::MutexLock lock(&stats_mu_);
+  stats_.client_id = id_;
+  stats_.transport = transport_;
+  stats_.connected_unix_seconds = absl::ToUnixSeconds(connected_at_);
+}
+
+ClientSession::~ClientSession() { Close("session destroyed"); }
+
+ClientStatus ClientSession::Snapshot() const {
+  absl::MutexLock lock(&stats_mu_);
+  return stats_;
+}
+
+void ClientSession::PublishStats() {
+  uint32_t modules = static_cast<uint32_t>(libraries_.size());
+  for (const auto& [id, m] : modules_) {
+    if (m.library == 0) ++modules;
+  }
+  absl::MutexLock lock(&stats_mu_);
+  stats_.pid = pid_;
+  stats_.name = name_;
+  stats_.priority = priority_;
+  stats_.bytes_allocated = allocations_.TotalBytes();
+  stats_.streams = static_cast<uint32_t>(streams_.size() + (has_default_stream_ ? 1 : 0));
+  stats_.modules = modules;
+}
+
+ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
+                                           absl::Span<const uint8_t> payload) {
+  absl::MutexLock lock(&mu_);
+  Reply reply;
+  reply.op = static_cast<uint16_t>(header.op | wire::kReplyBit);
+  reply.seq = header.seq;
+  if (closed_) {
+    reply.payload = ResultOnly(CUDA_ERROR_DEINITIALIZED);
+    reply.close = true;
+    return reply;
+  }
+  const uint16_t op = header.op;
+  if (!hello_done()) {
+    if (op == static_cast<uint16_t>(Op::kHello)) return HandleHello(header, payload);
+    spdlog::warn("client {} ({}): {} before hello; closing", id_, peer_, wire::OpName(op));
+    reply.payload = ResultOnly(CUDA_ERROR_NOT_INITIALIZED);
+    reply.close = true;
+    return reply;
+  }
+
+  Handler handler = nullptr;
+  switch (static_cast<Op>(op)) {
+    case Op::kHello:
+      reply.payload = ResultOnly(CUDA_ERROR_INVALID_VALUE);  // said hello already
+      return reply;
+    case Op::kGoodbye:
+      reply.payload = ResultOnly(CUDA_SUCCESS);
+      reply.close = true;
+      return reply;
+#define WOOLY_OP(name)                  \
+  case Op::k##name:                     \
+    handler = &ClientSession::Op##name; \
+    break;
+      WOOLY_OP(MemAlloc)
+      WOOLY_OP(MemFree)
+      WOOLY_OP(MemGetInfo)
+      WOOLY_OP(MemGetAddressRange)
+      WOOLY_OP(MemcpyHtoD)
+      WOOLY_OP(MemcpyDtoH)
+      WOOLY_OP(MemcpyDtoD)
+      WOOLY_OP(Memset)
+      WOOLY_OP(Memcpy3D)
+      WOOLY_OP(ModuleLoadData)
+      WOOLY_OP(ModuleGetFunction)
+      WOOLY_OP(ModuleGetGlobal)
+      WOOLY_OP(ModuleUnload)
+      WOOLY_OP(ModuleGetFunctionCount)
+      WOOLY_OP(LibraryLoadData)
+      WOOLY_OP(LibraryGetKernel)
+      WOOLY_OP(LibraryGetModule)
+      WOOLY_OP(LibraryGetGlobal)
+      WOOLY_OP(LibraryUnload)
+      WOOLY_OP(KernelGetFunction)
+      WOOLY_OP(FuncGetAttribute)
+      WOOLY_OP(FuncSetAttribute)
+      WOOLY_OP(LaunchKernel)
+      WOOLY_OP(StreamCreate)
+      WOOLY_OP(StreamDestroy)
+      WOOLY_OP(StreamSynchronize)
+      WOOLY_OP(StreamQuery)
+      WOOLY_OP(StreamWaitEvent)
+      WOOLY_OP(EventCreate)
+      WOOLY_OP(EventRecord)
+      WOOLY_OP(EventSynchronize)
+      WOOLY_OP(EventQuery)
+      WOOLY_OP(EventElapsedTime)
+      WOOLY_OP(EventDestroy)
+      WOOLY_OP(CtxSynchronize)
+#undef WOOLY_OP
+  }
+  if (handler == nullptr) {  // unknown op, or a reply sent as a request
+    spdlog::debug("client {}: unsupported op {}", id_, op);
+    reply.payload = ResultOnly(CUDA_ERROR_NOT_SUPPORTED);
+    return reply;
+  }
+
+  wire::Reader in(payload.data(), payload.size());
+  wire::Writer out;
+  out.Put<int32_t>(CUDA_SUCCESS);
+  absl::Status status;
+  try {
+    status = (this->*handler)(in, out);
+  } catch (const std::bad_alloc&) {
+    status = CuError(CUDA_ERROR_OUT_OF_MEMORY, "server out of host memory");
+  } catch (const std::exception& e) {
+    status = CuError(CUDA_ERROR_UNKNOWN, e.what());
+  }
+  const CUresult result = ToCuResult(status);
+  if (result != CUDA_SUCCESS) {
+    spdlog::debug("client {}: {} seq {} -> CUresult {} ({})", id_, wire::OpName(op), header.seq,
+                  static_cast<int>(result), status.ToString());
+    reply.payload = ResultOnly(result);
+  } else {
+    spdlog::trace("client {}: {} seq {} ok", id_, wire::OpName(op), header.seq);
+    reply.payload = std::move(out.data());
+  }
+  PublishStats();
+  return reply;
+}
+
+ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
+                                                absl::Span<const uint8_t> payload) {
+  Reply reply;
+  reply.op = static_cast<uint16_t>(header.op | wire::kReplyBit);
+  reply.seq = header.seq;
+  wire::Reader in(payload.data(), payload.size());
+  // The version comes first and alone decides compatibility, so a client of
+  // another version always gets this clear answer whatever follows it.
+  const uint32_t version = in.Get<uint32_t>();
+  if (!in.ok()) {
+    reply.payload = ResultOnly(CUDA_ERROR_INVALID_VALUE);
+    reply.close = true;
+    return reply;
+  }
+  if (version != wire::kProtocolVersion) {
+    const std::string message =
+        absl::StrCat("wooly protocol version mismatch: the client speaks version ", version,
+                     " but woolyd ", env_->server_version, " speaks version ",
+                     wire::kProtocolVersion, "; use a libwooly and woolyd from the same release");
+    spdlog::warn("client {} ({}): {}", id_, peer_, message);
+    wire::Writer w;
+    w.Put<int32_t>(CUDA_ERROR_NOT_SUPPORTED).PutStr(message);
+    reply.payload = std::move(w.data());
+    reply.close = true;
+    return reply;
+  }
+  const uint32_t pid = in.Get<uint32_t>();
+  const int32_t priority = in.Get<int32_t>();
+  std::string name = in.GetStr();
+  if (!in.ok()) {
+    reply.payload = ResultOnly(CUDA_ERROR_INVALID_VALUE);
+    reply.close = true;
+    return reply;
+  }
+  if (name.size() > kMaxClientNameBytes) name.resize(kMaxClientNameBytes);
+  pid_ = pid;
+  name_ = std::move(name);
+  priority_ = scheduler::ClampClientPriority(priority);
+
+  const int stream_priority = scheduler::StreamPriorityFor(
+      priority_, env_->device.stream_priority_least, env_->device.stream_priority_greatest);
+  absl::StatusOr<BackendHandle> stream =
+      backend_->StreamCreate(CU_STREAM_NON_BLOCKING, stream_priority);
+  if (!stream.ok()) {
+    spdlog::error("client {} ({}): cannot create its default stream: {}", id_, peer_,
+                  stream.status().ToString());
+    reply.payload = ResultOnly(ToCuResult(stream.status()));
+    reply.close = true;
+    return reply;
+  }
+  default_stream_ = StreamRec{};
+  default_stream_.backend = *stream;
+  has_default_stream_ = true;
+
+  wire::Writer w;
+  w.Put<int32_t>(CUDA_SUCCESS)
+      .Put<uint32_t>(wire::kProtocolVersion)
+      .PutStr(env_->server_version)
+      .Put<uint64_t>(id_);
+  wire::PutDeviceInfo(w, env_->device);
+  reply.payload = std::move(w.data());
+  hello_done_.store(true, std::memory_order_release);
+  PublishStats();
+  spdlog::info("client {} connected: name '{}', pid {}, priority {} (stream priority {}), {} {}",
+               id_, name_, pid_, priority_, stream_priority, transport_, peer_);
+  return reply;
+}
+
+void ClientSession::Close(const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  CloseLocked(reason);
+}
+
+void ClientSession::CloseLocked(const std::string& reason) {
+  if (closed_) return;
+  closed_ = true;
+  if (absl::Status s = backend_->BindThread(); !s.ok()) {
+    spdlog::error("client {}: cannot bind the GPU context for cleanup: {}", id_, s.ToString());
+  }
+  auto warn = [this](const char* what, const absl::Status& s) {
+    if (!s.ok()) spdlog::warn("client {}: cleanup {} failed: {}", id_, what, s.ToString());
+  };
+  // 1. Let queued work finish so nothing still uses what is released below.
+  if (has_default_stream_)
+    warn("synchronize", backend_->StreamSynchronize(default_stream_.backend));
+  for (auto& [id, s] : streams_) warn("synchronize", backend_->StreamSynchronize(s.backend));
+  // 2. Events, including the ones used to order streams.
+  const size_t n_events = events_.size();
+  for (auto& [id, e] : events_) warn("event destroy", backend_->EventDestroy(e));
+  events_.clear();
+  // 3. Streams.
+  const size_t n_streams = streams_.size();
+  for (auto& [id, s] : streams_) {
+    if (s.sync_event) warn("event destroy", backend_->EventDestroy(s.sync_event));
+    warn("stream destroy", backend_->StreamDestroy(s.backend));
+  }
+  streams_.clear();
+  if (has_default_stream_) {
+    if (default_stream_.sync_event) {
+      warn("event destroy", backend_->EventDestroy(default_stream_.sync_event));
+    }
+    warn("stream destroy", backend_->StreamDestroy(default_stream_.backend));
+    has_default_stream_ = false;
+  }
+  // 4. Modules (those a library owns go with it) and libraries.
+  size_t n_modules = 0;
+  for (auto& [id, m] : modules_) {
+    if (m.library != 0) continue;
+    ++n_modules;
+    warn("module unload", backend_->ModuleUnload(m.backend));
+  }
+  modules_.clear();
+  const size_t n_libraries = libraries_.size();
+  for (auto& [id, l] : libraries_) warn("library unload", backend_->LibraryUnload(l.backend));
+  libraries_.clear();
+  functions_.clear();
+  kernels_.clear();
+  globals_.Clear();
+  global_refs_.clear();
+  // 5. Memory.
+  const size_t n_allocations = allocations_.size();
+  const uint64_t bytes = allocations_.TotalBytes();
+  for (const memory::Range& r : allocations_.Ranges()) warn("free", backend_->MemFree(r.base));
+  allocations_.Clear();
+  PublishStats();
+  if (hello_done()) {
+    spdlog::info(
+        "client {} ('{}', pid {}) disconnected ({}); released {} allocations ({} bytes), "
+        "{} modules, {} libraries, {} streams, {} events",
+        id_, name_, pid_, reason, n_allocations, bytes, n_modules, n_libraries, n_streams + 1,
+        n_events);
+  } else {
+    spdlog::debug("connection {} ({} {}) closed before hello ({})", id_, transport_, peer_, reason);
+  }
+}
+
+// ---------------------------------------------------------------- ownership
+
+bool ClientSession::OwnsRange(DevPtr ptr, uint64_t size) const {
+  return allocations_.Contains(ptr, size) || globals_.Contains(ptr, size);
+}
+
+absl::Status ClientSession::CheckRange(DevPtr ptr, uint64_t size) const {
+  return OwnsRange(ptr, size) ? absl::OkStatus() : BadPointer();
+}
+
+ClientSession::StreamRec* ClientSession::FindStream(uint64_t id) {
+  if (IsDefaultStream(id)) return has_default_stream_ ? &default_stream_ : nullptr;
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : &it->second;
+}
+
+absl::Status ClientSession::OrderAfter(StreamRec& waiter, StreamRec& signaler) {
+  if (signaler.sync_event == 0) {
+    absl::StatusOr<BackendHandle> e = backend_->EventCreate(kSyncEventFlags);
+    if (!e.ok()) return e.status();
+    signaler.sync_event = *e;
+  }
+  if (absl::Status s = backend_->EventRecord(signaler.sync_event, signaler.backend, 0); !s.ok()) {
+    return s;
+  }
+  return backend_->StreamWaitEvent(waiter.backend, signaler.sync_event, 0);
+}
+
+absl::StatusOr<BackendHandle> ClientSession::StreamForWork(uint64_t id) {
+  // CUDA's legacy stream waits for all earlier work of the blocking streams,
+  // and blocking streams wait for earlier legacy-stream work. Every backend
+  // stream is non-blocking, so that rule is replayed here with events, only
+  // when the other side has issued work since the last ordering.
+  if (IsDefaultStream(id)) {
+    if (!has_default_stream_) return BadHandle("stream");
+    for (auto& [sid, s] : streams_) {
+      if (!s.blocking || s.epoch == s.seen_by_default) continue;
+      if (absl::Status st = OrderAfter(default_stream_, s); !st.ok()) return st;
+      s.seen_by_default = s.epoch;
+    }
+    ++default_stream_.epoch;
+    return default_stream_.backend;
+  }
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return BadHandle("stream");
+  StreamRec& s = it->second;
+  if (s.blocking && default_stream_.epoch != s.seen_default_epoch) {
+    if (absl::Status st = OrderAfter(s, default_stream_); !st.ok()) return st;
+    s.seen_default_epoch = default_stream_.epoch;
+  }
+  ++s.epoch;
+  return s.backend;
+}
+
+absl::StatusOr<BackendHandle> ClientSession::EventFor(uint64_t id) const {
+  auto it = events_.find(id);
+  if (it == events_.end()) return BadHandle("event");
+  return it->second;
+}
+
+absl::StatusOr<ClientSession::Callable> ClientSession::ResolveCallable(uint64_t id) {
+  if (auto f = functions_.find(id); f != functions_.end()) {
+    return Callable{f->second.backend, f->second.arg_bytes};
+  }
+  auto k = kernels_.find(id);
+  if (k == kernels_.end()) return BadHandle("function");
+  return Callable{k->second.backend_function, k->second.arg_bytes};
+}
+
+absl::StatusOr<uint64_t> ClientSession::NewFunction(BackendHandle backend, uint64_t owner) {
+  absl::StatusOr<std::vector<wire::ParamInfo>> layout = backend_->FuncGetParamLayout(backend);
+  if (!layout.ok()) return layout.status();
+  const uint64_t id = NewId();
+  FunctionRec& f = functions_[id];
+  f.backend = backend;
+  f.owner = owner;
+  f.arg_bytes = ArgBytesNeeded(*layout);
+  f.layout = std::move(*layout);
+  return id;
+}
+
+absl::Status ClientSession::RegisterGlobal(const GlobalInfo& g, std::set<DevPtr>& owner_globals) {
+  if (g.size == 0 || owner_globals.contains(g.ptr)) return absl::OkStatus();
+  if (std::optional<memory::Range> r = globals_.FindExact(g.ptr)) {
+    if (r->size != g.size) {
+      return CuError(CUDA_ERROR_UNKNOWN, "backend reported a global overlapping another");
+    }
+    ++global_refs_[g.ptr];
+  } else {
+    if (!globals_.Insert(g.ptr, g.size)) {
+      return CuError(CUDA_ERROR_UNKNOWN, "backend reported a global overlapping another");
+    }
+    global_refs_[g.ptr] = 1;
+  }
+  owner_globals.insert(g.ptr);
+  return absl::OkStatus();
+}
+
+void ClientSession::ReleaseGlobals(std::set<DevPtr>& owner_globals) {
+  for (DevPtr p : owner_globals) {
+    auto it = global_refs_.find(p);
+    if (it == global_refs_.end()) continue;
+    if (--it->second == 0) {
+      global_refs_.erase(it);
+      globals_.Erase(p);
+    }
+  }
+  owner_globals.clear();
+}
+
+void ClientSession::DropFunctionsOf(uint64_t owner) {
+  std::erase_if(functions_, [owner](const auto& f) { return f.second.owner == owner; });
+}
+
+void ClientSession::DropModuleRecord(uint64_t module_id) {
+  auto it = modules_.find(module_id);
+  if (it == modules_.end()) return;
+  ReleaseGlobals(it->second.globals);
+  DropFunctionsOf(module_id);
+  modules_.erase(it);
+}
+
+// ------------------------------------------------------------------- memory
+
+absl::Status ClientSession::OpMemAlloc(wire::Reader& in, wire::Writer& out) {
+  const uint64_t size = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<DevPtr> p = backend_->MemAlloc(size);
+  if (!p.ok()) return p.status();
+  if (!allocations_.Insert(*p, size)) {
+    // A broken backend, not client input: refuse rather than track it wrongly.
+    spdlog::error("client {}: backend returned overlapping allocation {:#x}+{}", id_, *p, size);
+    (void)backend_->MemFree(*p);
+    return CuError(CUDA_ERROR_UNKNOWN, "overlapping allocation");
+  }
+  out.Put<uint64_t>(*p);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpMemFree(wire::Reader& in, wire::Writer& out) {
+  const DevPtr p = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  if (!allocations_.FindExact(p)) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
+  if (absl::Status s = backend_->MemFree(p); !s.ok()) return s;
+  allocations_.Erase(p);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpMemGetInfo(wire::Reader& in, wire::Writer& out) {
+  absl::StatusOr<MemInfo> m = backend_->MemGetInfo();
+  if (!m.ok()) return m.status();
+  out.Put<uint64_t>(m->free).Put<uint64_t>(m->total);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpMemGetAddressRange(wire::Reader& in, wire::Writer& out) {
+  const DevPtr p = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  std::optional<memory::Range> r = allocations_.Find(p);
+  if (!r) r = globals_.Find(p);
+  // What the native driver answers for an address it did not allocate.
+  if (!r) return CuError(CUDA_ERROR_NOT_FOUND, "address not in an allocation");
+  out.Put<uint64_t>(r->base).Put<uint64_t>(r->size);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpMemcpyHtoD(wire::Reader& in, wire::Writer& out) {
+  const DevPtr dst = in.Get<uint64_t>();
+  const uint64_t stream = in.Get<uint64_t>();
+  const bool async = in.Get<uint8_t>() != 0;
+  if (!in.ok()) return Malformed();
+  const uint64_t size = in.remaining();
+  if (size == 0) return absl::OkStatus();
+  if (absl::Status s = CheckRange(dst, size); !s.ok()) return s;
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  return backend_->MemcpyHtoD(dst, in.rest(), size, *st, async);
+}
+
+absl::Status ClientSession::OpMemcpyDtoH(wire::Reader& in, wire::Writer& out) {
+  const DevPtr src = in.Get<uint64_t>();
+  const uint64_t size = in.Get<uint64_t>();
+  const uint64_t stream = in.Get<uint64_t>();
+  const bool async = in.Get<uint8_t>() != 0;
+  if (!in.ok()) return Malformed();
+  if (size > wire::kMaxPayload - sizeof(int32_t)) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "copy larger than one reply; chunk it");
+  }
+  if (size == 0) return absl::OkStatus();
+  if (absl::Status s = CheckRange(src, size); !s.ok()) return s;
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  const size_t at = out.size();
+  out.data().resize(at + size);
+  return backend_->MemcpyDtoH(out.data().data() + at, src, size, *st, async);
+}
+
+absl::Status ClientSession::OpMemcpyDtoD(wire::Reader& in, wire::Writer& out) {
+  const DevPtr dst = in.Get<uint64_t>();
+  const DevPtr src = in.Get<uint64_t>();
+  const uint64_t size = in.Get<uint64_t>();
+  const uint64_t stream = in.Get<uint64_t>();
+  const bool async = in.Get<uint8_t>() != 0;
+  if (!in.ok()) return Malformed();
+  if (size == 0) return absl::OkStatus();
+  if (absl::Status s = CheckRange(dst, size); !s.ok()) return s;
+  if (absl::Status s = CheckRange(src, size); !s.ok()) return s;
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  return backend_->MemcpyDtoD(dst, src, size, *st, async);
+}
+
+absl::Status ClientSession::OpMemset(wire::Reader& in, wire::Writer& out) {
+  const DevPtr dst = in.Get<uint64_t>();
+  const uint64_t pitch = in.Get<uint64_t>();
+  const uint32_t value = in.Get<uint32_t>();
+  const uint8_t elem = in.Get<uint8_t>();
+  const uint64_t width = in.Get<uint64_t>();
+  const uint64_t height = in.Get<uint64_t>();
+  const uint64_t stream = in.Get<uint64_t>();
+  const bool async = in.Get<uint8_t>() != 0;
+  if (!in.ok()) return Malformed();
+  if (elem != 1 && elem != 2 && elem != 4) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "memset element size must be 1, 2 or 4");
+  }
+  if (width == 0 || height == 0) return absl::OkStatus();
+  uint64_t row_bytes = 0;
+  uint64_t extent = 0;
+  if (__builtin_mul_overflow(width, uint64_t{elem}, &row_bytes)) return BadPointer();
+  if (height == 1) {
+    extent = row_bytes;
+  } else {
+    if (pitch < row_bytes) return CuError(CUDA_ERROR_INVALID_VALUE, "pitch below row width");
+    if (__builtin_mul_overflow(height - 1, pitch, &extent) ||
+        __builtin_add_overflow(extent, row_bytes, &extent)) {
+      return BadPointer();
+    }
+  }
+  if (absl::Status s = CheckRange(dst, extent); !s.ok()) return s;
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  return backend_->Memset(dst, pitch, value, elem, width, height, *st, async);
+}
+
+absl::Status ClientSession::OpMemcpy3D(wire::Reader& in, wire::Writer& out) {
+  wire::Copy3D g = wire::GetCopy3D(in);
+  const uint64_t stream = in.Get<uint64_t>();
+  const bool async = in.Get<uint8_t>() != 0;
+  if (!in.ok()) return Malformed();
+  constexpr auto kHost = static_cast<uint8_t>(wire::MemKind::kHost);
+  constexpr auto kDevice = static_cast<uint8_t>(wire::MemKind::kDevice);
+  const bool src_host = g.src_kind == kHost;
+  const bool dst_host = g.dst_kind == kHost;
+  if ((g.src_kind != kHost && g.src_kind != kDevice) ||
+      (g.dst_kind != kHost && g.dst_kind != kDevice) || (src_host && dst_host)) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D memory kinds");
+  }
+  uint64_t packed = 0;
+  if (__builtin_mul_overflow(g.width_bytes, g.height, &packed) ||
+      __builtin_mul_overflow(packed, g.depth, &packed)) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D extent overflows");
+  }
+  if (src_host && in.remaining() != packed) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D host data does not match the extent");
+  }
+  if (dst_host && packed > wire::kMaxPayload - sizeof(int32_t)) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D larger than one reply; chunk it");
+  }
+  if (packed == 0) return absl::OkStatus();
+  // Host sides travel packed; describe them that way to the backend.
+  if (src_host) {
+    g.src_ptr = g.src_x_bytes = g.src_y = g.src_z = 0;
+    g.src_pitch = g.width_bytes;
+    g.src_height = g.height;
+  } else {
+    uint64_t start = 0, length = 0;
+    if (!DeviceExtent(g.src_ptr, g.src_x_bytes, g.src_y, g.src_z, g.src_pitch, g.src_height,
+                      g.width_bytes, g.height, g.depth, &start, &length)) {
+      return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D source geometry");
+    }
+    if (absl::Status s = CheckRange(start, length); !s.ok()) return s;
+  }
+  if (dst_host) {
+    g.dst_ptr = g.dst_x_bytes = g.dst_y = g.dst_z = 0;
+    g.dst_pitch = g.width_bytes;
+    g.dst_height = g.height;
+  } else {
+    uint64_t start = 0, length = 0;
+    if (!DeviceExtent(g.dst_ptr, g.dst_x_bytes, g.dst_y, g.dst_z, g.dst_pitch, g.dst_height,
+                      g.width_bytes, g.height, g.depth, &start, &length)) {
+      return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D destination geometry");
+    }
+    if (absl::Status s = CheckRange(start, length); !s.ok()) return s;
+  }
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  Copy3DParams params;
+  params.geometry = g;
+  if (src_host) params.src_host = in.rest();
+  if (dst_host) {
+    const size_t at = out.size();
+    out.data().resize(at + packed);
+    params.dst_host = out.data().data() + at;
+  }
+  return backend_->Memcpy3D(params, *st, async);
+}
+
+// ------------------------------------------------------ modules and libraries
+
+absl::Status ClientSession::OpModuleLoadData(wire::Reader& in, wire::Writer& out) {
+  uint64_t n = 0;
+  const uint8_t* image = in.GetBytes(&n);
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> m = backend_->ModuleLoadData(absl::MakeConstSpan(image, n));
+  if (!m.ok()) return m.status();
+  const uint64_t id = NewId();
+  modules_[id].backend = *m;
+  out.Put<uint64_t>(id);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpModuleGetFunction(wire::Reader& in, wire::Writer& out) {
+  const uint64_t module = in.Get<uint64_t>();
+  const std::string name = in.GetStr();
+  if (!in.ok()) return Malformed();
+  auto it = modules_.find(module);
+  if (it == modules_.end()) return BadHandle("module");
+  uint64_t fid = 0;
+  if (auto f = it->second.functions.find(name); f != it->second.functions.end()) {
+    fid = f->second;
+  } else {
+    absl::StatusOr<BackendHandle> h = backend_->ModuleGetFunction(it->second.backend, name);
+    if (!h.ok()) return h.status();
+    absl::StatusOr<uint64_t> id = NewFunction(*h, module);
+    if (!id.ok()) return id.status();
+    fid = *id;
+    it->second.functions[name] = fid;
+  }
+  out.Put<uint64_t>(fid);
+  wire::PutParamLayout(out, functions_.at(fid).layout);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpModuleGetGlobal(wire::Reader& in, wire::Writer& out) {
+  const uint64_t module = in.Get<uint64_t>();
+  const std::string name = in.GetStr();
+  if (!in.ok()) return Malformed();
+  auto it = modules_.find(module);
+  if (it == modules_.end()) return BadHandle("module");
+  absl::StatusOr<GlobalInfo> g = backend_->ModuleGetGlobal(it->second.backend, name);
+  if (!g.ok()) return g.status();
+  // A library's module shares the library's globals; register under the
+  // module either way, released when the module (or its library) goes.
+  if (absl::Status s = RegisterGlobal(*g, it->second.globals); !s.ok()) return s;
+  out.Put<uint64_t>(g->ptr).Put<uint64_t>(g->size);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpModuleUnload(wire::Reader& in, wire::Writer& out) {
+  const uint64_t module = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  auto it = modules_.find(module);
+  if (it == modules_.end()) return BadHandle("module");
+  if (it->second.library != 0) {
+    return CuError(CUDA_ERROR_NOT_PERMITTED, "module belongs to a library; unload the library");
+  }
+  if (absl::Status s = backend_->ModuleUnload(it->second.backend); !s.ok()) return s;
+  DropModuleRecord(module);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpModuleGetFunctionCount(wire::Reader& in, wire::Writer& out) {
+  const uint64_t module = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  auto it = modules_.find(module);
+  if (it == modules_.end()) return BadHandle("module");
+  absl::StatusOr<uint32_t> n = backend_->ModuleGetFunctionCount(it->second.backend);
+  if (!n.ok()) return n.status();
+  out.Put<uint32_t>(*n);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpLibraryLoadData(wire::Reader& in, wire::Writer& out) {
+  uint64_t n = 0;
+  const uint8_t* image = in.GetBytes(&n);
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> l = backend_->LibraryLoadData(absl::MakeConstSpan(image, n));
+  if (!l.ok()) return l.status();
+  const uint64_t id = NewId();
+  libraries_[id].backend = *l;
+  out.Put<uint64_t>(id);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpLibraryGetKernel(wire::Reader& in, wire::Writer& out) {
+  const uint64_t library = in.Get<uint64_t>();
+  const std::string name = in.GetStr();
+  if (!in.ok()) return Malformed();
+  auto it = libraries_.find(library);
+  if (it == libraries_.end()) return BadHandle("library");
+  uint64_t kid = 0;
+  if (auto k = it->second.kernels.find(name); k != it->second.kernels.end()) {
+    kid = k->second;
+  } else {
+    absl::StatusOr<BackendHandle> kernel = backend_->LibraryGetKernel(it->second.backend, name);
+    if (!kernel.ok()) return kernel.status();
+    // Launches and attributes need the kernel's function in our context.
+    absl::StatusOr<BackendHandle> f = backend_->KernelGetFunction(*kernel);
+    if (!f.ok()) return f.status();
+    absl::StatusOr<std::vector<wire::ParamInfo>> layout = backend_->FuncGetParamLayout(*f);
+    if (!layout.ok()) return layout.status();
+    kid = NewId();
+    KernelRec& rec = kernels_[kid];
+    rec.backend = *kernel;
+    rec.library = library;
+    rec.backend_function = *f;
+    rec.arg_bytes = ArgBytesNeeded(*layout);
+    rec.layout = std::move(*layout);
+    it->second.kernels[name] = kid;
+  }
+  out.Put<uint64_t>(kid);
+  wire::PutParamLayout(out, kernels_.at(kid).layout);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpLibraryGetModule(wire::Reader& in, wire::Writer& out) {
+  const uint64_t library = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  auto it = libraries_.find(library);
+  if (it == libraries_.end()) return BadHandle("library");
+  if (it->second.module == 0) {
+    absl::StatusOr<BackendHandle> m = backend_->LibraryGetModule(it->second.backend);
+    if (!m.ok()) return m.status();
+    const uint64_t id = NewId();
+    ModuleRec& rec = modules_[id];
+    rec.backend = *m;
+    rec.library = library;
+    it->second.module = id;
+  }
+  out.Put<uint64_t>(it->second.module);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpLibraryGetGlobal(wire::Reader& in, wire::Writer& out) {
+  const uint64_t library = in.Get<uint64_t>();
+  const std::string name = in.GetStr();
+  if (!in.ok()) return Malformed();
+  auto it = libraries_.find(library);
+  if (it == libraries_.end()) return BadHandle("library");
+  absl::StatusOr<GlobalInfo> g = backend_->LibraryGetGlobal(it->second.backend, name);
+  if (!g.ok()) return g.status();
+  if (absl::Status s = RegisterGlobal(*g, it->second.globals); !s.ok()) return s;
+  out.Put<uint64_t>(g->ptr).Put<uint64_t>(g->size);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpLibraryUnload(wire::Reader& in, wire::Writer& out) {
+  const uint64_t library = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  auto it = libraries_.find(library);
+  if (it == libraries_.end()) return BadHandle("library");
+  if (absl::Status s = backend_->LibraryUnload(it->second.backend); !s.ok()) return s;
+  LibraryRec& lib = it->second;
+  if (lib.module != 0) DropModuleRecord(lib.module);
+  ReleaseGlobals(lib.globals);
+  DropFunctionsOf(library);
+  std::erase_if(kernels_, [library](const auto& k) { return k.second.library == library; });
+  libraries_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpKernelGetFunction(wire::Reader& in, wire::Writer& out) {
+  const uint64_t kernel = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  auto it = kernels_.find(kernel);
+  if (it == kernels_.end()) return BadHandle("kernel");
+  KernelRec& k = it->second;
+  if (k.function == 0) {
+    // Owned by the library, so it goes when the library is unloaded.
+    const uint64_t id = NewId();
+    FunctionRec& f = functions_[id];
+    f.backend = k.backend_function;
+    f.owner = k.library;
+    f.layout = k.layout;
+    f.arg_bytes = k.arg_bytes;
+    k.function = id;
+  }
+  out.Put<uint64_t>(k.function);
+  wire::PutParamLayout(out, k.layout);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpFuncGetAttribute(wire::Reader& in, wire::Writer& out) {
+  const uint64_t fn = in.Get<uint64_t>();
+  const int32_t attribute = in.Get<int32_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<Callable> c = ResolveCallable(fn);
+  if (!c.ok()) return c.status();
+  absl::StatusOr<int32_t> v = backend_->FuncGetAttribute(c->function, attribute);
+  if (!v.ok()) return v.status();
+  out.Put<int32_t>(*v);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpFuncSetAttribute(wire::Reader& in, wire::Writer& out) {
+  const uint64_t fn = in.Get<uint64_t>();
+  const int32_t attribute = in.Get<int32_t>();
+  const int32_t value = in.Get<int32_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<Callable> c = ResolveCallable(fn);
+  if (!c.ok()) return c.status();
+  return backend_->FuncSetAttribute(c->function, attribute, value);
+}
+
+// ------------------------------------------------------------------ launches
+
+absl::Status ClientSession::OpLaunchKernel(wire::Reader& in, wire::Writer& out) {
+  const uint64_t fn = in.Get<uint64_t>();
+  LaunchConfig config;
+  for (uint32_t& g : config.grid) g = in.Get<uint32_t>();
+  for (uint32_t& b : config.block) b = in.Get<uint32_t>();
+  config.shared_bytes = in.Get<uint32_t>();
+  const uint64_t stream = in.Get<uint64_t>();
+  const uint32_t n_attrs = in.Get<uint32_t>();
+  if (!in.ok() || n_attrs > kMaxLaunchAttributes) return Malformed();
+  config.attributes.reserve(n_attrs);
+  for (uint32_t i = 0; i < n_attrs; ++i) {
+    LaunchAttribute a;
+    a.id = in.Get<uint32_t>();
+    const uint8_t* value = in.GetRaw(sizeof(a.value));
+    if (!in.ok()) return Malformed();
+    std::memcpy(a.value, value, sizeof(a.value));
+    config.attributes.push_back(a);
+  }
+  uint64_t n_args = 0;
+  const uint8_t* args = in.GetBytes(&n_args);
+  if (!in.ok()) return Malformed();
+
+  absl::StatusOr<Callable> c = ResolveCallable(fn);
+  if (!c.ok()) return c.status();
+  // The backend reads parameters at the layout's offsets; never let it read
+  // past what the client sent. The argument VALUES are not inspected: device
+  // pointers inside them are passed to the kernel unchecked.
+  if (n_args < c->arg_bytes) {
+    return CuError(CUDA_ERROR_INVALID_VALUE,
+                   "argument buffer shorter than the kernel's parameters");
+  }
+  // Attributes that carry handles or pointers are translated or checked;
+  // value-only ones pass through; unknown ones are refused.
+  std::vector<LaunchAttribute> attrs;
+  for (LaunchAttribute& a : config.attributes) {
+    switch (a.id) {
+      case CU_LAUNCH_ATTRIBUTE_IGNORE:
+        continue;
+      case CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW: {
+        uint64_t base = 0, bytes = 0;
+        std::memcpy(&base, a.value, 8);
+        std::memcpy(&bytes, a.value + 8, 8);
+        if (bytes != 0 && !OwnsRange(base, bytes)) return BadPointer();
+        break;
+      }
+      case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT:
+      case CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT: {
+        uint64_t event = 0;
+        std::memcpy(&event, a.value, 8);
+        absl::StatusOr<BackendHandle> e = EventFor(event);
+        if (!e.ok()) return e.status();
+        const BackendHandle h = *e;
+        std::memcpy(a.value, &h, 8);
+        break;
+      }
+      case CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
+      case CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY:
+      case CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION:
+      case CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE:
+      case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION:
+      case CU_LAUNCH_ATTRIBUTE_PRIORITY:
+      case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP:
+      case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN:
+      case CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION:
+      case CU_LAUNCH_ATTRIBUTE_DEVICE_UPDATABLE_KERNEL_NODE:
+      case CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT:
+      case CU_LAUNCH_ATTRIBUTE_NVLINK_UTIL_CENTRIC_SCHEDULING:
+        break;
+      default:
+        return CuError(CUDA_ERROR_INVALID_VALUE, absl::StrCat("launch attribute ", a.id));
+    }
+    attrs.push_back(a);
+  }
+  config.attributes = std::move(attrs);
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  config.stream = *st;
+  return backend_->LaunchKernel(c->function, config, absl::MakeConstSpan(args, n_args));
+}
+
+// --------------------------------------------------------- streams and events
+
+absl::Status ClientSession::OpStreamCreate(wire::Reader& in, wire::Writer& out) {
+  const uint32_t flags = in.Get<uint32_t>();
+  const int32_t priority = in.Get<int32_t>();
+  if (!in.ok()) return Malformed();
+  if (flags & ~uint32_t{CU_STREAM_NON_BLOCKING}) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "stream flags");
+  }
+  // Always non-blocking in the shared context; see StreamForWork.
+  absl::StatusOr<BackendHandle> h = backend_->StreamCreate(CU_STREAM_NON_BLOCKING, priority);
+  if (!h.ok()) return h.status();
+  const uint64_t id = NewId();
+  StreamRec& s = streams_[id];
+  s.backend = *h;
+  s.blocking = (flags & CU_STREAM_NON_BLOCKING) == 0;
+  // Only default-stream work issued from now on must be ordered before it.
+  s.seen_default_epoch = default_stream_.epoch;
+  out.Put<uint64_t>(id);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpStreamDestroy(wire::Reader& in, wire::Writer& out) {
+  const uint64_t id = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return BadHandle("stream");
+  if (absl::Status s = backend_->StreamDestroy(it->second.backend); !s.ok()) return s;
+  if (it->second.sync_event) (void)backend_->EventDestroy(it->second.sync_event);
+  streams_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpStreamSynchronize(wire::Reader& in, wire::Writer& out) {
+  const uint64_t id = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  // Synchronizing the legacy stream also waits for the blocking streams'
+  // earlier work, as it does natively.
+  if (IsDefaultStream(id)) {
+    absl::StatusOr<BackendHandle> h = StreamForWork(id);
+    if (!h.ok()) return h.status();
+    return backend_->StreamSynchronize(*h);
+  }
+  StreamRec* s = FindStream(id);
+  if (s == nullptr) return BadHandle("stream");
+  return backend_->StreamSynchronize(s->backend);
+}
+
+absl::Status ClientSession::OpStreamQuery(wire::Reader& in, wire::Writer& out) {
+  const uint64_t id = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  StreamRec* s = FindStream(id);
+  if (s == nullptr) return BadHandle("stream");
+  return backend_->StreamQuery(s->backend);
+}
+
+absl::Status ClientSession::OpStreamWaitEvent(wire::Reader& in, wire::Writer& out) {
+  const uint64_t stream = in.Get<uint64_t>();
+  const uint64_t event = in.Get<uint64_t>();
+  const uint32_t flags = in.Get<uint32_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> e = EventFor(event);
+  if (!e.ok()) return e.status();
+  if (FindStream(stream) == nullptr) return BadHandle("stream");
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  return backend_->StreamWaitEvent(*st, *e, flags);
+}
+
+absl::Status ClientSession::OpEventCreate(wire::Reader& in, wire::Writer& out) {
+  const uint32_t flags = in.Get<uint32_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> h = backend_->EventCreate(flags);
+  if (!h.ok()) return h.status();
+  const uint64_t id = NewId();
+  events_[id] = *h;
+  out.Put<uint64_t>(id);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpEventRecord(wire::Reader& in, wire::Writer& out) {
+  const uint64_t event = in.Get<uint64_t>();
+  const uint64_t stream = in.Get<uint64_t>();
+  const uint32_t flags = in.Get<uint32_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> e = EventFor(event);
+  if (!e.ok()) return e.status();
+  if (FindStream(stream) == nullptr) return BadHandle("stream");
+  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+  if (!st.ok()) return st.status();
+  return backend_->EventRecord(*e, *st, flags);
+}
+
+absl::Status ClientSession::OpEventSynchronize(wire::Reader& in, wire::Writer& out) {
+  const uint64_t event = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> e = EventFor(event);
+  if (!e.ok()) return e.status();
+  return backend_->EventSynchronize(*e);
+}
+
+absl::Status ClientSession::OpEventQuery(wire::Reader& in, wire::Writer& out) {
+  const uint64_t event = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> e = EventFor(event);
+  if (!e.ok()) return e.status();
+  return backend_->EventQuery(*e);
+}
+
+absl::Status ClientSession::OpEventElapsedTime(wire::Reader& in, wire::Writer& out) {
+  const uint64_t start = in.Get<uint64_t>();
+  const uint64_t end = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  absl::StatusOr<BackendHandle> s = EventFor(start);
+  if (!s.ok()) return s.status();
+  absl::StatusOr<BackendHandle> e = EventFor(end);
+  if (!e.ok()) return e.status();
+  absl::StatusOr<float> ms = backend_->EventElapsedTime(*s, *e);
+  if (!ms.ok()) return ms.status();
+  out.Put<float>(*ms);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpEventDestroy(wire::Reader& in, wire::Writer& out) {
+  const uint64_t event = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  auto it = events_.find(event);
+  if (it == events_.end()) return BadHandle("event");
+  if (absl::Status s = backend_->EventDestroy(it->second); !s.ok()) return s;
+  events_.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpCtxSynchronize(wire::Reader& in, wire::Writer& out) {
+  // Only this client's streams: the context is shared, and waiting for
+  // other clients' work would couple unrelated processes.
+  absl::Status first;
+  auto note = [&first](absl::Status s) {
+    if (first.ok() && !s.ok()) first = std::move(s);
+  };
+  if (has_default_stream_) note(backend_->StreamSynchronize(default_stream_.backend));
+  for (auto& [id, s] : streams_) note(backend_->StreamSynchronize(s.backend));
+  return first;
+}
+
+}  // namespace wooly::server

@@ -1,0 +1,122 @@
+#include "grpc_services.h"
+
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace wooly::server::internal {
+namespace {
+
+void FillClient(const ClientStatus& c, wooly::v1::ClientInfo* out) {
+  out->set_client_id(c.client_id);
+  out->set_pid(c.pid);
+  out->set_name(c.name);
+  out->set_priority(c.priority);
+  out->set_bytes_allocated(c.bytes_allocated);
+  out->set_streams(c.streams);
+  out->set_modules(c.modules);
+  out->set_transport(c.transport);
+  out->set_connected_unix_seconds(c.connected_unix_seconds);
+}
+
+}  // namespace
+
+grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
+                                     const wooly::v1::StatusRequest* request,
+                                     wooly::v1::StatusReply* reply) {
+  const StatusSnapshot s = server_->Status();
+  reply->set_server_version(s.server_version);
+  reply->set_protocol_version(s.protocol_version);
+  reply->set_gpu_name(s.gpu_name);
+  reply->set_gpu_uuid(s.gpu_uuid);
+  reply->set_total_memory_bytes(s.total_memory_bytes);
+  reply->set_used_memory_bytes(s.used_memory_bytes);
+  reply->set_free_memory_bytes(s.free_memory_bytes);
+  reply->set_backend(s.backend);
+  for (const std::string& a : s.listen_addresses) reply->add_listen_addresses(a);
+  reply->set_uptime_seconds(s.uptime_seconds);
+  for (const ClientStatus& c : s.clients) FillClient(c, reply->add_clients());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListClients(grpc::ServerContext* context,
+                                       const wooly::v1::ListClientsRequest* request,
+                                       wooly::v1::ListClientsReply* reply) {
+  for (const ClientStatus& c : server_->Clients()) FillClient(c, reply->add_clients());
+  return grpc::Status::OK;
+}
+
+grpc::Status SessionService::Hello(grpc::ServerContext* context,
+                                   const wooly::v1::HelloRequest* request,
+                                   wooly::v1::HelloReply* reply) {
+  if (request->protocol_version() != wire::kProtocolVersion) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("wooly protocol version mismatch: the client speaks version ",
+                                     request->protocol_version(), " but woolyd ", kServerVersion,
+                                     " speaks version ", wire::kProtocolVersion));
+  }
+  // A probe: the session itself (and its client id) starts with the wire
+  // Hello at the head of a Commands stream, so client_id is 0 here.
+  reply->set_protocol_version(wire::kProtocolVersion);
+  reply->set_server_version(kServerVersion);
+  reply->set_client_id(0);
+  reply->set_gpu_name(server_->device_info().name);
+  reply->set_total_memory_bytes(server_->device_info().total_mem);
+  return grpc::Status::OK;
+}
+
+grpc::Status SessionService::Commands(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<wooly::v1::Frame, wooly::v1::Frame>* stream) {
+  if (absl::Status s = server_->backend_->BindThread(); !s.ok()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot bind the GPU context");
+  }
+  std::shared_ptr<ClientSession> session = server_->OpenSession("grpc", context->peer());
+  std::string reason = "stream ended";
+  grpc::Status result = grpc::Status::OK;
+  wooly::v1::Frame in;
+  wooly::v1::Frame out;
+  while (stream->Read(&in)) {
+    const std::string& data = in.data();
+    wire::FrameHeader h;
+    if (data.size() < sizeof(h)) {
+      result = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "frame shorter than its header");
+      reason = "malformed frame";
+      break;
+    }
+    std::memcpy(&h, data.data(), sizeof(h));
+    const uint32_t limit = session->hello_done() ? wire::kMaxPayload + 4096 : kMaxPreHelloPayload;
+    if (h.magic != wire::kMagic || h.length != data.size() - sizeof(h) || h.length > limit) {
+      result = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed frame header");
+      reason = "malformed frame header";
+      break;
+    }
+    ClientSession::Reply r = session->Handle(
+        h,
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(data.data()) + sizeof(h), h.length));
+    const wire::FrameHeader rh{wire::kMagic, r.op, 0, static_cast<uint32_t>(r.payload.size()),
+                               r.seq};
+    std::string* bytes = out.mutable_data();
+    bytes->resize(sizeof(rh) + r.payload.size());
+    std::memcpy(bytes->data(), &rh, sizeof(rh));
+    if (!r.payload.empty())
+      std::memcpy(bytes->data() + sizeof(rh), r.payload.data(), r.payload.size());
+    if (!stream->Write(out)) {
+      reason = "stream broken";
+      break;
+    }
+    if (r.close) {
+      reason = r.op == (static_cast<uint16_t>(wire::Op::kGoodbye) | wire::kReplyBit)
+                   ? "goodbye"
+                   : "closed by server";
+      break;
+    }
+  }
+  if (context->IsCancelled()) reason = "stream cancelled";
+  server_->EndSession(session, reason);
+  return result;
+}
+
+}  // namespace wooly::server::internal

@@ -1,0 +1,280 @@
+// One connected client: its identity, everything it owns on the GPU, and the
+// command dispatcher that every transport (framed socket, gRPC stream) calls.
+//
+// Ownership and isolation: the client only ever sees ids issued by the
+// session (server-wide unique, so another client's id never resolves here),
+// mapped to backend handles inside. Every device pointer range a command
+// names must lie inside one of this client's allocations or module/library
+// globals. A foreign, stale or made-up handle gets CUDA_ERROR_INVALID_HANDLE
+// and a foreign pointer CUDA_ERROR_INVALID_VALUE, as the native driver would
+// answer for memory and handles the process does not have. Kernel arguments
+// are NOT inspected: a kernel can dereference any address it is given, so
+// isolation against a malicious kernel needs hardware separation (MIG/MPS),
+// which is out of scope here.
+//
+// Streams: the client's null and legacy streams map to a per-client stream
+// created at Hello, so clients never serialize on CUDA's legacy stream. Every
+// backend stream is created non-blocking; the legacy stream's implicit
+// synchronization with the client's blocking streams is emulated with events.
+//
+// Thread safety: Handle and Close may be called from any thread but are
+// serialized internally (a transport calls them from one thread anyway).
+// Snapshot and the accessors may be called concurrently with them.
+#ifndef WOOLY_SERVER_CLIENT_SESSION_H_
+#define WOOLY_SERVER_CLIENT_SESSION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "wooly/memory/allocation_table.h"
+#include "wooly/proto/wire.h"
+#include "wooly/server/gpu_backend.h"
+
+namespace wooly::server {
+
+// Largest payload accepted before Hello, so an unauthenticated peer cannot
+// make the server allocate much.
+inline constexpr uint32_t kMaxPreHelloPayload = 64 << 10;
+// Longest client name kept (longer names are truncated).
+inline constexpr size_t kMaxClientNameBytes = 256;
+
+// A backend handle (gpu_backend.h); named apart from ClientSession::Handle.
+using BackendHandle = Handle;
+
+// What every session shares; outlives all sessions.
+struct SessionEnv {
+  GpuBackend* backend = nullptr;  // not owned
+  wire::DeviceInfo device;        // cached at server start
+  std::string server_version;
+  std::atomic<uint64_t>* next_id = nullptr;  // server-wide handle id source
+  std::function<absl::Time()> clock;
+};
+
+// A client as the admin service reports it.
+struct ClientStatus {
+  uint64_t client_id = 0;
+  uint32_t pid = 0;
+  std::string name;
+  int32_t priority = 0;
+  uint64_t bytes_allocated = 0;
+  uint32_t streams = 0;  // including its default stream
+  uint32_t modules = 0;  // modules and libraries it loaded
+  std::string transport;
+  int64_t connected_unix_seconds = 0;
+};
+
+class ClientSession {
+ public:
+  // A reply frame: op (request op | kReplyBit), the request's seq, and the
+  // payload (int32 CUresult first). `close` asks the transport to end the
+  // connection after sending it.
+  struct Reply {
+    uint16_t op = 0;
+    uint32_t seq = 0;
+    std::vector<uint8_t> payload;
+    bool close = false;
+  };
+
+  // `env` must outlive the session. `transport` is "unix", "tcp" or "grpc";
+  // `peer` describes the other end for logs.
+  ClientSession(const SessionEnv* env, uint64_t client_id, std::string transport, std::string peer);
+  ~ClientSession();  // Close("session destroyed") if still open
+
+  ClientSession(const ClientSession&) = delete;
+  ClientSession& operator=(const ClientSession&) = delete;
+
+  // Runs one request and returns its reply. Never fails on client input:
+  // malformed payloads get CUDA_ERROR_INVALID_VALUE. The first request must
+  // be kHello; anything else first is refused and the connection closed.
+  Reply Handle(const wire::FrameHeader& header, absl::Span<const uint8_t> payload);
+
+  // Releases everything the client owns: synchronizes its streams, then
+  // destroys events and streams, unloads modules and libraries and frees
+  // allocations, and logs what it released. Idempotent.
+  void Close(const std::string& reason);
+
+  uint64_t id() const { return id_; }
+  // True once Hello succeeded (the client is then listed in status).
+  bool hello_done() const { return hello_done_.load(std::memory_order_acquire); }
+  ClientStatus Snapshot() const;
+
+ private:
+  struct StreamRec {
+    BackendHandle backend = 0;
+    bool blocking = false;            // created without CU_STREAM_NON_BLOCKING
+    BackendHandle sync_event = 0;     // for legacy-stream emulation, created lazily
+    uint64_t epoch = 0;               // work items issued so far
+    uint64_t seen_default_epoch = 0;  // default-stream work this stream waited for
+    uint64_t seen_by_default = 0;     // this stream's work the default stream waited for
+  };
+  struct ModuleRec {
+    BackendHandle backend = 0;
+    uint64_t library = 0;  // non-zero: owned by that library (LibraryGetModule)
+    std::map<std::string, uint64_t> functions;  // name -> function id
+    std::set<DevPtr> globals;                   // bases registered in globals_
+  };
+  struct LibraryRec {
+    BackendHandle backend = 0;
+    uint64_t module = 0;                      // id from LibraryGetModule, 0 until asked
+    std::map<std::string, uint64_t> kernels;  // name -> kernel id
+    std::set<DevPtr> globals;
+  };
+  struct FunctionRec {
+    BackendHandle backend = 0;
+    uint64_t owner = 0;  // module id, or library id for kernel-derived functions
+    std::vector<wire::ParamInfo> layout;
+    uint64_t arg_bytes = 0;  // bytes the layout needs
+  };
+  struct KernelRec {
+    BackendHandle backend = 0;
+    uint64_t library = 0;
+    uint64_t function = 0;  // function id from KernelGetFunction, 0 until asked
+    BackendHandle backend_function = 0;
+    std::vector<wire::ParamInfo> layout;
+    uint64_t arg_bytes = 0;
+  };
+  // What a function-or-kernel id resolves to for launches and attributes.
+  struct Callable {
+    BackendHandle function = 0;
+    uint64_t arg_bytes = 0;
+  };
+
+  using Handler = absl::Status (ClientSession::*)(wire::Reader&, wire::Writer&);
+
+  uint64_t NewId() { return env_->next_id->fetch_add(1, std::memory_order_relaxed); }
+  void PublishStats() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Reply HandleHello(const wire::FrameHeader& header, absl::Span<const uint8_t> payload)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseLocked(const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Ownership checks.
+  bool OwnsRange(DevPtr ptr, uint64_t size) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckRange(DevPtr ptr, uint64_t size) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  StreamRec* FindStream(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The backend stream for work on client stream `id`, after ordering it
+  // behind the legacy stream (or the blocking streams) as CUDA would.
+  absl::StatusOr<BackendHandle> StreamForWork(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OrderAfter(StreamRec& waiter, StreamRec& signaler)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<BackendHandle> EventFor(uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Callable> ResolveCallable(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> NewFunction(BackendHandle backend, uint64_t owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RegisterGlobal(const GlobalInfo& g, std::set<DevPtr>& owner_globals)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseGlobals(std::set<DevPtr>& owner_globals) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropFunctionsOf(uint64_t owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropModuleRecord(uint64_t module_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // One handler per op: read request fields from `in`, append reply fields
+  // to `out`; a non-OK status becomes the reply's CUresult.
+  absl::Status OpMemAlloc(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemFree(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemGetInfo(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemGetAddressRange(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemcpyHtoD(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemcpyDtoH(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemcpyDtoD(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemset(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemcpy3D(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpModuleLoadData(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpModuleGetFunction(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpModuleGetGlobal(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpModuleUnload(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpModuleGetFunctionCount(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpLibraryLoadData(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpLibraryGetKernel(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpLibraryGetModule(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpLibraryGetGlobal(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpLibraryUnload(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpKernelGetFunction(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpFuncGetAttribute(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpFuncSetAttribute(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpLaunchKernel(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpStreamCreate(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpStreamDestroy(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpStreamSynchronize(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpStreamQuery(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpStreamWaitEvent(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpEventCreate(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpEventRecord(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpEventSynchronize(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpEventQuery(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpEventElapsedTime(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpEventDestroy(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpCtxSynchronize(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const SessionEnv* const env_;
+  GpuBackend* const backend_;
+  const uint64_t id_;
+  const std::string transport_;
+  const std::string peer_;
+  const absl::Time connected_at_;
+  std::atomic<bool> hello_done_{false};
+
+  // Held for the whole of each request: one request runs at a time.
+  mutable absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string name_ ABSL_GUARDED_BY(mu_);
+  int32_t priority_ ABSL_GUARDED_BY(mu_) = 0;
+  memory::AllocationTable allocations_ ABSL_GUARDED_BY(mu_);
+  // Module and library globals; a range looked up through both a library and
+  // its module is registered once and counted in global_refs_.
+  memory::AllocationTable globals_ ABSL_GUARDED_BY(mu_);
+  std::map<DevPtr, int> global_refs_ ABSL_GUARDED_BY(mu_);
+  bool has_default_stream_ ABSL_GUARDED_BY(mu_) = false;
+  StreamRec default_stream_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, StreamRec> streams_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, BackendHandle> events_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, ModuleRec> modules_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, LibraryRec> libraries_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, FunctionRec> functions_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, KernelRec> kernels_ ABSL_GUARDED_BY(mu_);
+
+  // What Snapshot reports, refreshed after each request; separate from mu_
+  // so that status never waits behind a long synchronize.
+  mutable absl::Mutex stats_mu_;
+  ClientStatus stats_ ABSL_GUARDED_BY(stats_mu_);
+};
+
+}  // namespace wooly::server
+
+#endif  // WOOLY_SERVER_CLIENT_SESSION_H_

@@ -1,0 +1,170 @@
+// woolyd's core as a library: listeners for the framed protocol (unix and
+// TCP sockets, one thread per client), the gRPC Admin and Session services,
+// and the registry of client sessions. woolyd's main and the tests both run
+// it through Server::Start.
+//
+// Thread safety: all public methods may be called from any thread.
+#ifndef WOOLY_SERVER_SERVER_H_
+#define WOOLY_SERVER_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "wooly/server/client_session.h"
+#include "wooly/server/gpu_backend.h"
+
+namespace grpc {
+class Server;
+}  // namespace grpc
+
+namespace wooly::server {
+
+// woolyd's release version ("0.1.0").
+extern const char kServerVersion[];
+
+struct ServerOptions {
+  // Framed-protocol endpoints, in wire::ParseEndpoint syntax
+  // ("unix:/path", "tcp:host:port"). A TCP port of 0 picks a free port;
+  // listen_addresses() tells which.
+  std::vector<std::string> listen;
+  // gRPC Admin + Session endpoint ("unix:/path" or "tcp:host:port");
+  // empty: no gRPC server.
+  std::string admin;
+  // Permissions of the unix sockets, and of socket directories created for
+  // them (parents included), so only the owning user/group can connect.
+  uint32_t socket_mode = 0660;
+  uint32_t socket_dir_mode = 0750;
+  // Wall clock for connect times and uptime; absl::Now when unset.
+  std::function<absl::Time()> clock;
+};
+
+// What `wooly-cli status` shows; mirrors wooly.v1.StatusReply.
+struct StatusSnapshot {
+  std::string server_version;
+  uint32_t protocol_version = 0;
+  std::string gpu_name;
+  std::string gpu_uuid;  // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+  uint64_t total_memory_bytes = 0;
+  uint64_t used_memory_bytes = 0;
+  uint64_t free_memory_bytes = 0;
+  std::string backend;
+  std::vector<std::string> listen_addresses;
+  std::string admin_address;
+  int64_t uptime_seconds = 0;
+  std::vector<ClientStatus> clients;  // clients past Hello, by id
+};
+
+namespace internal {
+class AdminService;
+class SessionService;
+}  // namespace internal
+
+class Server {
+ public:
+  // Binds every endpoint and starts serving. Takes ownership of `backend`,
+  // which lives until the Server is destroyed. Fails (with nothing left
+  // running) when the backend cannot describe its device or an endpoint
+  // cannot be bound, for example because another woolyd already serves a
+  // unix socket. Ignores SIGPIPE process-wide: peers may vanish mid-write.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options,
+                                                       std::unique_ptr<GpuBackend> backend);
+
+  ~Server();  // Shutdown()
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Stops accepting, disconnects every client (releasing what each owned),
+  // stops gRPC and removes the unix socket files. Idempotent; blocks until
+  // every serving thread has finished.
+  void Shutdown();
+
+  // The bound framed-protocol endpoints in FormatEndpoint form, with actual
+  // TCP ports ("unix:/run/wooly/woolyd.sock", "tcp:127.0.0.1:41234").
+  std::vector<std::string> listen_addresses() const { return listen_addresses_; }
+  // The bound gRPC endpoint ("unix:/..." or "tcp:127.0.0.1:port"); empty if none.
+  std::string admin_address() const { return admin_address_; }
+
+  StatusSnapshot Status();
+  std::vector<ClientStatus> Clients() const;
+  // Open sessions (connections and gRPC streams, before Hello too).
+  size_t session_count() const;
+  // Waits until exactly `count` sessions are open; false on timeout. A
+  // session leaves only after everything it owned has been released, so
+  // tests use this to wait for a disconnect's cleanup.
+  bool WaitForSessionCount(size_t count, absl::Duration timeout) const;
+  const wire::DeviceInfo& device_info() const { return env_.device; }
+  GpuBackend* backend() const { return backend_.get(); }
+
+ private:
+  friend class internal::AdminService;
+  friend class internal::SessionService;
+
+  struct Listener {
+    int fd = -1;
+    bool is_unix = false;
+    std::string path;  // unix socket file, removed at shutdown
+    uint64_t inode = 0;
+    std::thread thread;
+  };
+  struct Connection {
+    int fd = -1;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+
+  Server(ServerOptions options, std::unique_ptr<GpuBackend> backend);
+  absl::Status Init();
+  absl::Status StartListener(const std::string& text);
+  absl::Status StartGrpc();
+  void AcceptLoop(Listener* listener);
+  void ServeConnection(Connection* conn, std::shared_ptr<ClientSession> session);
+  void ReapConnections() ABSL_EXCLUSIVE_LOCKS_REQUIRED(conn_mu_);
+
+  // Session registry, shared by both transports.
+  std::shared_ptr<ClientSession> OpenSession(const std::string& transport, const std::string& peer);
+  void EndSession(const std::shared_ptr<ClientSession>& session, const std::string& reason);
+
+  const ServerOptions options_;
+  std::unique_ptr<GpuBackend> backend_;
+  std::atomic<uint64_t> next_handle_id_{0x100};
+  std::atomic<uint64_t> next_client_id_{1};
+  SessionEnv env_;
+  absl::Time started_at_;
+  std::vector<std::string> listen_addresses_;
+  std::string admin_address_;
+  std::string admin_unix_path_;
+
+  std::atomic<bool> stopping_{false};
+  absl::Mutex shutdown_mu_;  // serializes Shutdown
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+  bool serving_ = false;                              // Init succeeded
+  std::vector<std::unique_ptr<Listener>> listeners_;  // fixed after Start
+
+  absl::Mutex conn_mu_;
+  std::list<std::unique_ptr<Connection>> connections_ ABSL_GUARDED_BY(conn_mu_);
+
+  mutable absl::Mutex sessions_mu_;
+  std::map<uint64_t, std::shared_ptr<ClientSession>> sessions_ ABSL_GUARDED_BY(sessions_mu_);
+
+  std::unique_ptr<internal::AdminService> admin_service_;
+  std::unique_ptr<internal::SessionService> session_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+};
+
+// Formats a 16-byte UUID as nvidia-smi does: "GPU-xxxxxxxx-xxxx-...".
+std::string FormatGpuUuid(const uint8_t uuid[16]);
+
+}  // namespace wooly::server
+
+#endif  // WOOLY_SERVER_SERVER_H_

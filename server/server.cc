@@ -1,0 +1,484 @@
+#include "wooly/server/server.h"
+
+#include <arpa/inet.h>
+#include <cuda.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <system_error>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "grpc_services.h"
+#include "grpcpp/grpcpp.h"
+#include "spdlog/spdlog.h"
+#include "wooly/proto/socket.h"
+#include "wooly/server/cu_status.h"
+
+#ifndef WOOLY_VERSION
+#define WOOLY_VERSION "0.0.0-dev"
+#endif
+
+namespace wooly::server {
+
+const char kServerVersion[] = WOOLY_VERSION;
+
+namespace {
+
+// wire::ParseEndpoint refuses port 0 (a client cannot connect to it); a
+// listener may ask for it to get an ephemeral port.
+bool ParseListenEndpoint(const std::string& text, wire::Endpoint* ep, std::string* error) {
+  if (wire::ParseEndpoint(text, ep, error)) return true;
+  if (absl::EndsWith(text, ":0") && text.size() > 2) {
+    std::string probe = text.substr(0, text.size() - 1) + "1";
+    std::string ignored;
+    if (wire::ParseEndpoint(probe, ep, &ignored) && !ep->is_unix) {
+      ep->port = 0;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Creates `dir` and any missing parents with `mode`.
+absl::Status EnsureDirectory(const std::string& dir, uint32_t mode) {
+  if (dir.empty()) return absl::OkStatus();
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(dir, " exists and is not a directory"));
+    }
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+      spdlog::warn("socket directory {} is writable by everyone", dir);
+    }
+    return absl::OkStatus();
+  }
+  const size_t slash = dir.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    if (absl::Status s = EnsureDirectory(dir.substr(0, slash), mode); !s.ok()) return s;
+  }
+  if (::mkdir(dir.c_str(), mode) != 0 && errno != EEXIST) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create socket directory ", dir, ": ", std::strerror(errno)));
+  }
+  ::chmod(dir.c_str(), mode);  // mkdir's mode is filtered by the umask
+  return absl::OkStatus();
+}
+
+std::string ParentDir(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return "";
+  return path.substr(0, slash);
+}
+
+// Fails when a live server already answers on the unix socket `path`, so a
+// second woolyd never steals the socket of a running one; a stale file from
+// a dead server is fine (it is replaced).
+absl::Status CheckUnixSocketFree(const std::string& path) {
+  wire::Endpoint ep;
+  ep.is_unix = true;
+  ep.path = path;
+  std::string error;
+  const int fd = wire::Connect(ep, &error);
+  if (fd >= 0) {
+    ::close(fd);
+    return absl::AlreadyExistsError(
+        absl::StrCat("another server is already listening on unix:", path));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t InodeOf(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
+}
+
+std::string PeerOf(int fd, bool is_unix) {
+  if (is_unix) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      return absl::StrCat("pid ", cred.pid, " uid ", cred.uid);
+    }
+    return "unix peer";
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "tcp peer";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    return absl::StrCat(host, ":", ntohs(in->sin_port));
+  }
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+  return absl::StrCat("[", host, "]:", ntohs(in6->sin6_port));
+}
+
+uint16_t BoundPort(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return 0;
+  if (ss.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+}
+
+}  // namespace
+
+std::string FormatGpuUuid(const uint8_t u[16]) {
+  return absl::StrFormat("GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                         u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11],
+                         u[12], u[13], u[14], u[15]);
+}
+
+Server::Server(ServerOptions options, std::unique_ptr<GpuBackend> backend)
+    : options_(std::move(options)), backend_(std::move(backend)) {}
+
+Server::~Server() { Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options,
+                                                      std::unique_ptr<GpuBackend> backend) {
+  if (backend == nullptr) return absl::InvalidArgumentError("no GPU backend");
+  ::signal(SIGPIPE, SIG_IGN);
+  std::unique_ptr<Server> server(new Server(std::move(options), std::move(backend)));
+  if (absl::Status s = server->Init(); !s.ok()) {
+    server->Shutdown();
+    return s;
+  }
+  return server;
+}
+
+absl::Status Server::Init() {
+  if (absl::Status s = backend_->BindThread(); !s.ok()) return s;
+  absl::StatusOr<wire::DeviceInfo> info = backend_->GetDeviceInfo();
+  if (!info.ok()) return info.status();
+  // Clients answer cuDeviceGetAttribute locally from this table, indexed by
+  // attribute: it must cover every attribute this build knows.
+  if (info->attributes.size() < CU_DEVICE_ATTRIBUTE_MAX) {
+    spdlog::warn("backend reported {} device attributes, expected {}; the rest read as 0",
+                 info->attributes.size(), static_cast<int>(CU_DEVICE_ATTRIBUTE_MAX));
+    info->attributes.resize(CU_DEVICE_ATTRIBUTE_MAX, 0);
+  }
+  env_.backend = backend_.get();
+  env_.device = std::move(*info);
+  env_.server_version = kServerVersion;
+  env_.next_id = &next_handle_id_;
+  env_.clock = options_.clock ? options_.clock : [] { return absl::Now(); };
+  started_at_ = env_.clock();
+
+  for (const std::string& text : options_.listen) {
+    if (absl::Status s = StartListener(text); !s.ok()) return s;
+  }
+  if (!options_.admin.empty()) {
+    if (absl::Status s = StartGrpc(); !s.ok()) return s;
+  }
+  serving_ = true;
+  spdlog::info("woolyd {} serving {} ({}, {} MiB) through the {} backend", kServerVersion,
+               env_.device.name, FormatGpuUuid(env_.device.uuid), env_.device.total_mem >> 20,
+               backend_->Name());
+  return absl::OkStatus();
+}
+
+absl::Status Server::StartListener(const std::string& text) {
+  wire::Endpoint ep;
+  std::string error;
+  if (!ParseListenEndpoint(text, &ep, &error)) return absl::InvalidArgumentError(error);
+  auto listener = std::make_unique<Listener>();
+  listener->is_unix = ep.is_unix;
+  if (ep.is_unix) {
+    if (absl::Status s = EnsureDirectory(ParentDir(ep.path), options_.socket_dir_mode); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckUnixSocketFree(ep.path); !s.ok()) return s;
+  }
+  listener->fd = wire::Listen(ep, options_.socket_mode, &error);
+  if (listener->fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", text, ": ", error));
+  }
+  if (ep.is_unix) {
+    listener->path = ep.path;
+    listener->inode = InodeOf(ep.path);
+  } else {
+    ep.port = BoundPort(listener->fd);
+  }
+  listen_addresses_.push_back(wire::FormatEndpoint(ep));
+  spdlog::info("listening on {}", listen_addresses_.back());
+  Listener* l = listener.get();
+  listeners_.push_back(std::move(listener));
+  l->thread = std::thread(&Server::AcceptLoop, this, l);
+  return absl::OkStatus();
+}
+
+absl::Status Server::StartGrpc() {
+  wire::Endpoint ep;
+  std::string error;
+  if (!ParseListenEndpoint(options_.admin, &ep, &error)) return absl::InvalidArgumentError(error);
+  std::string address;
+  if (ep.is_unix) {
+    if (absl::Status s = EnsureDirectory(ParentDir(ep.path), options_.socket_dir_mode); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckUnixSocketFree(ep.path); !s.ok()) return s;
+    ::unlink(ep.path.c_str());
+    address = "unix:" + ep.path;
+  } else {
+    address = ep.host.find(':') != std::string::npos ? absl::StrCat("[", ep.host, "]:", ep.port)
+                                                     : absl::StrCat(ep.host, ":", ep.port);
+  }
+  admin_service_ = std::make_unique<internal::AdminService>(this);
+  session_service_ = std::make_unique<internal::SessionService>(this);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(admin_service_.get());
+  builder.RegisterService(session_service_.get());
+  const int max_message = static_cast<int>(wire::kMaxPayload + (64 << 10));
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || (!ep.is_unix && port == 0)) {
+    grpc_server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot serve gRPC on ", options_.admin));
+  }
+  if (ep.is_unix) {
+    // gRPC creates the file with the process umask; the directory (0750)
+    // already keeps others out while this tightens the file itself.
+    ::chmod(ep.path.c_str(), options_.socket_mode);
+    admin_unix_path_ = ep.path;
+  } else {
+    ep.port = static_cast<uint16_t>(port);
+  }
+  admin_address_ = wire::FormatEndpoint(ep);
+  spdlog::info("admin and session gRPC services on {}", admin_address_);
+  return absl::OkStatus();
+}
+
+void Server::AcceptLoop(Listener* listener) {
+  const std::string transport = listener->is_unix ? "unix" : "tcp";
+  while (!stopping_.load()) {
+    const int fd = ::accept4(listener->fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (stopping_.load()) break;
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        spdlog::error("accept on {}: {}; retrying", transport, std::strerror(errno));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // back off, not a test wait
+        continue;
+      }
+      spdlog::error("accept on {}: {}; listener stopped", transport, std::strerror(errno));
+      break;
+    }
+    if (stopping_.load()) {
+      ::close(fd);
+      break;
+    }
+    if (!listener->is_unix) {
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    // The session (and its client id) exists from accept on, so ids follow
+    // connection order.
+    std::shared_ptr<ClientSession> session = OpenSession(transport, PeerOf(fd, listener->is_unix));
+    absl::MutexLock lock(&conn_mu_);
+    ReapConnections();
+    auto conn = std::make_unique<Connection>();
+    conn->fd = fd;
+    Connection* c = conn.get();
+    connections_.push_back(std::move(conn));
+    try {
+      c->thread = std::thread(&Server::ServeConnection, this, c, session);
+    } catch (const std::system_error& e) {
+      spdlog::error("cannot start a client thread: {}", e.what());
+      ::close(fd);
+      connections_.pop_back();
+      EndSession(session, "no thread to serve it");
+    }
+  }
+}
+
+void Server::ReapConnections() {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    if ((*it)->done.load()) {
+      if ((*it)->thread.joinable()) (*it)->thread.join();
+      it = connections_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> session) {
+  const int fd = conn->fd;
+  std::string reason = "client closed the connection";
+  if (absl::Status s = backend_->BindThread(); !s.ok()) {
+    spdlog::error("cannot bind the GPU context for a client thread: {}", s.ToString());
+    reason = "no GPU context";
+  } else {
+    std::vector<uint8_t> buffer;
+    for (;;) {
+      wire::FrameHeader h;
+      if (!wire::ReadFull(fd, &h, sizeof(h))) {
+        if (stopping_.load()) reason = "server shutting down";
+        break;
+      }
+      const uint32_t limit = session->hello_done() ? wire::kMaxPayload + 4096 : kMaxPreHelloPayload;
+      if (h.magic != wire::kMagic || h.length > limit) {
+        reason = absl::StrFormat("malformed frame header (magic %#x, length %u); dropped", h.magic,
+                                 h.length);
+        spdlog::warn("client {}: {}", session->id(), reason);
+        break;
+      }
+      try {
+        buffer.resize(h.length);
+      } catch (const std::bad_alloc&) {
+        reason = "out of host memory for a frame";
+        break;
+      }
+      if (!wire::ReadFull(fd, buffer.data(), h.length)) {
+        reason = "connection lost mid-frame";
+        break;
+      }
+      ClientSession::Reply r = session->Handle(h, buffer);
+      if (!wire::WriteFrame(fd, r.op, r.seq, r.payload.data(), r.payload.size())) {
+        reason = "connection lost while replying";
+        break;
+      }
+      if (r.close) {
+        reason = r.op == (static_cast<uint16_t>(wire::Op::kGoodbye) | wire::kReplyBit)
+                     ? "goodbye"
+                     : "closed by server";
+        break;
+      }
+      // Keep one copy chunk's worth for the next bulk frame, nothing bigger
+      // (a large module image) for the rest of the connection.
+      if (buffer.capacity() > wire::kCopyChunk + 4096) std::vector<uint8_t>().swap(buffer);
+    }
+  }
+  EndSession(session, reason);
+  absl::MutexLock lock(&conn_mu_);
+  ::close(fd);
+  conn->fd = -1;
+  conn->done.store(true);
+}
+
+std::shared_ptr<ClientSession> Server::OpenSession(const std::string& transport,
+                                                   const std::string& peer) {
+  const uint64_t id = next_client_id_.fetch_add(1);
+  auto session = std::make_shared<ClientSession>(&env_, id, transport, peer);
+  absl::MutexLock lock(&sessions_mu_);
+  sessions_[id] = session;
+  return session;
+}
+
+void Server::EndSession(const std::shared_ptr<ClientSession>& session, const std::string& reason) {
+  session->Close(reason);
+  absl::MutexLock lock(&sessions_mu_);
+  sessions_.erase(session->id());
+}
+
+void Server::Shutdown() {
+  absl::MutexLock shutdown_lock(&shutdown_mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  stopping_.store(true);
+  if (grpc_server_) {
+    // Cancels open Commands streams at once; their handlers release sessions.
+    grpc_server_->Shutdown(std::chrono::system_clock::now());
+    grpc_server_->Wait();
+    grpc_server_.reset();
+  }
+  for (auto& l : listeners_) {
+    ::shutdown(l->fd, SHUT_RDWR);  // wakes accept()
+    if (l->thread.joinable()) l->thread.join();
+    ::close(l->fd);
+    if (!l->path.empty() && InodeOf(l->path) == l->inode) ::unlink(l->path.c_str());
+  }
+  listeners_.clear();
+  if (!admin_unix_path_.empty()) ::unlink(admin_unix_path_.c_str());
+  {
+    absl::MutexLock lock(&conn_mu_);
+    for (auto& c : connections_) {
+      if (!c->done.load() && c->fd >= 0) ::shutdown(c->fd, SHUT_RDWR);  // wakes the reader
+    }
+  }
+  // No accept loop runs any more, so the list only shrinks from here; join
+  // without the lock, which the finishing threads take.
+  std::list<std::unique_ptr<Connection>> conns;
+  for (;;) {
+    {
+      absl::MutexLock lock(&conn_mu_);
+      conns.splice(conns.end(), connections_);
+    }
+    if (conns.empty()) break;
+    for (auto& c : conns) {
+      if (c->thread.joinable()) c->thread.join();
+    }
+    conns.clear();
+  }
+  std::map<uint64_t, std::shared_ptr<ClientSession>> left;
+  {
+    absl::MutexLock lock(&sessions_mu_);
+    left.swap(sessions_);
+  }
+  for (auto& [id, s] : left) s->Close("server shutting down");
+  if (serving_) spdlog::info("woolyd stopped");
+}
+
+size_t Server::session_count() const {
+  absl::MutexLock lock(&sessions_mu_);
+  return sessions_.size();
+}
+
+bool Server::WaitForSessionCount(size_t count, absl::Duration timeout) const {
+  absl::MutexLock lock(&sessions_mu_);
+  auto reached = [this, count]()
+                     ABSL_SHARED_LOCKS_REQUIRED(sessions_mu_) { return sessions_.size() == count; };
+  return sessions_mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+}
+
+std::vector<ClientStatus> Server::Clients() const {
+  std::vector<ClientStatus> out;
+  absl::MutexLock lock(&sessions_mu_);
+  for (const auto& [id, s] : sessions_) {
+    if (s->hello_done()) out.push_back(s->Snapshot());
+  }
+  return out;
+}
+
+StatusSnapshot Server::Status() {
+  StatusSnapshot s;
+  s.server_version = kServerVersion;
+  s.protocol_version = wire::kProtocolVersion;
+  s.gpu_name = env_.device.name;
+  s.gpu_uuid = FormatGpuUuid(env_.device.uuid);
+  s.total_memory_bytes = env_.device.total_mem;
+  absl::StatusOr<MemInfo> mem = backend_->BindThread().ok()
+                                    ? backend_->MemGetInfo()
+                                    : absl::StatusOr<MemInfo>(absl::UnavailableError("bind"));
+  if (mem.ok()) {
+    s.total_memory_bytes = mem->total;
+    s.free_memory_bytes = mem->free;
+    s.used_memory_bytes = mem->total - std::min(mem->free, mem->total);
+  }
+  s.backend = backend_->Name();
+  s.listen_addresses = listen_addresses_;
+  s.admin_address = admin_address_;
+  s.uptime_seconds = absl::ToInt64Seconds(env_.clock() - started_at_);
+  s.clients = Clients();
+  return s;
+}
+
+}  // namespace wooly::server
