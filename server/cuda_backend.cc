@@ -1,0 +1,932 @@
+// CudaBackend: GpuBackend on the real NVIDIA driver, loaded with dlopen.
+//
+// Every entry point is resolved once through cuGetProcAddress_v2 at CUDA
+// 13.0 semantics into DriverApi; the typed pointers below are exactly the ABI
+// versions the driver returns for (name, 13000, CU_GET_PROC_ADDRESS_DEFAULT)
+// (tests/data/proc_address_real.tsv records a real driver's answers).
+#include "wooly/server/cuda_backend.h"
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "spdlog/spdlog.h"
+#include "wooly/server/cu_status.h"
+
+namespace wooly::server {
+namespace {
+
+constexpr int kProcAddressVersion = 13000;
+constexpr char kDefaultLibcuda[] = "libcuda.so.1";
+constexpr char kFallbackLibcuda[] = "/usr/local/nvidia/lib64/libcuda.so.1";
+// A string every build of Wooly's client library contains (the name of its
+// server environment variable) and NVIDIA's driver does not.
+constexpr char kWoolyClientMarker[] = "WOOLY_SERVER";
+
+// Copies at least this large go through pinned staging buffers.
+constexpr uint64_t kStagingThreshold = 1u << 20;
+// Each staging slot holds two buffers of this size, used alternately so the
+// host memcpy of one chunk overlaps the DMA of the next.
+constexpr uint64_t kStagingBufferBytes = 32u << 20;
+// At most this many slots exist; a copy that finds none free goes direct.
+constexpr int kMaxStagingSlots = 4;
+
+// (member/symbol, PFN type at CUDA 13.0).
+// clang-format off
+#define WOOLY_CUDA_ENTRY_POINTS(X)                                             \
+  X(cuInit, PFN_cuInit_v2000)                                                  \
+  X(cuGetErrorName, PFN_cuGetErrorName_v6000)                                  \
+  X(cuDriverGetVersion, PFN_cuDriverGetVersion_v2020)                          \
+  X(cuDeviceGet, PFN_cuDeviceGet_v2000)                                        \
+  X(cuDeviceGetName, PFN_cuDeviceGetName_v2000)                                \
+  X(cuDeviceGetUuid, PFN_cuDeviceGetUuid_v11040)                               \
+  X(cuDeviceTotalMem, PFN_cuDeviceTotalMem_v3020)                              \
+  X(cuDeviceGetAttribute, PFN_cuDeviceGetAttribute_v2000)                      \
+  X(cuDevicePrimaryCtxRetain, PFN_cuDevicePrimaryCtxRetain_v7000)              \
+  X(cuDevicePrimaryCtxRelease, PFN_cuDevicePrimaryCtxRelease_v11000)           \
+  X(cuCtxSetCurrent, PFN_cuCtxSetCurrent_v4000)                                \
+  X(cuCtxGetStreamPriorityRange, PFN_cuCtxGetStreamPriorityRange_v5050)        \
+  X(cuCtxSynchronize, PFN_cuCtxSynchronize_v13000)                             \
+  X(cuMemGetInfo, PFN_cuMemGetInfo_v3020)                                      \
+  X(cuMemAlloc, PFN_cuMemAlloc_v3020)                                          \
+  X(cuMemFree, PFN_cuMemFree_v3020)                                            \
+  X(cuMemHostAlloc, PFN_cuMemHostAlloc_v2020)                                  \
+  X(cuMemFreeHost, PFN_cuMemFreeHost_v2000)                                    \
+  X(cuMemcpyHtoD, PFN_cuMemcpyHtoD_v3020)                                      \
+  X(cuMemcpyDtoH, PFN_cuMemcpyDtoH_v3020)                                      \
+  X(cuMemcpyDtoD, PFN_cuMemcpyDtoD_v3020)                                      \
+  X(cuMemcpyHtoDAsync, PFN_cuMemcpyHtoDAsync_v3020)                            \
+  X(cuMemcpyDtoHAsync, PFN_cuMemcpyDtoHAsync_v3020)                            \
+  X(cuMemcpyDtoDAsync, PFN_cuMemcpyDtoDAsync_v3020)                            \
+  X(cuMemcpy3D, PFN_cuMemcpy3D_v3020)                                          \
+  X(cuMemcpy3DAsync, PFN_cuMemcpy3DAsync_v3020)                                \
+  X(cuMemsetD8, PFN_cuMemsetD8_v3020)                                          \
+  X(cuMemsetD16, PFN_cuMemsetD16_v3020)                                        \
+  X(cuMemsetD32, PFN_cuMemsetD32_v3020)                                        \
+  X(cuMemsetD2D8, PFN_cuMemsetD2D8_v3020)                                      \
+  X(cuMemsetD2D16, PFN_cuMemsetD2D16_v3020)                                    \
+  X(cuMemsetD2D32, PFN_cuMemsetD2D32_v3020)                                    \
+  X(cuMemsetD8Async, PFN_cuMemsetD8Async_v3020)                                \
+  X(cuMemsetD16Async, PFN_cuMemsetD16Async_v3020)                              \
+  X(cuMemsetD32Async, PFN_cuMemsetD32Async_v3020)                              \
+  X(cuMemsetD2D8Async, PFN_cuMemsetD2D8Async_v3020)                            \
+  X(cuMemsetD2D16Async, PFN_cuMemsetD2D16Async_v3020)                          \
+  X(cuMemsetD2D32Async, PFN_cuMemsetD2D32Async_v3020)                          \
+  X(cuModuleLoadData, PFN_cuModuleLoadData_v2000)                              \
+  X(cuModuleUnload, PFN_cuModuleUnload_v2000)                                  \
+  X(cuModuleGetFunction, PFN_cuModuleGetFunction_v2000)                        \
+  X(cuModuleGetGlobal, PFN_cuModuleGetGlobal_v3020)                            \
+  X(cuModuleGetFunctionCount, PFN_cuModuleGetFunctionCount_v12040)             \
+  X(cuLibraryLoadData, PFN_cuLibraryLoadData_v12000)                           \
+  X(cuLibraryUnload, PFN_cuLibraryUnload_v12000)                               \
+  X(cuLibraryGetKernel, PFN_cuLibraryGetKernel_v12000)                         \
+  X(cuLibraryGetModule, PFN_cuLibraryGetModule_v12000)                         \
+  X(cuLibraryGetGlobal, PFN_cuLibraryGetGlobal_v12000)                         \
+  X(cuKernelGetFunction, PFN_cuKernelGetFunction_v12000)                       \
+  X(cuKernelGetParamInfo, PFN_cuKernelGetParamInfo_v12040)                     \
+  X(cuKernelGetAttribute, PFN_cuKernelGetAttribute_v12000)                     \
+  X(cuKernelSetAttribute, PFN_cuKernelSetAttribute_v12000)                     \
+  X(cuFuncGetParamInfo, PFN_cuFuncGetParamInfo_v12040)                         \
+  X(cuFuncGetAttribute, PFN_cuFuncGetAttribute_v2020)                          \
+  X(cuFuncSetAttribute, PFN_cuFuncSetAttribute_v9000)                          \
+  X(cuLaunchKernelEx, PFN_cuLaunchKernelEx_v11060)                             \
+  X(cuStreamCreateWithPriority, PFN_cuStreamCreateWithPriority_v5050)          \
+  X(cuStreamDestroy, PFN_cuStreamDestroy_v4000)                                \
+  X(cuStreamSynchronize, PFN_cuStreamSynchronize_v2000)                        \
+  X(cuStreamQuery, PFN_cuStreamQuery_v2000)                                    \
+  X(cuStreamWaitEvent, PFN_cuStreamWaitEvent_v3020)                            \
+  X(cuEventCreate, PFN_cuEventCreate_v2000)                                    \
+  X(cuEventRecord, PFN_cuEventRecord_v2000)                                    \
+  X(cuEventRecordWithFlags, PFN_cuEventRecordWithFlags_v11010)                 \
+  X(cuEventSynchronize, PFN_cuEventSynchronize_v2000)                          \
+  X(cuEventQuery, PFN_cuEventQuery_v2000)                                      \
+  X(cuEventElapsedTime, PFN_cuEventElapsedTime_v12080)                         \
+  X(cuEventDestroy, PFN_cuEventDestroy_v4000)
+// clang-format on
+
+// The driver's entry points. Filled once, read-only afterwards.
+struct DriverApi {
+#define WOOLY_DECLARE_ENTRY(name, type) type name = nullptr;
+  WOOLY_CUDA_ENTRY_POINTS(WOOLY_DECLARE_ENTRY)
+#undef WOOLY_DECLARE_ENTRY
+};
+
+static_assert(sizeof(CUlaunchAttributeValue) == sizeof(LaunchAttribute::value),
+              "LaunchAttribute must carry a whole CUlaunchAttributeValue");
+
+// Returns the Check()ed status of a failed driver call from the enclosing
+// member function.
+#define WOOLY_RETURN_IF_CU(expr, fn)                                  \
+  do {                                                                \
+    if (const CUresult wooly_r_ = (expr); wooly_r_ != CUDA_SUCCESS) { \
+      return Check(wooly_r_, fn);                                     \
+    }                                                                 \
+  } while (0)
+
+template <typename T>
+T FromHandle(Handle h) {
+  return reinterpret_cast<T>(static_cast<uintptr_t>(h));
+}
+template <typename T>
+Handle ToHandle(T p) {
+  return static_cast<Handle>(reinterpret_cast<uintptr_t>(p));
+}
+CUstream Stream(Handle h) { return FromHandle<CUstream>(h); }
+
+// A copy of `image` at 8-byte alignment followed by NUL bytes: the driver
+// reads fatbin/ELF headers as structs and PTX as a C string.
+std::vector<uint64_t> AlignedImage(absl::Span<const uint8_t> image) {
+  std::vector<uint64_t> out(image.size() / sizeof(uint64_t) + 2, 0);
+  if (!image.empty()) std::memcpy(out.data(), image.data(), image.size());
+  return out;
+}
+
+// True when the file at `path` is a Wooly client library rather than the
+// driver. Reads the file through a private mapping; false on any I/O error.
+bool IsWoolyClientLibrary(const char* path) {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st;
+  bool found = false;
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p != MAP_FAILED) {
+      found = ::memmem(p, static_cast<size_t>(st.st_size), kWoolyClientMarker,
+                       sizeof(kWoolyClientMarker) - 1) != nullptr;
+      ::munmap(p, static_cast<size_t>(st.st_size));
+    }
+  }
+  ::close(fd);
+  return found;
+}
+
+// The file a loaded symbol comes from, or "" when unknown.
+std::string FileOf(const void* symbol) {
+  Dl_info info;
+  if (symbol != nullptr && ::dladdr(symbol, &info) != 0 && info.dli_fname != nullptr) {
+    return info.dli_fname;
+  }
+  return "";
+}
+
+struct LoadedDriver {
+  void* handle = nullptr;
+  std::string path;  // the file actually mapped
+  PFN_cuGetProcAddress_v12000 get_proc = nullptr;
+};
+
+// dlopens the first usable driver among the candidates.
+absl::StatusOr<LoadedDriver> OpenDriver() {
+  // woolyd does not link libcuda, so a cu* symbol already visible in the
+  // global scope can only have been preloaded; the driver we dlopen would
+  // then bind to it instead of to itself.
+  if (void* pre = ::dlsym(RTLD_DEFAULT, "cuGetProcAddress_v2"); pre != nullptr) {
+    const char* preload = std::getenv("LD_PRELOAD");
+    return absl::FailedPreconditionError(
+        absl::StrCat("a CUDA driver library is already loaded into this process (", FileOf(pre),
+                     preload ? absl::StrCat(", LD_PRELOAD=", preload) : std::string(),
+                     "); the CUDA backend must load the real driver itself: start woolyd without "
+                     "LD_PRELOAD"));
+  }
+
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv(kEnvRealLibcuda); env != nullptr && *env != '\0') {
+    candidates.emplace_back(env);
+  } else {
+    candidates.emplace_back(kDefaultLibcuda);
+    candidates.emplace_back(kFallbackLibcuda);
+  }
+
+  std::vector<std::string> tried;
+  for (const std::string& name : candidates) {
+    ::dlerror();
+    void* h = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) {
+      const char* err = ::dlerror();
+      tried.push_back(err ? err : absl::StrCat(name, ": dlopen failed"));
+      continue;
+    }
+    void* sym = ::dlsym(h, "cuGetProcAddress_v2");
+    std::string file = FileOf(sym);
+    if (file.empty()) file = name;
+    if (sym == nullptr) {
+      tried.push_back(absl::StrCat(file, ": no cuGetProcAddress_v2 (driver older than CUDA 12.0)"));
+      ::dlclose(h);
+      continue;
+    }
+    if (IsWoolyClientLibrary(file.c_str())) {
+      tried.push_back(absl::StrCat(file, ": this is Wooly's client library, not the driver"));
+      ::dlclose(h);
+      continue;
+    }
+    LoadedDriver d;
+    d.handle = h;
+    d.path = std::move(file);
+    d.get_proc = reinterpret_cast<PFN_cuGetProcAddress_v12000>(sym);
+    return d;
+  }
+  std::string msg =
+      "no usable CUDA driver (set " + std::string(kEnvRealLibcuda) + " to the real libcuda.so.1):";
+  for (const std::string& t : tried) absl::StrAppend(&msg, " [", t, "]");
+  return absl::FailedPreconditionError(msg);
+}
+
+absl::Status ResolveAll(const LoadedDriver& d, DriverApi* api) {
+  auto resolve = [&](const char* name, void** out) -> absl::Status {
+    CUdriverProcAddressQueryResult found = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+    const CUresult r =
+        d.get_proc(name, out, kProcAddressVersion, CU_GET_PROC_ADDRESS_DEFAULT, &found);
+    if (r == CUDA_ERROR_STUB_LIBRARY) {
+      return CuError(r, absl::StrCat(d.path,
+                                     " is the CUDA stub library, not a driver "
+                                     "(cuGetProcAddress_v2 returned CUDA_ERROR_STUB_LIBRARY)"));
+    }
+    if (r != CUDA_SUCCESS) {
+      return CuError(r, absl::StrCat("cuGetProcAddress_v2(", name, ") in ", d.path));
+    }
+    if (found != CU_GET_PROC_ADDRESS_SUCCESS || *out == nullptr) {
+      return CuError(CUDA_ERROR_NOT_FOUND,
+                     absl::StrCat("the driver ", d.path, " does not provide ", name, " at CUDA ",
+                                  kProcAddressVersion, " (driver too old?)"));
+    }
+    return absl::OkStatus();
+  };
+#define WOOLY_RESOLVE_ENTRY(name, type)                                                 \
+  if (absl::Status s = resolve(#name, reinterpret_cast<void**>(&api->name)); !s.ok()) { \
+    return s;                                                                           \
+  }
+  WOOLY_CUDA_ENTRY_POINTS(WOOLY_RESOLVE_ENTRY)
+#undef WOOLY_RESOLVE_ENTRY
+  return absl::OkStatus();
+}
+
+// Two pinned buffers and their completion events; see Staged*().
+struct StagingSlot {
+  void* buf[2] = {nullptr, nullptr};
+  CUevent done[2] = {nullptr, nullptr};
+  // Whether work that reads or writes buf[i] may still be in flight.
+  bool busy[2] = {false, false};
+};
+
+class CudaBackend final : public GpuBackend {
+ public:
+  CudaBackend(LoadedDriver driver, const DriverApi& api, CUdevice device, CUcontext ctx)
+      : driver_(std::move(driver)), cu_(api), device_(device), ctx_(ctx) {}
+
+  ~CudaBackend() override {
+    // The driver stays loaded: unloading it while its worker threads run is
+    // not safe, and the process is usually exiting anyway.
+    if (cu_.cuCtxSetCurrent(ctx_) == CUDA_SUCCESS) {
+      absl::MutexLock lock(&mu_);
+      for (auto& slot : free_staging_) DestroySlot(*slot);
+    }
+    cu_.cuDevicePrimaryCtxRelease(device_);
+  }
+
+  // Reads the device description once; the context must be current.
+  absl::Status Init() {
+    WOOLY_RETURN_IF_CU(cu_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    char name[256] = {};
+    WOOLY_RETURN_IF_CU(cu_.cuDeviceGetName(name, sizeof(name) - 1, device_), "cuDeviceGetName");
+    info_.name = name;
+    CUuuid uuid;
+    WOOLY_RETURN_IF_CU(cu_.cuDeviceGetUuid(&uuid, device_), "cuDeviceGetUuid");
+    static_assert(sizeof(uuid.bytes) == sizeof(info_.uuid));
+    std::memcpy(info_.uuid, uuid.bytes, sizeof(info_.uuid));
+    size_t total = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuDeviceTotalMem(&total, device_), "cuDeviceTotalMem");
+    info_.total_mem = total;
+    int version = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuDriverGetVersion(&version), "cuDriverGetVersion");
+    info_.driver_version = version;
+    info_.attributes.assign(CU_DEVICE_ATTRIBUTE_MAX, 0);
+    for (int a = 1; a < CU_DEVICE_ATTRIBUTE_MAX; ++a) {
+      int v = 0;
+      // Attributes this driver does not know (or retired ones) read as 0.
+      if (cu_.cuDeviceGetAttribute(&v, static_cast<CUdevice_attribute>(a), device_) ==
+          CUDA_SUCCESS) {
+        info_.attributes[a] = v;
+      }
+    }
+    int least = 0, greatest = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuCtxGetStreamPriorityRange(&least, &greatest),
+                       "cuCtxGetStreamPriorityRange");
+    info_.stream_priority_least = least;
+    info_.stream_priority_greatest = greatest;
+    spdlog::info("cuda backend: driver {} ({}), device {} \"{}\", {} MiB", version, driver_.path,
+                 static_cast<int>(device_), info_.name, total >> 20);
+    return absl::OkStatus();
+  }
+
+  std::string Name() const override { return "cuda"; }
+
+  absl::Status BindThread() override { return Check(cu_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"); }
+
+  absl::StatusOr<wire::DeviceInfo> GetDeviceInfo() override { return info_; }
+
+  absl::StatusOr<MemInfo> MemGetInfo() override {
+    size_t free = 0, total = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemGetInfo(&free, &total), "cuMemGetInfo");
+    return MemInfo{free, total};
+  }
+
+  // --- Memory.
+
+  absl::StatusOr<DevPtr> MemAlloc(uint64_t size) override {
+    CUdeviceptr p = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemAlloc(&p, size), "cuMemAlloc");
+    return static_cast<DevPtr>(p);
+  }
+
+  absl::Status MemFree(DevPtr ptr) override { return Check(cu_.cuMemFree(ptr), "cuMemFree"); }
+
+  absl::Status MemcpyHtoD(DevPtr dst, const void* src, uint64_t size, Handle stream,
+                          bool async) override {
+    if (size >= kStagingThreshold) {
+      if (std::unique_ptr<StagingSlot> slot = TakeSlot()) {
+        absl::Status s = StagedHtoD(*slot, dst, src, size, async ? Stream(stream) : nullptr, async);
+        ReturnSlot(std::move(slot));
+        return s;
+      }
+    }
+    if (!async) return Check(cu_.cuMemcpyHtoD(dst, src, size), "cuMemcpyHtoD");
+    // From pageable memory the driver has staged the source before returning.
+    return Check(cu_.cuMemcpyHtoDAsync(dst, src, size, Stream(stream)), "cuMemcpyHtoDAsync");
+  }
+
+  absl::Status MemcpyDtoH(void* dst, DevPtr src, uint64_t size, Handle stream,
+                          bool async) override {
+    if (size >= kStagingThreshold) {
+      if (std::unique_ptr<StagingSlot> slot = TakeSlot()) {
+        absl::Status s = StagedDtoH(*slot, dst, src, size, async ? Stream(stream) : nullptr);
+        ReturnSlot(std::move(slot));
+        return s;
+      }
+    }
+    if (!async) return Check(cu_.cuMemcpyDtoH(dst, src, size), "cuMemcpyDtoH");
+    WOOLY_RETURN_IF_CU(cu_.cuMemcpyDtoHAsync(dst, src, size, Stream(stream)), "cuMemcpyDtoHAsync");
+    // The interface promises the bytes are in `dst` on return.
+    return Check(cu_.cuStreamSynchronize(Stream(stream)), "cuStreamSynchronize");
+  }
+
+  absl::Status MemcpyDtoD(DevPtr dst, DevPtr src, uint64_t size, Handle stream,
+                          bool async) override {
+    if (!async) return Check(cu_.cuMemcpyDtoD(dst, src, size), "cuMemcpyDtoD");
+    return Check(cu_.cuMemcpyDtoDAsync(dst, src, size, Stream(stream)), "cuMemcpyDtoDAsync");
+  }
+
+  absl::Status Memcpy3D(const Copy3DParams& params, Handle stream, bool async) override {
+    const wire::Copy3D& g = params.geometry;
+    CUDA_MEMCPY3D c;
+    std::memset(&c, 0, sizeof(c));
+    bool host_side = false;
+    switch (static_cast<wire::MemKind>(g.src_kind)) {
+      case wire::MemKind::kHost:
+        if (params.src_host == nullptr) return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemcpy3D src");
+        host_side = true;
+        c.srcMemoryType = CU_MEMORYTYPE_HOST;
+        c.srcHost = params.src_host;
+        c.srcPitch = g.width_bytes;  // host rows travel packed
+        c.srcHeight = g.height;
+        break;
+      case wire::MemKind::kDevice:
+        c.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+        c.srcDevice = g.src_ptr;
+        c.srcXInBytes = g.src_x_bytes;
+        c.srcY = g.src_y;
+        c.srcZ = g.src_z;
+        c.srcPitch = g.src_pitch;
+        c.srcHeight = g.src_height;
+        break;
+      default:
+        return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemcpy3D src kind");
+    }
+    switch (static_cast<wire::MemKind>(g.dst_kind)) {
+      case wire::MemKind::kHost:
+        if (params.dst_host == nullptr) return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemcpy3D dst");
+        host_side = true;
+        c.dstMemoryType = CU_MEMORYTYPE_HOST;
+        c.dstHost = params.dst_host;
+        c.dstPitch = g.width_bytes;
+        c.dstHeight = g.height;
+        break;
+      case wire::MemKind::kDevice:
+        c.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+        c.dstDevice = g.dst_ptr;
+        c.dstXInBytes = g.dst_x_bytes;
+        c.dstY = g.dst_y;
+        c.dstZ = g.dst_z;
+        c.dstPitch = g.dst_pitch;
+        c.dstHeight = g.dst_height;
+        break;
+      default:
+        return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemcpy3D dst kind");
+    }
+    c.WidthInBytes = g.width_bytes;
+    c.Height = g.height;
+    c.Depth = g.depth;
+    if (!async) return Check(cu_.cuMemcpy3D(&c), "cuMemcpy3D");
+    WOOLY_RETURN_IF_CU(cu_.cuMemcpy3DAsync(&c, Stream(stream)), "cuMemcpy3DAsync");
+    // Host buffers are the server's pageable memory: a DtoH result must have
+    // landed, and an HtoD source may be released, when we return.
+    if (host_side) return Check(cu_.cuStreamSynchronize(Stream(stream)), "cuStreamSynchronize");
+    return absl::OkStatus();
+  }
+
+  absl::Status Memset(DevPtr dst, uint64_t pitch, uint32_t value, uint32_t elem_size,
+                      uint64_t width, uint64_t height, Handle stream, bool async) override {
+    const CUstream s = Stream(stream);
+    const bool linear = height == 1;
+    switch (elem_size) {
+      case 1: {
+        const auto v = static_cast<unsigned char>(value);
+        if (linear) {
+          return async ? Check(cu_.cuMemsetD8Async(dst, v, width, s), "cuMemsetD8Async")
+                       : Check(cu_.cuMemsetD8(dst, v, width), "cuMemsetD8");
+        }
+        return async ? Check(cu_.cuMemsetD2D8Async(dst, pitch, v, width, height, s),
+                             "cuMemsetD2D8Async")
+                     : Check(cu_.cuMemsetD2D8(dst, pitch, v, width, height), "cuMemsetD2D8");
+      }
+      case 2: {
+        const auto v = static_cast<unsigned short>(value);
+        if (linear) {
+          return async ? Check(cu_.cuMemsetD16Async(dst, v, width, s), "cuMemsetD16Async")
+                       : Check(cu_.cuMemsetD16(dst, v, width), "cuMemsetD16");
+        }
+        return async ? Check(cu_.cuMemsetD2D16Async(dst, pitch, v, width, height, s),
+                             "cuMemsetD2D16Async")
+                     : Check(cu_.cuMemsetD2D16(dst, pitch, v, width, height), "cuMemsetD2D16");
+      }
+      case 4: {
+        const unsigned int v = value;
+        if (linear) {
+          return async ? Check(cu_.cuMemsetD32Async(dst, v, width, s), "cuMemsetD32Async")
+                       : Check(cu_.cuMemsetD32(dst, v, width), "cuMemsetD32");
+        }
+        return async ? Check(cu_.cuMemsetD2D32Async(dst, pitch, v, width, height, s),
+                             "cuMemsetD2D32Async")
+                     : Check(cu_.cuMemsetD2D32(dst, pitch, v, width, height), "cuMemsetD2D32");
+      }
+      default:
+        return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemset element size");
+    }
+  }
+
+  // --- Modules and libraries.
+
+  absl::StatusOr<Handle> ModuleLoadData(absl::Span<const uint8_t> image) override {
+    const std::vector<uint64_t> copy = AlignedImage(image);
+    CUmodule m = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuModuleLoadData(&m, copy.data()), "cuModuleLoadData");
+    return ToHandle(m);
+  }
+
+  absl::Status ModuleUnload(Handle module) override {
+    return Check(cu_.cuModuleUnload(FromHandle<CUmodule>(module)), "cuModuleUnload");
+  }
+
+  absl::StatusOr<Handle> ModuleGetFunction(Handle module, const std::string& name) override {
+    CUfunction f = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuModuleGetFunction(&f, FromHandle<CUmodule>(module), name.c_str()),
+                       "cuModuleGetFunction");
+    return ToHandle(f);
+  }
+
+  absl::StatusOr<GlobalInfo> ModuleGetGlobal(Handle module, const std::string& name) override {
+    CUdeviceptr p = 0;
+    size_t size = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuModuleGetGlobal(&p, &size, FromHandle<CUmodule>(module), name.c_str()),
+                       "cuModuleGetGlobal");
+    return GlobalInfo{static_cast<DevPtr>(p), size};
+  }
+
+  absl::StatusOr<uint32_t> ModuleGetFunctionCount(Handle module) override {
+    unsigned int n = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuModuleGetFunctionCount(&n, FromHandle<CUmodule>(module)),
+                       "cuModuleGetFunctionCount");
+    return n;
+  }
+
+  absl::StatusOr<Handle> LibraryLoadData(absl::Span<const uint8_t> image) override {
+    const std::vector<uint64_t> copy = AlignedImage(image);
+    CUlibrary lib = nullptr;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuLibraryLoadData(&lib, copy.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
+        "cuLibraryLoadData");
+    return ToHandle(lib);
+  }
+
+  absl::Status LibraryUnload(Handle library) override {
+    WOOLY_RETURN_IF_CU(cu_.cuLibraryUnload(FromHandle<CUlibrary>(library)), "cuLibraryUnload");
+    absl::MutexLock lock(&mu_);
+    absl::erase_if(kernels_, [library](const auto& kv) { return kv.second.library == library; });
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Handle> LibraryGetKernel(Handle library, const std::string& name) override {
+    CUkernel k = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuLibraryGetKernel(&k, FromHandle<CUlibrary>(library), name.c_str()),
+                       "cuLibraryGetKernel");
+    absl::MutexLock lock(&mu_);
+    kernels_.try_emplace(ToHandle(k), KernelEntry{library, 0});
+    return ToHandle(k);
+  }
+
+  absl::StatusOr<Handle> LibraryGetModule(Handle library) override {
+    CUmodule m = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuLibraryGetModule(&m, FromHandle<CUlibrary>(library)),
+                       "cuLibraryGetModule");
+    return ToHandle(m);
+  }
+
+  absl::StatusOr<GlobalInfo> LibraryGetGlobal(Handle library, const std::string& name) override {
+    CUdeviceptr p = 0;
+    size_t size = 0;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuLibraryGetGlobal(&p, &size, FromHandle<CUlibrary>(library), name.c_str()),
+        "cuLibraryGetGlobal");
+    return GlobalInfo{static_cast<DevPtr>(p), size};
+  }
+
+  absl::StatusOr<Handle> KernelGetFunction(Handle kernel) override {
+    CUfunction f = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuKernelGetFunction(&f, FromHandle<CUkernel>(kernel)),
+                       "cuKernelGetFunction");
+    return ToHandle(f);
+  }
+
+  absl::StatusOr<std::vector<wire::ParamInfo>> FuncGetParamLayout(Handle function) override {
+    std::vector<wire::ParamInfo> out;
+    absl::Status s = ParamLayout(function, IsKernel(function), &out);
+    // A kernel handle this backend did not hand out itself still works.
+    if (!s.ok() && ToCuResult(s) == CUDA_ERROR_INVALID_HANDLE && !IsKernel(function)) {
+      out.clear();
+      if (ParamLayout(function, /*kernel=*/true, &out).ok()) return out;
+    }
+    if (!s.ok()) return s;
+    return out;
+  }
+
+  absl::StatusOr<int32_t> FuncGetAttribute(Handle function, int32_t attribute) override {
+    int v = 0;
+    const auto a = static_cast<CUfunction_attribute>(attribute);
+    if (IsKernel(function)) {
+      WOOLY_RETURN_IF_CU(cu_.cuKernelGetAttribute(&v, a, FromHandle<CUkernel>(function), device_),
+                         "cuKernelGetAttribute");
+    } else {
+      WOOLY_RETURN_IF_CU(cu_.cuFuncGetAttribute(&v, a, FromHandle<CUfunction>(function)),
+                         "cuFuncGetAttribute");
+    }
+    return v;
+  }
+
+  absl::Status FuncSetAttribute(Handle function, int32_t attribute, int32_t value) override {
+    const auto a = static_cast<CUfunction_attribute>(attribute);
+    if (IsKernel(function)) {
+      return Check(cu_.cuKernelSetAttribute(a, value, FromHandle<CUkernel>(function), device_),
+                   "cuKernelSetAttribute");
+    }
+    return Check(cu_.cuFuncSetAttribute(FromHandle<CUfunction>(function), a, value),
+                 "cuFuncSetAttribute");
+  }
+
+  absl::Status LaunchKernel(Handle function, const LaunchConfig& config,
+                            absl::Span<const uint8_t> args) override {
+    absl::StatusOr<CUfunction> f = FunctionFor(function);
+    if (!f.ok()) return f.status();
+
+    std::vector<CUlaunchAttribute> attrs(config.attributes.size());
+    for (size_t i = 0; i < attrs.size(); ++i) {
+      std::memset(&attrs[i], 0, sizeof(attrs[i]));
+      attrs[i].id = static_cast<CUlaunchAttributeID>(config.attributes[i].id);
+      std::memcpy(&attrs[i].value, config.attributes[i].value, sizeof(attrs[i].value));
+    }
+    CUlaunchConfig cfg;
+    std::memset(&cfg, 0, sizeof(cfg));
+    cfg.gridDimX = config.grid[0];
+    cfg.gridDimY = config.grid[1];
+    cfg.gridDimZ = config.grid[2];
+    cfg.blockDimX = config.block[0];
+    cfg.blockDimY = config.block[1];
+    cfg.blockDimZ = config.block[2];
+    cfg.sharedMemBytes = config.shared_bytes;
+    cfg.hStream = Stream(config.stream);
+    cfg.attrs = attrs.empty() ? nullptr : attrs.data();
+    cfg.numAttrs = static_cast<unsigned int>(attrs.size());
+
+    if (args.empty()) {
+      return Check(cu_.cuLaunchKernelEx(&cfg, *f, nullptr, nullptr), "cuLaunchKernelEx");
+    }
+    // Parameters may hold 8-byte fields; hand the driver an aligned buffer.
+    std::vector<uint64_t> buf((args.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+    std::memcpy(buf.data(), args.data(), args.size());
+    size_t size = args.size();
+    void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, buf.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
+                     CU_LAUNCH_PARAM_END};
+    return Check(cu_.cuLaunchKernelEx(&cfg, *f, nullptr, extra), "cuLaunchKernelEx");
+  }
+
+  // --- Streams and events.
+
+  absl::StatusOr<Handle> StreamCreate(uint32_t flags, int32_t priority) override {
+    CUstream s = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuStreamCreateWithPriority(&s, flags, priority),
+                       "cuStreamCreateWithPriority");
+    return ToHandle(s);
+  }
+
+  absl::Status StreamDestroy(Handle stream) override {
+    return Check(cu_.cuStreamDestroy(Stream(stream)), "cuStreamDestroy");
+  }
+
+  absl::Status StreamSynchronize(Handle stream) override {
+    return Check(cu_.cuStreamSynchronize(Stream(stream)), "cuStreamSynchronize");
+  }
+
+  absl::Status StreamQuery(Handle stream) override {
+    return Check(cu_.cuStreamQuery(Stream(stream)), "cuStreamQuery");
+  }
+
+  absl::Status StreamWaitEvent(Handle stream, Handle event, uint32_t flags) override {
+    return Check(cu_.cuStreamWaitEvent(Stream(stream), FromHandle<CUevent>(event), flags),
+                 "cuStreamWaitEvent");
+  }
+
+  absl::StatusOr<Handle> EventCreate(uint32_t flags) override {
+    CUevent e = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuEventCreate(&e, flags), "cuEventCreate");
+    return ToHandle(e);
+  }
+
+  absl::Status EventRecord(Handle event, Handle stream, uint32_t flags) override {
+    if (flags == 0) {
+      return Check(cu_.cuEventRecord(FromHandle<CUevent>(event), Stream(stream)), "cuEventRecord");
+    }
+    return Check(cu_.cuEventRecordWithFlags(FromHandle<CUevent>(event), Stream(stream), flags),
+                 "cuEventRecordWithFlags");
+  }
+
+  absl::Status EventSynchronize(Handle event) override {
+    return Check(cu_.cuEventSynchronize(FromHandle<CUevent>(event)), "cuEventSynchronize");
+  }
+
+  absl::Status EventQuery(Handle event) override {
+    return Check(cu_.cuEventQuery(FromHandle<CUevent>(event)), "cuEventQuery");
+  }
+
+  absl::StatusOr<float> EventElapsedTime(Handle start, Handle end) override {
+    float ms = 0;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuEventElapsedTime(&ms, FromHandle<CUevent>(start), FromHandle<CUevent>(end)),
+        "cuEventElapsedTime");
+    return ms;
+  }
+
+  absl::Status EventDestroy(Handle event) override {
+    return Check(cu_.cuEventDestroy(FromHandle<CUevent>(event)), "cuEventDestroy");
+  }
+
+  absl::Status CtxSynchronize() override {
+    return Check(cu_.cuCtxSynchronize(ctx_), "cuCtxSynchronize");
+  }
+
+ private:
+  struct KernelEntry {
+    Handle library = 0;
+    Handle function = 0;  // its CUfunction in ctx_, once looked up
+  };
+
+  // CuError with the driver's name for the result, for readable logs.
+  absl::Status Check(CUresult r, const char* fn) const {
+    if (r == CUDA_SUCCESS) return absl::OkStatus();
+    const char* name = nullptr;
+    if (cu_.cuGetErrorName(r, &name) != CUDA_SUCCESS || name == nullptr) name = "?";
+    return CuError(r, absl::StrCat(fn, " (", name, ")"));
+  }
+
+  bool IsKernel(Handle h) {
+    absl::ReaderMutexLock lock(&mu_);
+    return kernels_.contains(h);
+  }
+
+  // The CUfunction to launch for a function or kernel handle.
+  absl::StatusOr<CUfunction> FunctionFor(Handle h) {
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = kernels_.find(h);
+      if (it == kernels_.end()) return FromHandle<CUfunction>(h);
+      if (it->second.function != 0) return FromHandle<CUfunction>(it->second.function);
+    }
+    CUfunction f = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuKernelGetFunction(&f, FromHandle<CUkernel>(h)), "cuKernelGetFunction");
+    absl::MutexLock lock(&mu_);
+    if (auto it = kernels_.find(h); it != kernels_.end()) it->second.function = ToHandle(f);
+    return f;
+  }
+
+  absl::Status ParamLayout(Handle h, bool kernel, std::vector<wire::ParamInfo>* out) {
+    // CUDA caps a kernel's parameters at 32 KiB, so this loop is bounded.
+    for (size_t i = 0; i < 32768; ++i) {
+      size_t offset = 0, size = 0;
+      const CUresult r = kernel
+                             ? cu_.cuKernelGetParamInfo(FromHandle<CUkernel>(h), i, &offset, &size)
+                             : cu_.cuFuncGetParamInfo(FromHandle<CUfunction>(h), i, &offset, &size);
+      // INVALID_VALUE past the last parameter ends the list.
+      if (r == CUDA_ERROR_INVALID_VALUE) return absl::OkStatus();
+      if (r != CUDA_SUCCESS) {
+        return Check(r, kernel ? "cuKernelGetParamInfo" : "cuFuncGetParamInfo");
+      }
+      out->push_back(wire::ParamInfo{static_cast<uint32_t>(offset), static_cast<uint32_t>(size)});
+    }
+    return CuError(CUDA_ERROR_INVALID_VALUE, "parameter list too long");
+  }
+
+  // --- Pinned staging.
+
+  // A free slot, created on demand, or nullptr when all are in use or pinned
+  // memory is unavailable (the caller then copies directly).
+  std::unique_ptr<StagingSlot> TakeSlot() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!free_staging_.empty()) {
+        std::unique_ptr<StagingSlot> slot = std::move(free_staging_.back());
+        free_staging_.pop_back();
+        return slot;
+      }
+      if (staging_disabled_ || staging_slots_ >= kMaxStagingSlots) return nullptr;
+      ++staging_slots_;
+    }
+    auto slot = std::make_unique<StagingSlot>();
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; ++i) {
+      ok = cu_.cuMemHostAlloc(&slot->buf[i], kStagingBufferBytes, 0) == CUDA_SUCCESS &&
+           cu_.cuEventCreate(&slot->done[i], CU_EVENT_DISABLE_TIMING) == CUDA_SUCCESS;
+    }
+    if (ok) return slot;
+    DestroySlot(*slot);
+    absl::MutexLock lock(&mu_);
+    --staging_slots_;
+    if (!staging_disabled_)
+      spdlog::warn("cuda backend: no pinned staging memory, copying directly");
+    staging_disabled_ = true;
+    return nullptr;
+  }
+
+  void ReturnSlot(std::unique_ptr<StagingSlot> slot) {
+    absl::MutexLock lock(&mu_);
+    free_staging_.push_back(std::move(slot));
+  }
+
+  void DestroySlot(StagingSlot& slot) {
+    for (int i = 0; i < 2; ++i) {
+      if (slot.done[i] != nullptr) {
+        if (slot.busy[i]) cu_.cuEventSynchronize(slot.done[i]);
+        cu_.cuEventDestroy(slot.done[i]);
+      }
+      if (slot.buf[i] != nullptr) cu_.cuMemFreeHost(slot.buf[i]);
+      slot.done[i] = nullptr;
+      slot.buf[i] = nullptr;
+      slot.busy[i] = false;
+    }
+  }
+
+  // Waits until buffer `i` of `slot` is no longer read or written by the GPU.
+  absl::Status WaitBuffer(StagingSlot& slot, int i) {
+    if (!slot.busy[i]) return absl::OkStatus();
+    slot.busy[i] = false;
+    return Check(cu_.cuEventSynchronize(slot.done[i]), "cuEventSynchronize");
+  }
+
+  // Host -> pinned chunk -> device, alternating buffers so that the memcpy
+  // of chunk k+1 overlaps the DMA of chunk k. `s` is nullptr (the legacy
+  // stream, ordered like a synchronous copy) for synchronous copies.
+  absl::Status StagedHtoD(StagingSlot& slot, DevPtr dst, const void* src, uint64_t size, CUstream s,
+                          bool async) {
+    const auto* in = static_cast<const uint8_t*>(src);
+    absl::Status status;
+    int b = 0;
+    for (uint64_t off = 0; off < size && status.ok(); off += kStagingBufferBytes, b ^= 1) {
+      const uint64_t n = std::min(kStagingBufferBytes, size - off);
+      status = WaitBuffer(slot, b);
+      if (!status.ok()) break;
+      std::memcpy(slot.buf[b], in + off, n);
+      status = Check(cu_.cuMemcpyHtoDAsync(dst + off, slot.buf[b], n, s), "cuMemcpyHtoDAsync");
+      if (!status.ok()) break;
+      status = Check(cu_.cuEventRecord(slot.done[b], s), "cuEventRecord");
+      slot.busy[b] = status.ok();
+    }
+    // An async copy may stay in flight: the next user of the slot waits on
+    // its events before touching the buffers. Errors drain it right away.
+    if (!async || !status.ok()) {
+      for (int i = 0; i < 2; ++i) {
+        absl::Status w = WaitBuffer(slot, i);
+        if (status.ok()) status = w;
+      }
+    }
+    return status;
+  }
+
+  // Device -> pinned chunk -> host; complete when it returns.
+  absl::Status StagedDtoH(StagingSlot& slot, void* dst, DevPtr src, uint64_t size, CUstream s) {
+    auto* out = static_cast<uint8_t*>(dst);
+    // Chunk offset and length currently held by each buffer.
+    uint64_t held_off[2] = {0, 0};
+    uint64_t held_len[2] = {0, 0};
+    auto drain = [&](int i) -> absl::Status {
+      if (held_len[i] == 0) return WaitBuffer(slot, i);
+      absl::Status w = WaitBuffer(slot, i);
+      if (w.ok()) std::memcpy(out + held_off[i], slot.buf[i], held_len[i]);
+      held_len[i] = 0;
+      return w;
+    };
+    absl::Status status;
+    int b = 0;
+    for (uint64_t off = 0; off < size; off += kStagingBufferBytes, b ^= 1) {
+      const uint64_t n = std::min(kStagingBufferBytes, size - off);
+      status = drain(b);  // chunk k-2 (its DMA was issued before chunk k-1's)
+      if (!status.ok()) break;
+      status = Check(cu_.cuMemcpyDtoHAsync(slot.buf[b], src + off, n, s), "cuMemcpyDtoHAsync");
+      if (!status.ok()) break;
+      status = Check(cu_.cuEventRecord(slot.done[b], s), "cuEventRecord");
+      if (!status.ok()) break;
+      slot.busy[b] = true;
+      held_off[b] = off;
+      held_len[b] = n;
+    }
+    // The older of the two outstanding chunks sits in buffer b.
+    for (int i : {b, b ^ 1}) {
+      absl::Status d = drain(i);
+      if (status.ok()) status = d;
+    }
+    return status;
+  }
+
+  const LoadedDriver driver_;
+  const DriverApi cu_;
+  const CUdevice device_;
+  const CUcontext ctx_;
+  wire::DeviceInfo info_;  // written by Init() only
+
+  absl::Mutex mu_;
+  // Kernels handed out by LibraryGetKernel: parameter info and attributes
+  // of a CUkernel need the cuKernel* calls.
+  absl::flat_hash_map<Handle, KernelEntry> kernels_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<StagingSlot>> free_staging_ ABSL_GUARDED_BY(mu_);
+  int staging_slots_ ABSL_GUARDED_BY(mu_) = 0;
+  bool staging_disabled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GpuBackend>> CreateCudaBackend(int device_ordinal) {
+  if (device_ordinal < 0) {
+    return CuError(CUDA_ERROR_INVALID_DEVICE, absl::StrCat("device ordinal ", device_ordinal));
+  }
+  absl::StatusOr<LoadedDriver> driver = OpenDriver();
+  if (!driver.ok()) return driver.status();
+
+  DriverApi api;
+  if (absl::Status s = ResolveAll(*driver, &api); !s.ok()) {
+    ::dlclose(driver->handle);
+    return s;
+  }
+  const std::string& path = driver->path;
+  if (CUresult r = api.cuInit(0); r != CUDA_SUCCESS) {
+    return CuError(r, absl::StrCat("cuInit with the driver ", path,
+                                   r == CUDA_ERROR_NO_DEVICE ? " (no CUDA device)" : ""));
+  }
+  CUdevice dev = 0;
+  if (CUresult r = api.cuDeviceGet(&dev, device_ordinal); r != CUDA_SUCCESS) {
+    return CuError(r, absl::StrCat("cuDeviceGet(", device_ordinal, ")"));
+  }
+  CUcontext ctx = nullptr;
+  if (CUresult r = api.cuDevicePrimaryCtxRetain(&ctx, dev); r != CUDA_SUCCESS) {
+    return CuError(r, absl::StrCat("cuDevicePrimaryCtxRetain(device ", device_ordinal, ")"));
+  }
+  // From here the backend owns the retained context.
+  auto backend = std::make_unique<CudaBackend>(*std::move(driver), api, dev, ctx);
+  if (absl::Status s = backend->Init(); !s.ok()) return s;
+  return std::unique_ptr<GpuBackend>(std::move(backend));
+}
+
+}  // namespace wooly::server
