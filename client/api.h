@@ -1,0 +1,36 @@
+// Shared by the translation units that define the exported cu* entry points.
+//
+// These TUs are compiled with __CUDA_API_VERSION_INTERNAL (so cuda.h declares
+// the exact exported names: cuMemAlloc_v2, cuMemcpyHtoD_v2_ptds, ...) and
+// __CUDA_API_PUSH_VISIBILITY_DEFAULT (so the declarations, and with them our
+// definitions, have default visibility while everything else is hidden); see
+// client/CMakeLists.txt.
+#ifndef WOOLY_CLIENT_API_H_
+#define WOOLY_CLIENT_API_H_
+
+#include <cuda.h>
+
+#include <new>
+
+#define WOOLY_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace wooly::client {
+
+// Runs an entry point's body so that no exception crosses the C ABI.
+template <typename F>
+inline CUresult Guard(F&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  } catch (...) {
+    return CUDA_ERROR_UNKNOWN;
+  }
+}
+
+}  // namespace wooly::client
+
+// Body of an exported function: WOOLY_API_BODY(return Impl(args);)
+#define WOOLY_API_BODY(...) return ::wooly::client::Guard([&]() -> CUresult { __VA_ARGS__ })
+
+#endif  // WOOLY_CLIENT_API_H_

@@ -1,0 +1,533 @@
+// Memory entry points, forwarded to woolyd: allocation, every cuMemcpy and
+// cuMemset variant (sync and async, legacy and per-thread default stream).
+//
+// Sync copies are ordered on the null stream (or, for _ptds entry points,
+// the per-thread stream) and sent with async=0. Bulk host data travels in
+// pieces of at most wire::kCopyChunk bytes, straight from and into the
+// application's buffers.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "api.h"
+#include "copy3d.h"
+#include "driver.h"
+
+namespace wooly::client {
+namespace {
+
+constexpr uint64_t kChunk = wire::kCopyChunk;
+
+CUresult AllocImpl(CUdeviceptr* dptr, size_t bytesize) {
+  Context* ctx = nullptr;
+  if (CUresult r = RequireContext(&ctx); r != CUDA_SUCCESS) return r;
+  if (dptr == nullptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
+  wire::Writer w;
+  w.Put<uint64_t>(bytesize);
+  Reply reply;
+  if (CUresult r = Rpc(wire::Op::kMemAlloc, w, &reply); r != CUDA_SUCCESS) return r;
+  wire::Reader rd = reply.reader();
+  const uint64_t ptr = rd.Get<uint64_t>();
+  if (!rd.ok()) return BadReply(wire::Op::kMemAlloc);
+  Allocations().Insert(ptr, bytesize, AllocTable::Kind::kAlloc, ctx);
+  *dptr = static_cast<CUdeviceptr>(ptr);
+  return CUDA_SUCCESS;
+}
+
+CUresult FreeImpl(CUdeviceptr dptr) {
+  if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
+  wire::Writer w;
+  w.Put<uint64_t>(dptr);
+  if (CUresult r = Rpc(wire::Op::kMemFree, w); r != CUDA_SUCCESS) return r;
+  Allocations().Remove(dptr);
+  return CUDA_SUCCESS;
+}
+
+CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
+  if (n == 0) return CUDA_SUCCESS;
+  if (src == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  for (uint64_t off = 0; off < n; off += kChunk) {
+    const uint64_t len = std::min<uint64_t>(kChunk, n - off);
+    wire::Writer w;
+    w.Put<uint64_t>(dst + off).Put<uint64_t>(stream).Put<uint8_t>(async ? 1 : 0);
+    if (CUresult r = Rpc(wire::Op::kMemcpyHtoD, w, nullptr, p + off, len); r != CUDA_SUCCESS) {
+      return r;
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async) {
+  if (n == 0) return CUDA_SUCCESS;
+  if (dst == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  uint8_t* p = static_cast<uint8_t*>(dst);
+  for (uint64_t off = 0; off < n; off += kChunk) {
+    const uint64_t len = std::min<uint64_t>(kChunk, n - off);
+    wire::Writer w;
+    w.Put<uint64_t>(src + off).Put<uint64_t>(len).Put<uint64_t>(stream).Put<uint8_t>(async ? 1 : 0);
+    Reply reply;
+    if (CUresult r = Rpc(wire::Op::kMemcpyDtoH, w, &reply, nullptr, 0, p + off, len);
+        r != CUDA_SUCCESS) {
+      return r;
+    }
+    if (!reply.fields.empty()) return BadReply(wire::Op::kMemcpyDtoH);
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult CopyDtoD(uint64_t dst, uint64_t src, size_t n, uint64_t stream, bool async) {
+  if (n == 0) return CUDA_SUCCESS;
+  for (uint64_t off = 0; off < n; off += kChunk) {
+    const uint64_t len = std::min<uint64_t>(kChunk, n - off);
+    wire::Writer w;
+    w.Put<uint64_t>(dst + off)
+        .Put<uint64_t>(src + off)
+        .Put<uint64_t>(len)
+        .Put<uint64_t>(stream)
+        .Put<uint8_t>(async ? 1 : 0);
+    if (CUresult r = Rpc(wire::Op::kMemcpyDtoD, w); r != CUDA_SUCCESS) return r;
+  }
+  return CUDA_SUCCESS;
+}
+
+// The common prologue of copies and memsets: a usable context and the wire
+// stream. Sync entry points pass a null stream.
+CUresult Prologue(CUstream stream, bool ptds, uint64_t* id) {
+  if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
+  return ResolveStream(stream, ptds, id);
+}
+
+CUresult HtoD(CUdeviceptr dst, const void* src, size_t n, CUstream s, bool ptds, bool async) {
+  uint64_t id = 0;
+  if (CUresult r = Prologue(s, ptds, &id); r != CUDA_SUCCESS) return r;
+  return CopyHtoD(dst, src, n, id, async);
+}
+
+CUresult DtoH(void* dst, CUdeviceptr src, size_t n, CUstream s, bool ptds, bool async) {
+  uint64_t id = 0;
+  if (CUresult r = Prologue(s, ptds, &id); r != CUDA_SUCCESS) return r;
+  return CopyDtoH(dst, src, n, id, async);
+}
+
+CUresult DtoD(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s, bool ptds, bool async) {
+  uint64_t id = 0;
+  if (CUresult r = Prologue(s, ptds, &id); r != CUDA_SUCCESS) return r;
+  return CopyDtoD(dst, src, n, id, async);
+}
+
+// cuMemcpy/cuMemcpyAsync: unified addressing, classified by the allocation
+// table (anything not in it is host memory).
+CUresult Unified(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s, bool ptds, bool async) {
+  uint64_t id = 0;
+  if (CUresult r = Prologue(s, ptds, &id); r != CUDA_SUCCESS) return r;
+  const bool dst_dev = Allocations().Contains(dst);
+  const bool src_dev = Allocations().Contains(src);
+  if (dst_dev && src_dev) return CopyDtoD(dst, src, n, id, async);
+  if (dst_dev) return CopyHtoD(dst, reinterpret_cast<const void*>(src), n, id, async);
+  if (src_dev) return CopyDtoH(reinterpret_cast<void*>(dst), src, n, id, async);
+  if (n == 0) return CUDA_SUCCESS;
+  if (dst == 0 || src == 0) return CUDA_ERROR_INVALID_VALUE;
+  std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
+  return CUDA_SUCCESS;
+}
+
+CUresult Peer(CUdeviceptr dst, CUcontext dst_ctx, CUdeviceptr src, CUcontext src_ctx, size_t n,
+              CUstream s, bool ptds, bool async) {
+  if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (AsContext(dst_ctx) == nullptr || AsContext(src_ctx) == nullptr) {
+    return CUDA_ERROR_INVALID_CONTEXT;
+  }
+  // One device: a peer copy is a device-to-device copy.
+  return DtoD(dst, src, n, s, ptds, async);
+}
+
+// --- 2D / 3D
+
+CUresult MakeSide(CUmemorytype type, const void* host, CUdeviceptr device, size_t x, size_t y,
+                  size_t z, size_t pitch, size_t height, CopySide* out) {
+  CopySide side;
+  switch (type) {
+    case CU_MEMORYTYPE_HOST:
+      side.is_host = true;
+      side.host = static_cast<uint8_t*>(const_cast<void*>(host));
+      break;
+    case CU_MEMORYTYPE_DEVICE:
+      side.device = device;
+      break;
+    case CU_MEMORYTYPE_UNIFIED:
+      if (Allocations().Contains(device)) {
+        side.device = device;
+      } else {
+        side.is_host = true;
+        side.host = reinterpret_cast<uint8_t*>(device);
+      }
+      break;
+    case CU_MEMORYTYPE_ARRAY:
+      return CUDA_ERROR_NOT_SUPPORTED;  // CUDA arrays are not forwarded
+    default:
+      return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (side.is_host && side.host == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  side.x_bytes = x;
+  side.y = y;
+  side.z = z;
+  side.pitch = pitch;
+  side.height = height;
+  *out = side;
+  return CUDA_SUCCESS;
+}
+
+// Fills in what a copy may leave unspecified and rejects bad geometry.
+CUresult CheckGeometry(CopySide* s, uint64_t width, uint64_t height, uint64_t depth) {
+  if (height > 1 || depth > 1) {
+    if (s->pitch < s->x_bytes + width) return CUDA_ERROR_INVALID_VALUE;
+  } else if (s->pitch == 0) {
+    s->pitch = s->x_bytes + width;
+  }
+  if (depth > 1) {
+    if (s->height < s->y + height) return CUDA_ERROR_INVALID_VALUE;
+  } else if (s->height == 0) {
+    s->height = s->y + height;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult Copy3DImpl(CopySpec spec, CUstream s, bool ptds, bool async) {
+  uint64_t id = 0;
+  if (CUresult r = Prologue(s, ptds, &id); r != CUDA_SUCCESS) return r;
+  if (CUresult r = CheckGeometry(&spec.src, spec.width_bytes, spec.height, spec.depth);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
+  if (CUresult r = CheckGeometry(&spec.dst, spec.width_bytes, spec.height, spec.depth);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
+  if (spec.width_bytes == 0 || spec.height == 0 || spec.depth == 0) return CUDA_SUCCESS;
+  if (spec.src.is_host && spec.dst.is_host) {
+    CopyHostToHost(spec);
+    return CUDA_SUCCESS;
+  }
+  std::vector<uint8_t> buf;
+  for (const CopySpec& piece : SplitCopy(spec, kChunk)) {
+    const uint64_t bytes = HostBytes(piece);
+    wire::Writer w;
+    wire::PutCopy3D(w, ToWire(piece));
+    w.Put<uint64_t>(id).Put<uint8_t>(async ? 1 : 0);
+    CUresult r;
+    if (piece.src.is_host) {
+      buf.resize(bytes);
+      PackHostRows(piece, buf.data());
+      r = Rpc(wire::Op::kMemcpy3D, w, nullptr, buf.data(), buf.size());
+    } else if (piece.dst.is_host) {
+      buf.resize(bytes);
+      Reply reply;
+      r = Rpc(wire::Op::kMemcpy3D, w, &reply, nullptr, 0, buf.data(), buf.size());
+      if (r == CUDA_SUCCESS) {
+        if (!reply.fields.empty()) return BadReply(wire::Op::kMemcpy3D);
+        UnpackHostRows(piece, buf.data());
+      }
+    } else {
+      r = Rpc(wire::Op::kMemcpy3D, w);
+    }
+    if (r != CUDA_SUCCESS) return r;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult Copy2D(const CUDA_MEMCPY2D* c, CUstream s, bool ptds, bool async) {
+  if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (c == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  CopySpec spec;
+  if (CUresult r = MakeSide(c->srcMemoryType, c->srcHost, c->srcDevice, c->srcXInBytes, c->srcY, 0,
+                            c->srcPitch, 0, &spec.src);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
+  if (CUresult r = MakeSide(c->dstMemoryType, c->dstHost, c->dstDevice, c->dstXInBytes, c->dstY, 0,
+                            c->dstPitch, 0, &spec.dst);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
+  spec.width_bytes = c->WidthInBytes;
+  spec.height = c->Height;
+  spec.depth = 1;
+  return Copy3DImpl(spec, s, ptds, async);
+}
+
+CUresult Copy3D(const CUDA_MEMCPY3D* c, CUstream s, bool ptds, bool async) {
+  if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (c == nullptr || c->reserved0 != nullptr || c->reserved1 != nullptr) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  CopySpec spec;
+  if (CUresult r = MakeSide(c->srcMemoryType, c->srcHost, c->srcDevice, c->srcXInBytes, c->srcY,
+                            c->srcZ, c->srcPitch, c->srcHeight, &spec.src);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
+  if (CUresult r = MakeSide(c->dstMemoryType, c->dstHost, c->dstDevice, c->dstXInBytes, c->dstY,
+                            c->dstZ, c->dstPitch, c->dstHeight, &spec.dst);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
+  spec.width_bytes = c->WidthInBytes;
+  spec.height = c->Height;
+  spec.depth = c->Depth;
+  return Copy3DImpl(spec, s, ptds, async);
+}
+
+// --- memset
+
+CUresult Memset(CUdeviceptr dst, size_t pitch, uint32_t value, uint8_t elem, size_t width,
+                size_t height, CUstream s, bool ptds, bool async) {
+  uint64_t id = 0;
+  if (CUresult r = Prologue(s, ptds, &id); r != CUDA_SUCCESS) return r;
+  if (dst % elem != 0) return CUDA_ERROR_INVALID_VALUE;
+  if (height > 1 && (pitch < width * elem || pitch % elem != 0)) return CUDA_ERROR_INVALID_VALUE;
+  if (width == 0 || height == 0) return CUDA_SUCCESS;
+  wire::Writer w;
+  w.Put<uint64_t>(dst)
+      .Put<uint64_t>(height > 1 ? pitch : 0)
+      .Put<uint32_t>(value)
+      .Put<uint8_t>(elem)
+      .Put<uint64_t>(width)
+      .Put<uint64_t>(height)
+      .Put<uint64_t>(id)
+      .Put<uint8_t>(async ? 1 : 0);
+  return Rpc(wire::Op::kMemset, w);
+}
+
+}  // namespace
+}  // namespace wooly::client
+
+using namespace wooly::client;  // NOLINT: the C entry points live at global scope
+namespace wire = ::wooly::wire;
+
+// --- allocation
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytesize) {
+  WOOLY_API_BODY(return AllocImpl(dptr, bytesize););
+}
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemFree_v2(CUdeviceptr dptr) {
+  WOOLY_API_BODY(return FreeImpl(dptr););
+}
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemGetInfo_v2(size_t* free, size_t* total) {
+  WOOLY_API_BODY({
+    if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
+    Reply reply;
+    if (CUresult r = Rpc(wire::Op::kMemGetInfo, wire::Writer(), &reply); r != CUDA_SUCCESS) {
+      return r;
+    }
+    wire::Reader rd = reply.reader();
+    const uint64_t f = rd.Get<uint64_t>();
+    const uint64_t t = rd.Get<uint64_t>();
+    if (!rd.ok()) return BadReply(wire::Op::kMemGetInfo);
+    if (free != nullptr) *free = static_cast<size_t>(f);
+    if (total != nullptr) *total = static_cast<size_t>(t);
+    return CUDA_SUCCESS;
+  });
+}
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemGetAddressRange_v2(CUdeviceptr* pbase, size_t* psize,
+                                                      CUdeviceptr dptr) {
+  WOOLY_API_BODY({
+    if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
+    uint64_t base = 0, size = 0;
+    AllocTable::Record rec;
+    if (Allocations().Find(dptr, &rec)) {
+      base = rec.base;
+      size = rec.size;
+    } else {
+      // Not ours to answer (e.g. a global we were never asked about).
+      wire::Writer w;
+      w.Put<uint64_t>(dptr);
+      Reply reply;
+      if (CUresult r = Rpc(wire::Op::kMemGetAddressRange, w, &reply); r != CUDA_SUCCESS) return r;
+      wire::Reader rd = reply.reader();
+      base = rd.Get<uint64_t>();
+      size = rd.Get<uint64_t>();
+      if (!rd.ok()) return BadReply(wire::Op::kMemGetAddressRange);
+    }
+    if (pbase != nullptr) *pbase = static_cast<CUdeviceptr>(base);
+    if (psize != nullptr) *psize = static_cast<size_t>(size);
+    return CUDA_SUCCESS;
+  });
+}
+
+// --- linear copies
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount) {
+  WOOLY_API_BODY(return Unified(dst, src, ByteCount, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount) {
+  WOOLY_API_BODY(return Unified(dst, src, ByteCount, nullptr, true, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount,
+                                            CUstream hStream) {
+  WOOLY_API_BODY(return Unified(dst, src, ByteCount, hStream, false, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount,
+                                                 CUstream hStream) {
+  WOOLY_API_BODY(return Unified(dst, src, ByteCount, hStream, true, true););
+}
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyHtoD_v2(CUdeviceptr dstDevice, const void* srcHost,
+                                              size_t ByteCount) {
+  WOOLY_API_BODY(return HtoD(dstDevice, srcHost, ByteCount, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyHtoD_v2_ptds(CUdeviceptr dstDevice, const void* srcHost,
+                                                   size_t ByteCount) {
+  WOOLY_API_BODY(return HtoD(dstDevice, srcHost, ByteCount, nullptr, true, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoH_v2(void* dstHost, CUdeviceptr srcDevice,
+                                              size_t ByteCount) {
+  WOOLY_API_BODY(return DtoH(dstHost, srcDevice, ByteCount, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoH_v2_ptds(void* dstHost, CUdeviceptr srcDevice,
+                                                   size_t ByteCount) {
+  WOOLY_API_BODY(return DtoH(dstHost, srcDevice, ByteCount, nullptr, true, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoD_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice,
+                                              size_t ByteCount) {
+  WOOLY_API_BODY(return DtoD(dstDevice, srcDevice, ByteCount, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoD_v2_ptds(CUdeviceptr dstDevice, CUdeviceptr srcDevice,
+                                                   size_t ByteCount) {
+  WOOLY_API_BODY(return DtoD(dstDevice, srcDevice, ByteCount, nullptr, true, false););
+}
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyHtoDAsync_v2(CUdeviceptr dstDevice, const void* srcHost,
+                                                   size_t ByteCount, CUstream hStream) {
+  WOOLY_API_BODY(return HtoD(dstDevice, srcHost, ByteCount, hStream, false, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dstDevice, const void* srcHost,
+                                                        size_t ByteCount, CUstream hStream) {
+  WOOLY_API_BODY(return HtoD(dstDevice, srcHost, ByteCount, hStream, true, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoHAsync_v2(void* dstHost, CUdeviceptr srcDevice,
+                                                   size_t ByteCount, CUstream hStream) {
+  WOOLY_API_BODY(return DtoH(dstHost, srcDevice, ByteCount, hStream, false, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoHAsync_v2_ptsz(void* dstHost, CUdeviceptr srcDevice,
+                                                        size_t ByteCount, CUstream hStream) {
+  WOOLY_API_BODY(return DtoH(dstHost, srcDevice, ByteCount, hStream, true, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoDAsync_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice,
+                                                   size_t ByteCount, CUstream hStream) {
+  WOOLY_API_BODY(return DtoD(dstDevice, srcDevice, ByteCount, hStream, false, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dstDevice,
+                                                        CUdeviceptr srcDevice, size_t ByteCount,
+                                                        CUstream hStream) {
+  WOOLY_API_BODY(return DtoD(dstDevice, srcDevice, ByteCount, hStream, true, true););
+}
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyPeer(CUdeviceptr dstDevice, CUcontext dstContext,
+                                           CUdeviceptr srcDevice, CUcontext srcContext,
+                                           size_t ByteCount) {
+  WOOLY_API_BODY(
+      return Peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyPeer_ptds(CUdeviceptr dstDevice, CUcontext dstContext,
+                                                CUdeviceptr srcDevice, CUcontext srcContext,
+                                                size_t ByteCount) {
+  WOOLY_API_BODY(
+      return Peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, nullptr, true, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyPeerAsync(CUdeviceptr dstDevice, CUcontext dstContext,
+                                                CUdeviceptr srcDevice, CUcontext srcContext,
+                                                size_t ByteCount, CUstream hStream) {
+  WOOLY_API_BODY(
+      return Peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream, false, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpyPeerAsync_ptsz(CUdeviceptr dstDevice, CUcontext dstContext,
+                                                     CUdeviceptr srcDevice, CUcontext srcContext,
+                                                     size_t ByteCount, CUstream hStream) {
+  WOOLY_API_BODY(
+      return Peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream, true, true););
+}
+
+// --- 2D / 3D copies
+
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy2D_v2(const CUDA_MEMCPY2D* pCopy) {
+  WOOLY_API_BODY(return Copy2D(pCopy, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D* pCopy) {
+  WOOLY_API_BODY(return Copy2D(pCopy, nullptr, true, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D* pCopy) {
+  WOOLY_API_BODY(return Copy2D(pCopy, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D* pCopy) {
+  WOOLY_API_BODY(return Copy2D(pCopy, nullptr, true, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D* pCopy, CUstream hStream) {
+  WOOLY_API_BODY(return Copy2D(pCopy, hStream, false, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D* pCopy,
+                                                      CUstream hStream) {
+  WOOLY_API_BODY(return Copy2D(pCopy, hStream, true, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy3D_v2(const CUDA_MEMCPY3D* pCopy) {
+  WOOLY_API_BODY(return Copy3D(pCopy, nullptr, false, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D* pCopy) {
+  WOOLY_API_BODY(return Copy3D(pCopy, nullptr, true, false););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D* pCopy, CUstream hStream) {
+  WOOLY_API_BODY(return Copy3D(pCopy, hStream, false, true););
+}
+WOOLY_EXPORT CUresult CUDAAPI cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D* pCopy,
+                                                      CUstream hStream) {
+  WOOLY_API_BODY(return Copy3D(pCopy, hStream, true, true););
+}
+
+// --- memsets
+
+#define WOOLY_MEMSET_1D(name, type, elem, ptds)                                        \
+  WOOLY_EXPORT CUresult CUDAAPI name(CUdeviceptr dstDevice, type v, size_t N) {        \
+    WOOLY_API_BODY(return Memset(dstDevice, 0, v, elem, N, 1, nullptr, ptds, false);); \
+  }
+#define WOOLY_MEMSET_1D_ASYNC(name, type, elem, ptds)                                       \
+  WOOLY_EXPORT CUresult CUDAAPI name(CUdeviceptr dstDevice, type v, size_t N, CUstream s) { \
+    WOOLY_API_BODY(return Memset(dstDevice, 0, v, elem, N, 1, s, ptds, true););             \
+  }
+#define WOOLY_MEMSET_2D(name, type, elem, ptds)                                                \
+  WOOLY_EXPORT CUresult CUDAAPI name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t W, \
+                                     size_t H) {                                               \
+    WOOLY_API_BODY(return Memset(dstDevice, dstPitch, v, elem, W, H, nullptr, ptds, false););  \
+  }
+#define WOOLY_MEMSET_2D_ASYNC(name, type, elem, ptds)                                          \
+  WOOLY_EXPORT CUresult CUDAAPI name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t W, \
+                                     size_t H, CUstream s) {                                   \
+    WOOLY_API_BODY(return Memset(dstDevice, dstPitch, v, elem, W, H, s, ptds, true););         \
+  }
+
+WOOLY_MEMSET_1D(cuMemsetD8_v2, unsigned char, 1, false)
+WOOLY_MEMSET_1D(cuMemsetD8_v2_ptds, unsigned char, 1, true)
+WOOLY_MEMSET_1D(cuMemsetD16_v2, unsigned short, 2, false)
+WOOLY_MEMSET_1D(cuMemsetD16_v2_ptds, unsigned short, 2, true)
+WOOLY_MEMSET_1D(cuMemsetD32_v2, unsigned int, 4, false)
+WOOLY_MEMSET_1D(cuMemsetD32_v2_ptds, unsigned int, 4, true)
+WOOLY_MEMSET_2D(cuMemsetD2D8_v2, unsigned char, 1, false)
+WOOLY_MEMSET_2D(cuMemsetD2D8_v2_ptds, unsigned char, 1, true)
+WOOLY_MEMSET_2D(cuMemsetD2D16_v2, unsigned short, 2, false)
+WOOLY_MEMSET_2D(cuMemsetD2D16_v2_ptds, unsigned short, 2, true)
+WOOLY_MEMSET_2D(cuMemsetD2D32_v2, unsigned int, 4, false)
+WOOLY_MEMSET_2D(cuMemsetD2D32_v2_ptds, unsigned int, 4, true)
+WOOLY_MEMSET_1D_ASYNC(cuMemsetD8Async, unsigned char, 1, false)
+WOOLY_MEMSET_1D_ASYNC(cuMemsetD8Async_ptsz, unsigned char, 1, true)
+WOOLY_MEMSET_1D_ASYNC(cuMemsetD16Async, unsigned short, 2, false)
+WOOLY_MEMSET_1D_ASYNC(cuMemsetD16Async_ptsz, unsigned short, 2, true)
+WOOLY_MEMSET_1D_ASYNC(cuMemsetD32Async, unsigned int, 4, false)
+WOOLY_MEMSET_1D_ASYNC(cuMemsetD32Async_ptsz, unsigned int, 4, true)
+WOOLY_MEMSET_2D_ASYNC(cuMemsetD2D8Async, unsigned char, 1, false)
+WOOLY_MEMSET_2D_ASYNC(cuMemsetD2D8Async_ptsz, unsigned char, 1, true)
+WOOLY_MEMSET_2D_ASYNC(cuMemsetD2D16Async, unsigned short, 2, false)
+WOOLY_MEMSET_2D_ASYNC(cuMemsetD2D16Async_ptsz, unsigned short, 2, true)
+WOOLY_MEMSET_2D_ASYNC(cuMemsetD2D32Async, unsigned int, 4, false)
+WOOLY_MEMSET_2D_ASYNC(cuMemsetD2D32Async_ptsz, unsigned int, 4, true)

@@ -1,0 +1,268 @@
+#include "connection.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "log.h"
+#include "wooly/proto/defaults.h"
+#include "wooly/proto/socket.h"
+
+namespace wooly::client {
+namespace {
+
+// Like wire::WriteFrame, but with MSG_NOSIGNAL: a server that went away must
+// turn into an error code, never into a SIGPIPE that kills the application.
+bool SendFrame(int fd, uint16_t op, uint32_t seq, const void* body, size_t body_len,
+               const void* tail, size_t tail_len) {
+  wire::FrameHeader h{wire::kMagic, op, 0, static_cast<uint32_t>(body_len + tail_len), seq};
+  iovec iov[3] = {
+      {&h, sizeof(h)}, {const_cast<void*>(body), body_len}, {const_cast<void*>(tail), tail_len}};
+  int idx = 0;
+  int cnt = 3;
+  while (cnt > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov + idx;
+    msg.msg_iovlen = static_cast<size_t>(cnt);
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    size_t left = static_cast<size_t>(n);
+    while (cnt > 0 && left >= iov[idx].iov_len) {
+      left -= iov[idx].iov_len;
+      ++idx;
+      --cnt;
+    }
+    if (cnt > 0) {
+      iov[idx].iov_base = static_cast<char*>(iov[idx].iov_base) + left;
+      iov[idx].iov_len -= left;
+    }
+  }
+  return true;
+}
+
+std::string ProgramName() {
+  // Plain read(2): iostreams would pull libstdc++'s locale machinery into
+  // the library for one line of text.
+  char buf[64];
+  ssize_t n = -1;
+  const int fd = ::open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = ::read(fd, buf, sizeof(buf) - 1);
+    ::close(fd);
+  }
+  std::string name = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\0')) name.pop_back();
+  if (!name.empty()) return name;
+  return "pid-" + std::to_string(::getpid());
+}
+
+}  // namespace
+
+ClientIdentity IdentityFromEnvironment() {
+  ClientIdentity id;
+  id.pid = static_cast<uint32_t>(::getpid());
+  id.priority = 2;
+  if (const char* p = std::getenv(wire::kEnvPriority); p != nullptr && *p != '\0') {
+    if (p[0] >= '0' && p[0] <= '4' && p[1] == '\0') {
+      id.priority = p[0] - '0';
+    } else {
+      WLOG_WARN("%s='%s' is not a priority 0 (highest) .. 4 (lowest); using the default 2",
+                wire::kEnvPriority, p);
+    }
+  }
+  if (const char* n = std::getenv(wire::kEnvClientName); n != nullptr && *n != '\0') {
+    id.name = n;
+  } else {
+    id.name = ProgramName();
+  }
+  return id;
+}
+
+Connection::Connection(std::string endpoint, ClientIdentity identity)
+    : endpoint_(std::move(endpoint)), identity_(std::move(identity)) {}
+
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+CUresult Connection::Start(SessionInfo* info, std::string* error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ConnectLocked(info, error);
+}
+
+CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  state_ = State::kBroken;
+  wire::Endpoint ep;
+  if (!wire::ParseEndpoint(endpoint_, &ep, error)) return CUDA_ERROR_NO_DEVICE;
+  std::string err;
+  const int fd = wire::Connect(ep, &err);
+  if (fd < 0) {
+    *error = err;
+    return CUDA_ERROR_NO_DEVICE;
+  }
+  fd_ = fd;
+  state_ = State::kHandshake;
+
+  wire::Writer w;
+  w.Put<uint32_t>(wire::kProtocolVersion)
+      .Put<uint32_t>(identity_.pid)
+      .Put<int32_t>(identity_.priority)
+      .PutStr(identity_.name);
+  Reply reply;
+  const CUresult r = CallLocked(wire::Op::kHello, w, &reply, nullptr, 0, nullptr, 0);
+  if (state_ != State::kHandshake) {
+    *error = "the connection closed during the handshake";
+    BreakLocked(nullptr);
+    return CUDA_ERROR_NO_DEVICE;
+  }
+  wire::Reader rd = reply.reader();
+  if (r == CUDA_ERROR_NOT_SUPPORTED) {
+    // The one error reply with a message: a protocol version mismatch.
+    std::string msg = rd.GetStr();
+    if (!rd.ok() || msg.empty()) msg = "protocol version mismatch";
+    *error = msg;
+    BreakLocked(nullptr);
+    return CUDA_ERROR_SYSTEM_DRIVER_MISMATCH;
+  }
+  if (r != CUDA_SUCCESS) {
+    *error = "woolyd refused the session (CUresult " + std::to_string(static_cast<int>(r)) + ")";
+    BreakLocked(nullptr);
+    return r;
+  }
+  SessionInfo si;
+  si.protocol_version = rd.Get<uint32_t>();
+  si.server_version = rd.GetStr();
+  si.client_id = rd.Get<uint64_t>();
+  si.device = wire::GetDeviceInfo(rd);
+  if (!rd.ok()) {
+    *error = "malformed Hello reply";
+    BreakLocked(nullptr);
+    return CUDA_ERROR_SYSTEM_DRIVER_MISMATCH;
+  }
+  if (si.protocol_version != wire::kProtocolVersion) {
+    *error = "woolyd speaks protocol version " + std::to_string(si.protocol_version) +
+             ", this libwooly speaks " + std::to_string(wire::kProtocolVersion);
+    BreakLocked(nullptr);
+    return CUDA_ERROR_SYSTEM_DRIVER_MISMATCH;
+  }
+  WLOG_INFO("connected to woolyd %s at %s as client %llu (%s, priority %d)",
+            si.server_version.c_str(), endpoint_.c_str(),
+            static_cast<unsigned long long>(si.client_id), identity_.name.c_str(),
+            identity_.priority);
+  if (info != nullptr) *info = std::move(si);
+  state_ = State::kReady;
+  return CUDA_SUCCESS;
+}
+
+void Connection::BreakLocked(const char* why) {
+  if (why != nullptr && state_ == State::kReady) {
+    WLOG_ERROR(
+        "lost the connection to woolyd at %s (%s); CUDA calls now fail with "
+        "CUDA_ERROR_DEVICE_UNAVAILABLE",
+        endpoint_.c_str(), why);
+  }
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  state_ = State::kBroken;
+}
+
+CUresult Connection::Call(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail,
+                          size_t tail_len, void* out_tail, size_t out_tail_len) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == State::kReconnect) {
+    std::string error;
+    if (ConnectLocked(nullptr, &error) != CUDA_SUCCESS) {
+      WLOG_ERROR("reconnecting to woolyd at %s after fork failed: %s", endpoint_.c_str(),
+                 error.c_str());
+      state_ = State::kBroken;
+    }
+  }
+  if (state_ != State::kReady) return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  return CallLocked(op, body, reply, tail, tail_len, out_tail, out_tail_len);
+}
+
+CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* reply,
+                                const void* tail, size_t tail_len, void* out_tail,
+                                size_t out_tail_len) {
+  const uint16_t op_code = static_cast<uint16_t>(op);
+  const uint32_t seq = ++seq_;
+  if (reply != nullptr) reply->fields.clear();
+  if (body.size() + tail_len > wire::kMaxPayload) {
+    // Callers chunk bulk data; reaching this is a bug, not a server problem.
+    WLOG_ERROR("%s request of %zu bytes exceeds the frame limit", wire::OpName(op_code),
+               body.size() + tail_len);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (!SendFrame(fd_, op_code, seq, body.data().data(), body.size(), tail, tail_len)) {
+    BreakLocked(std::strerror(errno));
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  wire::FrameHeader h;
+  if (!wire::ReadHeader(fd_, &h)) {
+    BreakLocked("connection closed by woolyd");
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  if (h.op != (op_code | wire::kReplyBit) || h.seq != seq || h.length < sizeof(int32_t)) {
+    BreakLocked("unexpected reply frame");
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  int32_t result = 0;
+  if (!wire::ReadFull(fd_, &result, sizeof(result))) {
+    BreakLocked("connection closed by woolyd");
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  size_t rest = h.length - sizeof(int32_t);
+  size_t direct = 0;
+  if (out_tail != nullptr && result == CUDA_SUCCESS) {
+    if (rest < out_tail_len) {
+      BreakLocked("reply shorter than the data it should carry");
+      return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    }
+    direct = out_tail_len;
+  }
+  std::vector<uint8_t> scratch;
+  std::vector<uint8_t>& fields = reply != nullptr ? reply->fields : scratch;
+  fields.resize(rest - direct);
+  if ((!fields.empty() && !wire::ReadFull(fd_, fields.data(), fields.size())) ||
+      (direct > 0 && !wire::ReadFull(fd_, out_tail, direct))) {
+    BreakLocked("connection closed by woolyd");
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  const CUresult r = static_cast<CUresult>(result);
+  if (r != CUDA_SUCCESS) {
+    WLOG_DEBUG("%s -> %d", wire::OpName(op_code), static_cast<int>(result));
+  }
+  return r;
+}
+
+std::unique_ptr<Connection> Connection::ForkChild() {
+  // Only the forking thread exists in the child, so reading these without
+  // the (possibly held) mutex is safe.
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  ClientIdentity id = identity_;
+  id.pid = static_cast<uint32_t>(::getpid());
+  auto child = std::make_unique<Connection>(endpoint_, std::move(id));
+  child->state_ =
+      (state_ == State::kReady || state_ == State::kReconnect) ? State::kReconnect : State::kBroken;
+  state_ = State::kBroken;
+  return child;
+}
+
+}  // namespace wooly::client

@@ -1,0 +1,100 @@
+// libwooly's one connection to woolyd: framing, the Hello handshake, and
+// request/reply calls over the framed protocol of wire.h.
+//
+// Thread safety: Call and Start may be called from any thread; requests are
+// serialized under an internal mutex (one request in flight at a time).
+// Ownership: the Connection owns its socket. After fork() the child must not
+// touch the parent's Connection (its mutex may be held by a thread that does
+// not exist in the child): it builds a new one with ForkChild() instead.
+#ifndef WOOLY_CLIENT_CONNECTION_H_
+#define WOOLY_CLIENT_CONNECTION_H_
+
+#include <cuda.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "wooly/proto/wire.h"
+
+namespace wooly::client {
+
+// Who we are, sent in the Hello.
+struct ClientIdentity {
+  uint32_t pid = 0;
+  int32_t priority = 2;
+  std::string name;
+};
+
+// What the Hello reply says.
+struct SessionInfo {
+  uint32_t protocol_version = 0;
+  std::string server_version;
+  uint64_t client_id = 0;
+  wire::DeviceInfo device;
+};
+
+// The reply fields that follow the CUresult.
+struct Reply {
+  std::vector<uint8_t> fields;
+  wire::Reader reader() const { return wire::Reader(fields.data(), fields.size()); }
+};
+
+class Connection {
+ public:
+  Connection(std::string endpoint, ClientIdentity identity);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Connects and performs the Hello. Returns CUDA_SUCCESS, or
+  //  CUDA_ERROR_NO_DEVICE when woolyd cannot be reached,
+  //  CUDA_ERROR_SYSTEM_DRIVER_MISMATCH when woolyd speaks another protocol
+  //  version (its message is in *error),
+  //  another CUresult the server answered the Hello with.
+  // *error describes any failure in one line.
+  CUresult Start(SessionInfo* info, std::string* error);
+
+  // Sends one request and waits for its reply. `body` holds the op's fields;
+  // `tail` (optional) is sent after them without a copy. On success the
+  // reply's fields land in reply->fields, except that when `out_tail` is
+  // given the last `out_tail_len` bytes of the reply go straight there.
+  // Returns the server's CUresult, or CUDA_ERROR_DEVICE_UNAVAILABLE when the
+  // connection is (or becomes) unusable. `reply` may be null when the op
+  // has no reply fields.
+  CUresult Call(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail = nullptr,
+                size_t tail_len = 0, void* out_tail = nullptr, size_t out_tail_len = 0);
+
+  // For the child of fork(): closes this (inherited) socket without taking
+  // the mutex and returns a new Connection that reconnects, with a fresh
+  // Hello carrying the child's pid, on its first Call.
+  std::unique_ptr<Connection> ForkChild();
+
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  enum class State { kNew, kHandshake, kReady, kReconnect, kBroken };
+
+  CUresult ConnectLocked(SessionInfo* info, std::string* error);
+  CUresult CallLocked(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail,
+                      size_t tail_len, void* out_tail, size_t out_tail_len);
+  void BreakLocked(const char* why);
+
+  const std::string endpoint_;
+  ClientIdentity identity_;
+  std::mutex mu_;
+  int fd_ = -1;                // guarded by mu_
+  State state_ = State::kNew;  // guarded by mu_
+  uint32_t seq_ = 0;           // guarded by mu_
+};
+
+// The identity from the environment: $WOOLY_PRIORITY (0..4, default 2; a bad
+// value is logged and replaced by the default), $WOOLY_CLIENT_NAME or else
+// /proc/self/comm, and getpid().
+ClientIdentity IdentityFromEnvironment();
+
+}  // namespace wooly::client
+
+#endif  // WOOLY_CLIENT_CONNECTION_H_
