@@ -1,0 +1,17 @@
+# Unit tests of woolyd's core (sessions, transports, gRPC services, daemon
+# flags), the fake backend, and the memory/ and scheduler/ libraries.
+wooly_cc_test(NAME memory_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/memory_allocation_table_test.cc
+  DEPS wooly::memory)
+
+wooly_cc_test(NAME scheduler_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/scheduler_stream_priority_test.cc
+  DEPS wooly::scheduler)
+
+wooly_cc_test(NAME server_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/server_session_test.cc
+       ${CMAKE_CURRENT_LIST_DIR}/server_grpc_test.cc
+       ${CMAKE_CURRENT_LIST_DIR}/server_daemon_flags_test.cc
+       ${CMAKE_CURRENT_LIST_DIR}/server_fake_backend_test.cc
+  DEPS wooly::server wooly::fake_backend wooly::wire wooly::proto gRPC::grpc++
+       protobuf::libprotobuf absl::synchronization absl::time)

@@ -1,0 +1,79 @@
+// woolyd's command line.
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "wooly/proto/defaults.h"
+#include "wooly/server/daemon.h"
+
+namespace wooly::server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+absl::StatusOr<DaemonFlags> Parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "woolyd");
+  return ParseDaemonFlags(static_cast<int>(args.size()), args.data());
+}
+
+class DaemonFlagsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::setenv(wire::kEnvSocketDir, "/tmp/wooly-flags-test", 1);
+    ::unsetenv(wire::kEnvServer);
+    ::unsetenv(wire::kEnvAdmin);
+  }
+};
+
+TEST_F(DaemonFlagsTest, Defaults) {
+  absl::StatusOr<DaemonFlags> f = Parse({});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_THAT(f->listen, ElementsAre("unix:/tmp/wooly-flags-test/woolyd.sock"));
+  EXPECT_EQ(f->admin, "unix:/tmp/wooly-flags-test/woolyd-admin.sock");
+  EXPECT_EQ(f->device, 0);
+  EXPECT_EQ(f->log_level, "info");
+  EXPECT_FALSE(f->version);
+}
+
+TEST_F(DaemonFlagsTest, TcpIsAddedToTheDefaultUnixSocket) {
+  absl::StatusOr<DaemonFlags> f =
+      Parse({"--listen", "tcp:127.0.0.1:7070", "--listen=tcp:0.0.0.0:0", "--device=1",
+             "--log-level", "debug", "--admin", "tcp:127.0.0.1:0", "--ready-file", "/tmp/r"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_THAT(f->listen, ElementsAre("unix:/tmp/wooly-flags-test/woolyd.sock", "tcp:127.0.0.1:7070",
+                                     "tcp:0.0.0.0:0"));
+  EXPECT_EQ(f->device, 1);
+  EXPECT_EQ(f->log_level, "debug");
+  EXPECT_EQ(f->admin, "tcp:127.0.0.1:0");
+  EXPECT_EQ(f->ready_file, "/tmp/r");
+}
+
+TEST_F(DaemonFlagsTest, AnExplicitUnixSocketReplacesTheDefault) {
+  absl::StatusOr<DaemonFlags> f = Parse({"--listen", "unix:/tmp/x.sock", "--admin", "none"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_THAT(f->listen, ElementsAre("unix:/tmp/x.sock"));
+  EXPECT_EQ(f->admin, "");
+}
+
+TEST_F(DaemonFlagsTest, VersionAndHelp) {
+  EXPECT_TRUE(Parse({"--version"})->version);
+  EXPECT_TRUE(Parse({"--help"})->help);
+}
+
+TEST_F(DaemonFlagsTest, BadFlagsNameTheProblem) {
+  EXPECT_THAT(std::string(Parse({"--bogus"}).status().message()), HasSubstr("--bogus"));
+  EXPECT_THAT(std::string(Parse({"--device", "-1"}).status().message()), HasSubstr("--device"));
+  EXPECT_THAT(std::string(Parse({"--device", "gpu0"}).status().message()), HasSubstr("gpu0"));
+  EXPECT_THAT(std::string(Parse({"--log-level", "loud"}).status().message()), HasSubstr("loud"));
+  EXPECT_THAT(std::string(Parse({"--listen"}).status().message()), HasSubstr("needs a value"));
+  EXPECT_THAT(std::string(Parse({"--listen", "nonsense"}).status().message()),
+              HasSubstr("--listen"));
+  EXPECT_THAT(std::string(Parse({"--admin", "tcp:host"}).status().message()), HasSubstr("--admin"));
+  EXPECT_FALSE(Parse({"stray"}).ok());
+}
+
+}  // namespace
+}  // namespace wooly::server
