@@ -42,4 +42,7 @@ function(wooly_bundle_rpath target)
   set_target_properties(${target} PROPERTIES
     BUILD_RPATH "\$ORIGIN/../lib"
     INSTALL_RPATH "\$ORIGIN/../lib")
+  # DT_RPATH, not DT_RUNPATH: only RPATH is searched for the libraries'
+  # own dependencies too (libgrpc++ -> libgrpc -> ...).
+  target_link_options(${target} PRIVATE -Wl,--disable-new-dtags)
 endfunction()

@@ -50,6 +50,7 @@ if [ "${1:-}" = "--pack" ]; then
       *) cp -L -n "$lib" "$out/lib/" ;;
     esac
   done
+  strip --strip-debug "$out/tests/gpu_backend_test" "$out"/lib/*.so* 2>/dev/null || true
   echo "gpu-suite: packed $(du -sh "$out" | cut -f1) in $out; on the GPU machine: scripts/gpu-suite.sh $out"
   exit 0
 fi

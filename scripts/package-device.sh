@@ -20,9 +20,10 @@ copy() {  # copy build-relative paths that exist
   done
 }
 
-copy server/woolyd cli/wooly-cli client/libcuda.so.1 client/libwooly.so* \
-     tests/programs/* tests/kernels/*.fatbin tests/kernels/*.cubin tests/kernels/*.fake \
-     tests/runtime/* bench/*
+# Quoted: the patterns expand inside build/, not here.
+copy 'server/woolyd' 'cli/wooly-cli' 'client/libcuda.so.1' 'client/libwooly.so*' \
+     'tests/programs/*' 'tests/kernels/*.fatbin' 'tests/kernels/*.cubin' 'tests/kernels/*.fake' \
+     'tests/runtime/*' 'bench/wooly_bench*'
 
 # Bundle every shared library the executables need except glibc's own.
 for exe in "$dst/server/woolyd" "$dst/cli/wooly-cli"; do
@@ -34,4 +35,6 @@ for exe in "$dst/server/woolyd" "$dst/cli/wooly-cli"; do
     esac
   done
 done
+# Debug info is not needed there and the carried tree is limited to 64 MiB.
+find "$dst" -type f \( -perm -u+x -o -name '*.so*' \) ! -name '*.sh' -exec strip --strip-debug {} + 2>/dev/null || true
 du -sh "$dst" | awk '{print "package-device: " $1 " in '"$dst"'"}'

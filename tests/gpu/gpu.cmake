@@ -13,6 +13,7 @@ wooly_cc_test(NAME gpu_backend_test
 target_compile_definitions(gpu_backend_test PRIVATE
   WOOLY_TEST_KERNELS_DIR_DEFAULT="${WOOLY_TEST_KERNELS_DIR}")
 add_dependencies(gpu_backend_test wooly_test_kernels)
+wooly_bundle_rpath(gpu_backend_test)
 
 # The whole suite: every test program natively and through woolyd, with the
 # fatbin and the cubin, outputs diffed.
