@@ -5,6 +5,7 @@
 // destruction releases.
 #include "api.h"
 #include "driver.h"
+#include "export_tables.h"
 #include "resources.h"
 
 namespace wooly::client {
@@ -42,7 +43,11 @@ CUresult PrimaryRelease(CUdevice dev) {
   if (CUresult r = CheckDevice(dev); r != CUDA_SUCCESS) return r;
   const int left = wooly::client::PrimaryRelease();
   if (left < 0) return CUDA_ERROR_INVALID_CONTEXT;  // not retained
-  if (left == 0) ReleaseContextResources(PrimaryContext());
+  if (left == 0) {
+    // Context-local-storage destructors first: they may still use the context.
+    RunContextLocalDestructors(PrimaryContext());
+    ReleaseContextResources(PrimaryContext());
+  }
   return CUDA_SUCCESS;
 }
 
@@ -55,6 +60,7 @@ CUresult PrimarySetFlags(CUdevice dev, unsigned flags) {
 
 CUresult PrimaryReset(CUdevice dev) {
   if (CUresult r = CheckDevice(dev); r != CUDA_SUCCESS) return r;
+  RunContextLocalDestructors(PrimaryContext());
   ReleaseContextResources(PrimaryContext());
   PrimaryResetCount();
   PrimaryContext()->flags.store(0);
@@ -67,6 +73,7 @@ CUresult CtxDestroy(CUcontext ctx) {
   if (c == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   // The primary context is released with cuDevicePrimaryCtxRelease.
   if (c->primary) return CUDA_ERROR_INVALID_CONTEXT;
+  RunContextLocalDestructors(c);
   ReleaseContextResources(c);
   RemoveFromStack(c);
   RetireContext(c);

@@ -36,3 +36,14 @@ add_test(NAME client_selfcontained
           $<TARGET_FILE_DIR:wooly_client>/libcuda.so.1
           ${PROJECT_SOURCE_DIR}/client/driver_surface.txt)
 set_tests_properties(client_selfcontained PROPERTIES LABELS unit TIMEOUT 60)
+
+# libcudart's export tables and the integrity hash.
+wooly_cc_test(NAME client_export_tables_test
+  SRCS ${_client_tests}/client_export_tables_test.cc
+  DEPS wooly::client_core
+  LABELS unit)
+
+wooly_cc_test(NAME hmac_md2_test
+  SRCS ${_client_tests}/hmac_md2_test.cc
+  DEPS wooly::client_core
+  LABELS unit)
