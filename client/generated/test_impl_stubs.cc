@@ -67,6 +67,7 @@ CUresult cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t *paramOff
 CUresult cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int value) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuGetErrorName(CUresult error, const char **pStr) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuGetErrorString(CUresult error, const char **pStr) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuInit(unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUkernel kernel, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) { return CUDA_ERROR_STUB_LIBRARY; }

@@ -89,7 +89,6 @@ CUresult cuFuncSetBlockShape(CUfunction hfunc, int x, int y, int z) { return Rep
 CUresult cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config) { return ReportUnsupported(123); }
 CUresult cuFuncSetSharedMemConfig(CUfunction hfunc, CUsharedconfig config) { return ReportUnsupported(124); }
 CUresult cuFuncSetSharedSize(CUfunction hfunc, unsigned int bytes) { return ReportUnsupported(125); }
-CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId) { return ReportUnsupported(128); }
 CUresult cuGraphAddBatchMemOpNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_BATCH_MEM_OP_NODE_PARAMS *nodeParams) { return ReportUnsupported(131); }
 CUresult cuGraphAddChildGraphNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, CUgraph childGraph) { return ReportUnsupported(132); }
 CUresult cuGraphAddDependencies(CUgraph hGraph, const CUgraphNode *from, const CUgraphNode *to, size_t numDependencies) { return ReportUnsupported(133); }
