@@ -1,0 +1,20 @@
+// The client-side cache of occupancy answers (api_occupancy.cc).
+//
+// Occupancy depends on the function and the launch shape, which the cache
+// key holds, and on function attributes the application may change (the
+// dynamic shared memory limit, the carveout, the cache configuration).
+// Every entry point that changes one of those must call
+// InvalidateOccupancyCache().
+//
+// Thread safety: thread-safe.
+#ifndef WOOLY_CLIENT_OCCUPANCY_H_
+#define WOOLY_CLIENT_OCCUPANCY_H_
+
+namespace wooly::client {
+
+// Forgets every cached occupancy answer.
+void InvalidateOccupancyCache();
+
+}  // namespace wooly::client
+
+#endif  // WOOLY_CLIENT_OCCUPANCY_H_
