@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "log.h"
@@ -46,6 +47,11 @@ bool Reserve(uint64_t base, uint64_t size) {
 
 }  // namespace
 
+uint64_t NewBufferId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 AllocTable::~AllocTable() { Clear(); }
 
 void AllocTable::Release(Record& r) {
@@ -56,15 +62,15 @@ void AllocTable::Release(Record& r) {
   r.reserved = false;
 }
 
-void AllocTable::Insert(uint64_t base, uint64_t size, Kind kind, const void* owner) {
-  Record r{base, size, kind, owner, false};
+void AllocTable::Insert(uint64_t base, uint64_t size, Kind kind, const void* owner, bool reserve) {
+  Record r{base, size, kind, owner, false, NewBufferId()};
   {
     std::shared_lock<std::shared_mutex> lock(mu_);
     if (by_base_.count(base) != 0) return;
   }
   // Reserve outside the lock: mmap can be slow and lookups must not wait.
   // Two ranges of one page may share a page; only the first reserves it.
-  r.reserved = reserve_ && Reserve(base, size);
+  r.reserved = reserve_ && reserve && Reserve(base, size);
   std::unique_lock<std::shared_mutex> lock(mu_);
   auto [it, inserted] = by_base_.emplace(base, r);
   if (!inserted) Release(r);

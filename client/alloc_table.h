@@ -22,6 +22,10 @@
 
 namespace wooly::client {
 
+// A process-unique id for a new allocation of any kind (device or host);
+// never returns the same value twice. Thread-safe.
+uint64_t NewBufferId();
+
 class AllocTable {
  public:
   enum class Kind { kAlloc, kGlobal };
@@ -31,6 +35,8 @@ class AllocTable {
     Kind kind = Kind::kAlloc;
     const void* owner = nullptr;  // Context* for allocations, Module*/Library* for globals
     bool reserved = false;        // the range is reserved in our address space
+    // Process-unique, never reused (CU_POINTER_ATTRIBUTE_BUFFER_ID); set by Insert.
+    uint64_t buffer_id = 0;
   };
 
   // When `reserve_address_space` is false (tests), no ranges are reserved.
@@ -38,7 +44,9 @@ class AllocTable {
   ~AllocTable();
 
   // Records [base, base + size). A record with the same base is kept as is.
-  void Insert(uint64_t base, uint64_t size, Kind kind, const void* owner);
+  // `reserve` false skips the address-space reservation (for ranges whose
+  // addresses the caller reserved already, e.g. a VMM reservation).
+  void Insert(uint64_t base, uint64_t size, Kind kind, const void* owner, bool reserve = true);
   // Removes the record starting at `base`; false when there is none.
   bool Remove(uint64_t base, Record* removed = nullptr);
   // The record containing `ptr`; false when `ptr` is not device memory we know.

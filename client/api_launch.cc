@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "api.h"
+#include "capture.h"
 #include "driver.h"
 #include "param_pack.h"
 
@@ -26,6 +27,7 @@ CUresult Launch(CUfunction f, const LaunchDims& dims, CUstream stream, bool ptds
   if (n_attrs > 0 && attrs == nullptr) return CUDA_ERROR_INVALID_VALUE;
   uint64_t stream_id = 0;
   if (CUresult r = ResolveStream(stream, ptds, &stream_id); r != CUDA_SUCCESS) return r;
+  if (CUresult r = CaptureCheckWork(stream_id); r != CUDA_SUCCESS) return r;
   // Reused per thread: launches are frequent and the buffer rarely grows.
   thread_local std::vector<uint8_t> args;
   if (CUresult r = PackKernelParams(c->layout, kernel_params, extra, &args); r != CUDA_SUCCESS) {

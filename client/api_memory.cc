@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "api.h"
+#include "capture.h"
 #include "copy3d.h"
 #include "driver.h"
 
@@ -22,6 +23,7 @@ CUresult AllocImpl(CUdeviceptr* dptr, size_t bytesize) {
   Context* ctx = nullptr;
   if (CUresult r = RequireContext(&ctx); r != CUDA_SUCCESS) return r;
   if (dptr == nullptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult r = CaptureCheckUnsafeCall(); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(bytesize);
   Reply reply;
@@ -36,6 +38,7 @@ CUresult AllocImpl(CUdeviceptr* dptr, size_t bytesize) {
 
 CUresult FreeImpl(CUdeviceptr dptr) {
   if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
+  if (CUresult r = CaptureCheckUnsafeCall(); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(dptr);
   if (CUresult r = Rpc(wire::Op::kMemFree, w); r != CUDA_SUCCESS) return r;
@@ -46,6 +49,7 @@ CUresult FreeImpl(CUdeviceptr dptr) {
 CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
   if (n == 0) return CUDA_SUCCESS;
   if (src == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
   const uint8_t* p = static_cast<const uint8_t*>(src);
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);
@@ -61,6 +65,7 @@ CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool
 CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async) {
   if (n == 0) return CUDA_SUCCESS;
   if (dst == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
   uint8_t* p = static_cast<uint8_t*>(dst);
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);
@@ -78,6 +83,7 @@ CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async
 
 CUresult CopyDtoD(uint64_t dst, uint64_t src, size_t n, uint64_t stream, bool async) {
   if (n == 0) return CUDA_SUCCESS;
+  if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/false); r != CUDA_SUCCESS) return r;
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);
     wire::Writer w;
@@ -209,6 +215,10 @@ CUresult Copy3DImpl(CopySpec spec, CUstream s, bool ptds, bool async) {
     CopyHostToHost(spec);
     return CUDA_SUCCESS;
   }
+  if (CUresult r = CaptureCheckCopy(id, async, spec.src.is_host || spec.dst.is_host);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
   std::vector<uint8_t> buf;
   for (const CopySpec& piece : SplitCopy(spec, kChunk)) {
     const uint64_t bytes = HostBytes(piece);
@@ -287,6 +297,7 @@ CUresult Memset(CUdeviceptr dst, size_t pitch, uint32_t value, uint8_t elem, siz
   if (dst % elem != 0) return CUDA_ERROR_INVALID_VALUE;
   if (height > 1 && (pitch < width * elem || pitch % elem != 0)) return CUDA_ERROR_INVALID_VALUE;
   if (width == 0 || height == 0) return CUDA_SUCCESS;
+  if (CUresult r = CaptureCheckCopy(id, async, /*host=*/false); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(dst)
       .Put<uint64_t>(height > 1 ? pitch : 0)

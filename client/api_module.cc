@@ -11,6 +11,7 @@
 #include "driver.h"
 #include "image_size.h"
 #include "log.h"
+#include "occupancy.h"
 #include "resources.h"
 
 namespace wooly::client {
@@ -612,7 +613,9 @@ WOOLY_EXPORT CUresult CUDAAPI cuFuncSetAttribute(CUfunction hfunc, CUfunction_at
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     Callable* c = AsCallable(hfunc);
     if (c == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    return FuncSetAttribute(attrib, value, c->id);
+    const CUresult r = FuncSetAttribute(attrib, value, c->id);
+    InvalidateOccupancyCache();  // e.g. the carveout changes occupancy
+    return r;
   });
 }
 
@@ -634,6 +637,8 @@ WOOLY_EXPORT CUresult CUDAAPI cuKernelSetAttribute(CUfunction_attribute attrib, 
     if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
     Kernel* k = AsKernel(kernel);
     if (k == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    return FuncSetAttribute(attrib, val, k->id);
+    const CUresult r = FuncSetAttribute(attrib, val, k->id);
+    InvalidateOccupancyCache();
+    return r;
   });
 }

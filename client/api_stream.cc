@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "api.h"
+#include "capture.h"
 #include "driver.h"
 #include "resources.h"
 
@@ -52,6 +53,7 @@ CUresult DestroyStream(CUstream h) {
   Stream* s = As<Stream>(h, Tag::kStream);
   if (s == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   if (CUresult r = SendId(wire::Op::kStreamDestroy, s->id); r != CUDA_SUCCESS) return r;
+  CaptureForgetStream(s->id);
   Untrack(s);
   Destroy(s);
   return CUDA_SUCCESS;
@@ -61,6 +63,7 @@ CUresult StreamOp(wire::Op op, CUstream h, bool ptds) {
   if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
   uint64_t id = 0;
   if (CUresult r = ResolveStream(h, ptds, &id); r != CUDA_SUCCESS) return r;
+  if (CUresult r = CaptureCheckWork(id); r != CUDA_SUCCESS) return r;
   return SendId(op, id);
 }
 
@@ -70,9 +73,12 @@ CUresult WaitEvent(CUstream h, CUevent ev, unsigned flags, bool ptds) {
   if (e == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   uint64_t id = 0;
   if (CUresult r = ResolveStream(h, ptds, &id); r != CUDA_SUCCESS) return r;
+  if (CUresult r = CaptureCheckWork(id); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(id).Put<uint64_t>(e->id).Put<uint32_t>(flags);
-  return Rpc(wire::Op::kStreamWaitEvent, w);
+  if (CUresult r = Rpc(wire::Op::kStreamWaitEvent, w); r != CUDA_SUCCESS) return r;
+  CaptureNoteStreamWait(h, id, e->id);  // may join the stream to a capture
+  return CUDA_SUCCESS;
 }
 
 // The stream object behind a handle for property queries: null for the
@@ -186,15 +192,20 @@ CUresult RecordEvent(CUevent ev, CUstream h, unsigned flags, bool ptds) {
   if (e == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   uint64_t id = 0;
   if (CUresult r = ResolveStream(h, ptds, &id); r != CUDA_SUCCESS) return r;
+  if (CUresult r = CaptureCheckWork(id); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(e->id).Put<uint64_t>(id).Put<uint32_t>(flags);
-  return Rpc(wire::Op::kEventRecord, w);
+  if (CUresult r = Rpc(wire::Op::kEventRecord, w); r != CUDA_SUCCESS) return r;
+  CaptureNoteEventRecord(e->id, id);
+  return CUDA_SUCCESS;
 }
 
 CUresult EventOp(wire::Op op, CUevent ev) {
   if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
   Event* e = AsEvent(ev);
   if (e == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  // Querying or waiting for an event is a potentially unsafe call.
+  if (CUresult r = CaptureCheckUnsafeCall(); r != CUDA_SUCCESS) return r;
   return SendId(op, e->id);
 }
 
@@ -220,6 +231,7 @@ CUresult DestroyEvent(CUevent ev) {
   Event* e = AsEvent(ev);
   if (e == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   if (CUresult r = SendId(wire::Op::kEventDestroy, e->id); r != CUDA_SUCCESS) return r;
+  CaptureForgetEvent(e->id);
   Untrack(e);
   Destroy(e);
   return CUDA_SUCCESS;
@@ -232,6 +244,7 @@ CUresult CtxSynchronize(CUcontext ctx) {
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     if (!ContextUsable(AsContext(ctx))) return CUDA_ERROR_INVALID_CONTEXT;
   }
+  if (CUresult r = CaptureCheckCtxSynchronize(); r != CUDA_SUCCESS) return r;
   return Rpc(wire::Op::kCtxSynchronize, wire::Writer());
 }
 

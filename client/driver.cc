@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "capture.h"
 #include "log.h"
 #include "resources.h"
 #include "wooly/proto/defaults.h"
@@ -152,7 +153,9 @@ CUresult Rpc(wire::Op op, const wire::Writer& body, Reply* reply, const void* ta
              void* out_tail, size_t out_tail_len) {
   Connection* c = g_conn.load(std::memory_order_acquire);
   if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
-  return c->Call(op, body, reply, tail, tail_len, out_tail, out_tail_len);
+  const CUresult r = c->Call(op, body, reply, tail, tail_len, out_tail, out_tail_len);
+  CaptureNoteResult(r);  // woolyd's driver may have invalidated a capture
+  return r;
 }
 
 CUresult BadReply(wire::Op op) {

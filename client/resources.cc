@@ -5,6 +5,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "capture.h"
 #include "driver.h"
 #include "log.h"
 
@@ -130,6 +131,7 @@ void ReleaseContextResources(Context* ctx) {
   LogFailure("cuCtxSynchronize", Rpc(wire::Op::kCtxSynchronize, wire::Writer()));
   for (Stream* s : streams) {
     LogFailure("cuStreamDestroy", SimpleRpc(wire::Op::kStreamDestroy, s->id));
+    CaptureForgetStream(s->id);  // woolyd abandons a capture begun on it
     Destroy(s);
   }
   for (Event* e : events) {
@@ -147,6 +149,34 @@ void ReleaseContextResources(Context* ctx) {
   for (const AllocTable::Record& r : allocs) {
     LogFailure("cuMemFree", SimpleRpc(wire::Op::kMemFree, r.base));
   }
+}
+
+Callable* FindCallableById(uint64_t id) {
+  // Holding the registry lock keeps every module and library alive (unload
+  // untracks them first); their own locks are taken inside it, never the
+  // other way round.
+  std::lock_guard<std::mutex> l(Reg().mu);
+  auto in_module = [id](Module* m) -> Callable* {
+    std::lock_guard<std::mutex> ml(m->mu);
+    for (auto& [name, f] : m->functions) {
+      if (f->id == id) return f;
+    }
+    return nullptr;
+  };
+  for (Module* m : Reg().modules) {
+    if (Callable* c = in_module(m)) return c;
+  }
+  for (Library* lib : Reg().libraries) {
+    std::lock_guard<std::mutex> ll(lib->mu);
+    for (auto& [name, k] : lib->kernels) {
+      if (k->id == id) return k;
+      if (k->function != nullptr && k->function->id == id) return k->function;
+    }
+    if (lib->module != nullptr) {
+      if (Callable* c = in_module(lib->module)) return c;
+    }
+  }
+  return nullptr;
 }
 
 void LockResourcesForFork() { Reg().mu.lock(); }

@@ -35,6 +35,11 @@ void DestroyLibraryTree(Library* l);
 // is going away regardless.
 void ReleaseContextResources(Context* ctx);
 
+// The function or kernel object with server id `id` among the loaded
+// modules and libraries, or nullptr (for graph kernel nodes, whose
+// parameters name the function by id).
+Callable* FindCallableById(uint64_t id);
+
 // pthread_atfork support (see driver.cc).
 void LockResourcesForFork();
 void UnlockResourcesAfterForkInParent();

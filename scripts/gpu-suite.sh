@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PROGRAMS=(vector_add memcpy_sizes memset_widths streams_events struct_param launch_extra
-          module_globals error_cases)
+          module_globals error_cases graphs memory_ext)
 # Programs that load no module run once rather than once per image.
 NO_MODULE=" memcpy_sizes memset_widths "
 

@@ -104,7 +104,7 @@ void ClientSession::PublishStats() {
   stats_.pid = pid_;
   stats_.name = name_;
   stats_.priority = priority_;
-  stats_.bytes_allocated = allocations_.TotalBytes();
+  stats_.bytes_allocated = allocations_.TotalBytes() + MemExtBytes();
   stats_.streams = static_cast<uint32_t>(streams_.size() + (has_default_stream_ ? 1 : 0));
   stats_.modules = modules;
 }
@@ -151,6 +151,8 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
       WOOLY_OP(MemcpyDtoD)
       WOOLY_OP(Memset)
       WOOLY_OP(Memcpy3D)
+      WOOLY_SESSION_MEMORY_EXT_OPS(WOOLY_OP)
+      WOOLY_SESSION_GRAPH_OPS(WOOLY_OP)
       WOOLY_OP(ModuleLoadData)
       WOOLY_OP(ModuleGetFunction)
       WOOLY_OP(ModuleGetGlobal)
@@ -291,10 +293,14 @@ void ClientSession::CloseLocked(const std::string& reason) {
   auto warn = [this](const char* what, const absl::Status& s) {
     if (!s.ok()) spdlog::warn("client {}: cleanup {} failed: {}", id_, what, s.ToString());
   };
+  // 0. Open stream captures (a capturing stream cannot be synchronized).
+  EndCapturesForClose();
   // 1. Let queued work finish so nothing still uses what is released below.
   if (has_default_stream_)
     warn("synchronize", backend_->StreamSynchronize(default_stream_.backend));
   for (auto& [id, s] : streams_) warn("synchronize", backend_->StreamSynchronize(s.backend));
+  // 1b. Executable graphs and graphs.
+  ReleaseGraphsForClose();
   // 2. Events, including the ones used to order streams.
   const size_t n_events = events_.size();
   for (auto& [id, e] : events_) warn("event destroy", backend_->EventDestroy(e));
@@ -333,6 +339,8 @@ void ClientSession::CloseLocked(const std::string& reason) {
   const uint64_t bytes = allocations_.TotalBytes();
   for (const memory::Range& r : allocations_.Ranges()) warn("free", backend_->MemFree(r.base));
   allocations_.Clear();
+  // 6. Mappings, allocation handles, reservations and pools.
+  CloseMemoryExtLocked();
   PublishStats();
   if (hello_done()) {
     spdlog::info(
@@ -348,7 +356,8 @@ void ClientSession::CloseLocked(const std::string& reason) {
 // ---------------------------------------------------------------- ownership
 
 bool ClientSession::OwnsRange(DevPtr ptr, uint64_t size) const {
-  return allocations_.Contains(ptr, size) || globals_.Contains(ptr, size);
+  return allocations_.Contains(ptr, size) || globals_.Contains(ptr, size) ||
+         OwnsMappedRange(ptr, size);
 }
 
 absl::Status ClientSession::CheckRange(DevPtr ptr, uint64_t size) const {
@@ -382,6 +391,11 @@ absl::StatusOr<BackendHandle> ClientSession::StreamForWork(uint64_t id) {
     if (!has_default_stream_) return BadHandle("stream");
     for (auto& [sid, s] : streams_) {
       if (!s.blocking || s.epoch == s.seen_by_default) continue;
+      // Ordering behind a capturing stream would join the legacy stream to
+      // its capture; CUDA refuses such an implicit join.
+      if (StreamCapturing(s.backend)) {
+        return CuError(CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, "legacy stream joins a capture");
+      }
       if (absl::Status st = OrderAfter(default_stream_, s); !st.ok()) return st;
       s.seen_by_default = s.epoch;
     }
@@ -391,7 +405,9 @@ absl::StatusOr<BackendHandle> ClientSession::StreamForWork(uint64_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return BadHandle("stream");
   StreamRec& s = it->second;
-  if (s.blocking && default_stream_.epoch != s.seen_default_epoch) {
+  // A capturing stream's work is recorded, not run: it waits for nothing,
+  // and an event wait would cross the capture's boundary.
+  if (s.blocking && default_stream_.epoch != s.seen_default_epoch && !StreamCapturing(s.backend)) {
     if (absl::Status st = OrderAfter(s, default_stream_); !st.ok()) return st;
     s.seen_default_epoch = default_stream_.epoch;
   }
@@ -519,6 +535,7 @@ absl::Status ClientSession::OpMemcpyHtoD(wire::Reader& in, wire::Writer& out) {
   const uint64_t size = in.remaining();
   if (size == 0) return absl::OkStatus();
   if (absl::Status s = CheckRange(dst, size); !s.ok()) return s;
+  if (absl::Status s = RefuseHostCopyWhileCapturing(stream); !s.ok()) return s;
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
   return backend_->MemcpyHtoD(dst, in.rest(), size, *st, async);
@@ -535,6 +552,7 @@ absl::Status ClientSession::OpMemcpyDtoH(wire::Reader& in, wire::Writer& out) {
   }
   if (size == 0) return absl::OkStatus();
   if (absl::Status s = CheckRange(src, size); !s.ok()) return s;
+  if (absl::Status s = RefuseHostCopyWhileCapturing(stream); !s.ok()) return s;
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
   const size_t at = out.size();
@@ -638,6 +656,9 @@ absl::Status ClientSession::OpMemcpy3D(wire::Reader& in, wire::Writer& out) {
       return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D destination geometry");
     }
     if (absl::Status s = CheckRange(start, length); !s.ok()) return s;
+  }
+  if (src_host || dst_host) {
+    if (absl::Status s = RefuseHostCopyWhileCapturing(stream); !s.ok()) return s;
   }
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
@@ -968,6 +989,7 @@ absl::Status ClientSession::OpStreamDestroy(wire::Reader& in, wire::Writer& out)
   if (!in.ok()) return Malformed();
   auto it = streams_.find(id);
   if (it == streams_.end()) return BadHandle("stream");
+  AbandonCaptureOn(id);
   if (absl::Status s = backend_->StreamDestroy(it->second.backend); !s.ok()) return s;
   if (it->second.sync_event) (void)backend_->EventDestroy(it->second.sync_event);
   streams_.erase(it);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -28,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 #include "wooly/server/cu_status.h"
@@ -123,10 +125,80 @@ constexpr int kMaxStagingSlots = 4;
   X(cuEventDestroy, PFN_cuEventDestroy_v4000)
 // clang-format on
 
+// The memory extensions' entry points (pools, VMM, occupancy, limits, tensor
+// maps). Optional: a driver without one still serves everything else, and
+// the methods that need it answer CUDA_ERROR_NOT_SUPPORTED.
+// clang-format off
+#define WOOLY_CUDA_MEMORY_EXT_ENTRY_POINTS(X)                                          \
+  X(cuMemPoolCreate, PFN_cuMemPoolCreate_v11020)                                       \
+  X(cuMemPoolDestroy, PFN_cuMemPoolDestroy_v11020)                                     \
+  X(cuMemPoolSetAttribute, PFN_cuMemPoolSetAttribute_v11020)                           \
+  X(cuMemPoolGetAttribute, PFN_cuMemPoolGetAttribute_v11020)                           \
+  X(cuMemPoolTrimTo, PFN_cuMemPoolTrimTo_v11020)                                       \
+  X(cuMemAllocFromPoolAsync, PFN_cuMemAllocFromPoolAsync_v11020)                       \
+  X(cuMemFreeAsync, PFN_cuMemFreeAsync_v11020)                                         \
+  X(cuMemGetAllocationGranularity, PFN_cuMemGetAllocationGranularity_v10020)           \
+  X(cuMemAddressReserve, PFN_cuMemAddressReserve_v10020)                               \
+  X(cuMemAddressFree, PFN_cuMemAddressFree_v10020)                                     \
+  X(cuMemCreate, PFN_cuMemCreate_v10020)                                               \
+  X(cuMemRelease, PFN_cuMemRelease_v10020)                                             \
+  X(cuMemGetAllocationPropertiesFromHandle,                                            \
+    PFN_cuMemGetAllocationPropertiesFromHandle_v10020)                                 \
+  X(cuMemRetainAllocationHandle, PFN_cuMemRetainAllocationHandle_v11000)               \
+  X(cuMemMap, PFN_cuMemMap_v10020)                                                     \
+  X(cuMemUnmap, PFN_cuMemUnmap_v10020)                                                 \
+  X(cuMemSetAccess, PFN_cuMemSetAccess_v10020)                                         \
+  X(cuMemGetAccess, PFN_cuMemGetAccess_v10020)                                         \
+  X(cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,                              \
+    PFN_cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags_v7000)                    \
+  X(cuOccupancyMaxPotentialBlockSizeWithFlags,                                         \
+    PFN_cuOccupancyMaxPotentialBlockSizeWithFlags_v7000)                               \
+  X(cuOccupancyAvailableDynamicSMemPerBlock,                                           \
+    PFN_cuOccupancyAvailableDynamicSMemPerBlock_v10020)                                \
+  X(cuOccupancyMaxActiveClusters, PFN_cuOccupancyMaxActiveClusters_v11070)             \
+  X(cuCtxGetLimit, PFN_cuCtxGetLimit_v3010)                                            \
+  X(cuCtxSetLimit, PFN_cuCtxSetLimit_v3010)                                            \
+  X(cuFuncSetCacheConfig, PFN_cuFuncSetCacheConfig_v3000)                              \
+  X(cuFuncSetSharedMemConfig, PFN_cuFuncSetSharedMemConfig_v4020)                      \
+  X(cuTensorMapEncodeTiled, PFN_cuTensorMapEncodeTiled_v12000)                         \
+  X(cuTensorMapEncodeIm2col, PFN_cuTensorMapEncodeIm2col_v12000)                       \
+  X(cuTensorMapReplaceAddress, PFN_cuTensorMapReplaceAddress_v12000)
+// clang-format on
+
+// Stream capture and graphs (the GpuBackend graph methods).
+// clang-format off
+#define WOOLY_CUDA_GRAPH_ENTRY_POINTS(X)                                                 \
+  X(cuStreamBeginCapture, PFN_cuStreamBeginCapture_v10010)                               \
+  X(cuStreamEndCapture, PFN_cuStreamEndCapture_v10000)                                   \
+  X(cuStreamGetCaptureInfo, PFN_cuStreamGetCaptureInfo_v12030)                           \
+  X(cuStreamUpdateCaptureDependencies, PFN_cuStreamUpdateCaptureDependencies_v12030)     \
+  X(cuGraphCreate, PFN_cuGraphCreate_v10000)                                             \
+  X(cuGraphDestroy, PFN_cuGraphDestroy_v10000)                                           \
+  X(cuGraphInstantiateWithFlags, PFN_cuGraphInstantiateWithFlags_v11040)                 \
+  X(cuGraphExecDestroy, PFN_cuGraphExecDestroy_v10000)                                   \
+  X(cuGraphLaunch, PFN_cuGraphLaunch_v10000)                                             \
+  X(cuGraphUpload, PFN_cuGraphUpload_v11010)                                             \
+  X(cuGraphGetNodes, PFN_cuGraphGetNodes_v10000)                                         \
+  X(cuGraphNodeGetType, PFN_cuGraphNodeGetType_v10000)                                   \
+  X(cuGraphNodeGetDependencies, PFN_cuGraphNodeGetDependencies_v12030)                   \
+  X(cuGraphKernelNodeGetParams, PFN_cuGraphKernelNodeGetParams_v12000)                   \
+  X(cuGraphKernelNodeSetParams, PFN_cuGraphKernelNodeSetParams_v12000)                   \
+  X(cuGraphAddKernelNode, PFN_cuGraphAddKernelNode_v12000)                               \
+  X(cuGraphExecKernelNodeSetParams, PFN_cuGraphExecKernelNodeSetParams_v12000)           \
+  X(cuGraphDebugDotPrint, PFN_cuGraphDebugDotPrint_v11030)
+// clang-format on
+
 // The driver's entry points. Filled once, read-only afterwards.
 struct DriverApi {
 #define WOOLY_DECLARE_ENTRY(name, type) type name = nullptr;
   WOOLY_CUDA_ENTRY_POINTS(WOOLY_DECLARE_ENTRY)
+  WOOLY_CUDA_GRAPH_ENTRY_POINTS(WOOLY_DECLARE_ENTRY)
+  bool HasGraphs() const {
+#define WOOLY_GRAPH_ENTRY_PRESENT(name, type) &&name != nullptr
+    return true WOOLY_CUDA_GRAPH_ENTRY_POINTS(WOOLY_GRAPH_ENTRY_PRESENT);
+#undef WOOLY_GRAPH_ENTRY_PRESENT
+  }
+  WOOLY_CUDA_MEMORY_EXT_ENTRY_POINTS(WOOLY_DECLARE_ENTRY)
 #undef WOOLY_DECLARE_ENTRY
 };
 
@@ -276,7 +348,83 @@ absl::Status ResolveAll(const LoadedDriver& d, DriverApi* api) {
   }
   WOOLY_CUDA_ENTRY_POINTS(WOOLY_RESOLVE_ENTRY)
 #undef WOOLY_RESOLVE_ENTRY
+  // Optional entry points: a missing one is logged (once, all together) and
+  // left null.
+  std::vector<std::string> missing;
+#define WOOLY_RESOLVE_OPTIONAL_ENTRY(name, type)                                        \
+  if (absl::Status s = resolve(#name, reinterpret_cast<void**>(&api->name)); !s.ok()) { \
+    api->name = nullptr;                                                                \
+    missing.push_back(#name);                                                           \
+  }
+  WOOLY_CUDA_MEMORY_EXT_ENTRY_POINTS(WOOLY_RESOLVE_OPTIONAL_ENTRY)
+  // Without these (a driver older than 12.3) only graphs are unavailable.
+  WOOLY_CUDA_GRAPH_ENTRY_POINTS(WOOLY_RESOLVE_OPTIONAL_ENTRY)
+#undef WOOLY_RESOLVE_OPTIONAL_ENTRY
+  if (!missing.empty()) {
+    spdlog::warn(
+        "cuda backend: the driver {} lacks {} optional entry points ({}); calls that "
+        "need them answer CUDA_ERROR_NOT_SUPPORTED",
+        d.path, missing.size(), absl::StrJoin(missing, ", "));
+  }
   return absl::OkStatus();
+}
+
+// --- Helpers of the memory extensions.
+
+// Returns CUDA_ERROR_NOT_SUPPORTED from the enclosing method when the driver
+// did not provide the optional entry point `name`.
+#define WOOLY_REQUIRE_ENTRY(name)                                                       \
+  do {                                                                                  \
+    if (cu_.name == nullptr) {                                                          \
+      return CuError(CUDA_ERROR_NOT_SUPPORTED, #name " is not provided by the driver"); \
+    }                                                                                   \
+  } while (0)
+
+// Pool attributes whose C type is int; the others are cuuint64_t.
+bool PoolAttributeIsInt(int32_t attribute) {
+  return attribute == CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES ||
+         attribute == CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC ||
+         attribute == CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES;
+}
+
+CUmemAllocationProp ToAllocationProp(const wire::MemAllocProps& props) {
+  CUmemAllocationProp p;
+  std::memset(&p, 0, sizeof(p));
+  p.type = static_cast<CUmemAllocationType>(props.type);
+  p.requestedHandleTypes = static_cast<CUmemAllocationHandleType>(props.handle_types);
+  p.location.type = static_cast<CUmemLocationType>(props.location_type);
+  p.location.id = props.location_id;
+  p.allocFlags.compressionType = props.compression;
+  p.allocFlags.gpuDirectRDMACapable = props.rdma_capable;
+  p.allocFlags.usage = props.usage;
+  return p;
+}
+
+TensorMapBytes ToBytes(const CUtensorMap& map) {
+  TensorMapBytes out;
+  static_assert(sizeof(map) == std::tuple_size_v<TensorMapBytes>);
+  std::memcpy(out.data(), &map, out.size());
+  return out;
+}
+
+// The client's blockSizeToDynamicSMemSize, as the table it evaluated, for
+// the duration of one cuOccupancyMaxPotentialBlockSizeWithFlags call on
+// this thread.
+thread_local absl::Span<const BlockSmem> t_smem_table;
+
+size_t CUDA_CB SmemFromTable(int block_size) {
+  // The table has every size the search tries; for any other size, use the
+  // entry of the next larger block size, else the first entry (the client
+  // lists the largest block size first).
+  const BlockSmem* best = nullptr;
+  for (const BlockSmem& e : t_smem_table) {
+    if (e.block_size == block_size) return static_cast<size_t>(e.dynamic_smem);
+    if (e.block_size > block_size && (best == nullptr || e.block_size < best->block_size)) {
+      best = &e;
+    }
+  }
+  if (best == nullptr && !t_smem_table.empty()) best = &t_smem_table.front();
+  return best ? static_cast<size_t>(best->dynamic_smem) : 0;
 }
 
 // Two pinned buffers and their completion events; see Staged*().
@@ -490,6 +638,318 @@ class CudaBackend final : public GpuBackend {
       default:
         return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemset element size");
     }
+  }
+
+  // --- Memory extensions: pools, VMM, occupancy, limits, tensor maps.
+
+  absl::StatusOr<Handle> MemPoolCreate(const wire::MemPoolProps& props) override {
+    WOOLY_REQUIRE_ENTRY(cuMemPoolCreate);
+    CUmemPoolProps p;
+    std::memset(&p, 0, sizeof(p));
+    p.allocType = static_cast<CUmemAllocationType>(props.alloc_type);
+    p.handleTypes = static_cast<CUmemAllocationHandleType>(props.handle_types);
+    p.location.type = static_cast<CUmemLocationType>(props.location_type);
+    p.location.id = props.location_id;
+    p.maxSize = props.max_size;
+    p.usage = props.usage;
+    CUmemoryPool pool = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuMemPoolCreate(&pool, &p), "cuMemPoolCreate");
+    return ToHandle(pool);
+  }
+
+  absl::Status MemPoolDestroy(Handle pool) override {
+    WOOLY_REQUIRE_ENTRY(cuMemPoolDestroy);
+    return Check(cu_.cuMemPoolDestroy(FromHandle<CUmemoryPool>(pool)), "cuMemPoolDestroy");
+  }
+
+  absl::Status MemPoolSetAttribute(Handle pool, int32_t attribute, uint64_t value) override {
+    WOOLY_REQUIRE_ENTRY(cuMemPoolSetAttribute);
+    const auto a = static_cast<CUmemPool_attribute>(attribute);
+    if (PoolAttributeIsInt(attribute)) {
+      int v = static_cast<int>(value);
+      return Check(cu_.cuMemPoolSetAttribute(FromHandle<CUmemoryPool>(pool), a, &v),
+                   "cuMemPoolSetAttribute");
+    }
+    cuuint64_t v = value;
+    return Check(cu_.cuMemPoolSetAttribute(FromHandle<CUmemoryPool>(pool), a, &v),
+                 "cuMemPoolSetAttribute");
+  }
+
+  absl::StatusOr<uint64_t> MemPoolGetAttribute(Handle pool, int32_t attribute) override {
+    WOOLY_REQUIRE_ENTRY(cuMemPoolGetAttribute);
+    const auto a = static_cast<CUmemPool_attribute>(attribute);
+    if (PoolAttributeIsInt(attribute)) {
+      int v = 0;
+      WOOLY_RETURN_IF_CU(cu_.cuMemPoolGetAttribute(FromHandle<CUmemoryPool>(pool), a, &v),
+                         "cuMemPoolGetAttribute");
+      return static_cast<uint64_t>(v);
+    }
+    cuuint64_t v = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemPoolGetAttribute(FromHandle<CUmemoryPool>(pool), a, &v),
+                       "cuMemPoolGetAttribute");
+    return static_cast<uint64_t>(v);
+  }
+
+  absl::Status MemPoolTrimTo(Handle pool, uint64_t min_bytes_to_keep) override {
+    WOOLY_REQUIRE_ENTRY(cuMemPoolTrimTo);
+    return Check(cu_.cuMemPoolTrimTo(FromHandle<CUmemoryPool>(pool), min_bytes_to_keep),
+                 "cuMemPoolTrimTo");
+  }
+
+  absl::StatusOr<DevPtr> MemAllocFromPoolAsync(uint64_t size, Handle pool, Handle stream) override {
+    WOOLY_REQUIRE_ENTRY(cuMemAllocFromPoolAsync);
+    CUdeviceptr p = 0;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuMemAllocFromPoolAsync(&p, size, FromHandle<CUmemoryPool>(pool), Stream(stream)),
+        "cuMemAllocFromPoolAsync");
+    return static_cast<DevPtr>(p);
+  }
+
+  absl::Status MemFreeAsync(DevPtr ptr, Handle stream) override {
+    WOOLY_REQUIRE_ENTRY(cuMemFreeAsync);
+    return Check(cu_.cuMemFreeAsync(ptr, Stream(stream)), "cuMemFreeAsync");
+  }
+
+  absl::StatusOr<uint64_t> MemGetAllocationGranularity(const wire::MemAllocProps& props,
+                                                       uint32_t option) override {
+    WOOLY_REQUIRE_ENTRY(cuMemGetAllocationGranularity);
+    const CUmemAllocationProp p = ToAllocationProp(props);
+    size_t g = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemGetAllocationGranularity(
+                           &g, &p, static_cast<CUmemAllocationGranularity_flags>(option)),
+                       "cuMemGetAllocationGranularity");
+    return static_cast<uint64_t>(g);
+  }
+
+  absl::StatusOr<DevPtr> MemAddressReserve(uint64_t size, uint64_t alignment, DevPtr hint,
+                                           uint64_t flags) override {
+    WOOLY_REQUIRE_ENTRY(cuMemAddressReserve);
+    CUdeviceptr p = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemAddressReserve(&p, size, alignment, hint, flags),
+                       "cuMemAddressReserve");
+    return static_cast<DevPtr>(p);
+  }
+
+  absl::Status MemAddressFree(DevPtr ptr, uint64_t size) override {
+    WOOLY_REQUIRE_ENTRY(cuMemAddressFree);
+    return Check(cu_.cuMemAddressFree(ptr, size), "cuMemAddressFree");
+  }
+
+  absl::StatusOr<Handle> MemCreate(uint64_t size, const wire::MemAllocProps& props,
+                                   uint64_t flags) override {
+    WOOLY_REQUIRE_ENTRY(cuMemCreate);
+    const CUmemAllocationProp p = ToAllocationProp(props);
+    CUmemGenericAllocationHandle h = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemCreate(&h, size, &p, flags), "cuMemCreate");
+    return static_cast<Handle>(h);
+  }
+
+  absl::Status MemRelease(Handle handle) override {
+    WOOLY_REQUIRE_ENTRY(cuMemRelease);
+    return Check(cu_.cuMemRelease(handle), "cuMemRelease");
+  }
+
+  absl::StatusOr<wire::MemAllocProps> MemGetAllocationPropertiesFromHandle(Handle handle) override {
+    WOOLY_REQUIRE_ENTRY(cuMemGetAllocationPropertiesFromHandle);
+    CUmemAllocationProp p;
+    std::memset(&p, 0, sizeof(p));
+    WOOLY_RETURN_IF_CU(cu_.cuMemGetAllocationPropertiesFromHandle(&p, handle),
+                       "cuMemGetAllocationPropertiesFromHandle");
+    wire::MemAllocProps out;
+    out.type = p.type;
+    out.handle_types = p.requestedHandleTypes;
+    out.location_type = p.location.type;
+    out.location_id = p.location.id;
+    out.compression = p.allocFlags.compressionType;
+    out.rdma_capable = p.allocFlags.gpuDirectRDMACapable;
+    out.usage = p.allocFlags.usage;
+    return out;
+  }
+
+  absl::StatusOr<Handle> MemRetainAllocationHandle(DevPtr addr) override {
+    WOOLY_REQUIRE_ENTRY(cuMemRetainAllocationHandle);
+    CUmemGenericAllocationHandle h = 0;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuMemRetainAllocationHandle(&h, reinterpret_cast<void*>(static_cast<uintptr_t>(addr))),
+        "cuMemRetainAllocationHandle");
+    return static_cast<Handle>(h);
+  }
+
+  absl::Status MemMap(DevPtr ptr, uint64_t size, uint64_t offset, Handle handle,
+                      uint64_t flags) override {
+    WOOLY_REQUIRE_ENTRY(cuMemMap);
+    return Check(cu_.cuMemMap(ptr, size, offset, handle, flags), "cuMemMap");
+  }
+
+  absl::Status MemUnmap(DevPtr ptr, uint64_t size) override {
+    WOOLY_REQUIRE_ENTRY(cuMemUnmap);
+    return Check(cu_.cuMemUnmap(ptr, size), "cuMemUnmap");
+  }
+
+  absl::Status MemSetAccess(DevPtr ptr, uint64_t size,
+                            absl::Span<const MemAccessDesc> access) override {
+    WOOLY_REQUIRE_ENTRY(cuMemSetAccess);
+    std::vector<CUmemAccessDesc> desc(access.size());
+    for (size_t i = 0; i < access.size(); ++i) {
+      std::memset(&desc[i], 0, sizeof(desc[i]));
+      desc[i].location.type = static_cast<CUmemLocationType>(access[i].location_type);
+      desc[i].location.id = access[i].location_id;
+      desc[i].flags = static_cast<CUmemAccess_flags>(access[i].flags);
+    }
+    return Check(cu_.cuMemSetAccess(ptr, size, desc.data(), desc.size()), "cuMemSetAccess");
+  }
+
+  absl::StatusOr<uint64_t> MemGetAccess(int32_t location_type, int32_t location_id,
+                                        DevPtr ptr) override {
+    WOOLY_REQUIRE_ENTRY(cuMemGetAccess);
+    CUmemLocation loc;
+    std::memset(&loc, 0, sizeof(loc));
+    loc.type = static_cast<CUmemLocationType>(location_type);
+    loc.id = location_id;
+    unsigned long long flags = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemGetAccess(&flags, &loc, ptr), "cuMemGetAccess");
+    return static_cast<uint64_t>(flags);
+  }
+
+  absl::StatusOr<int32_t> OccupancyMaxActiveBlocks(Handle function, int32_t block_size,
+                                                   uint64_t dynamic_smem, uint32_t flags) override {
+    WOOLY_REQUIRE_ENTRY(cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags);
+    absl::StatusOr<CUfunction> f = FunctionFor(function);
+    if (!f.ok()) return f.status();
+    int n = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+                           &n, *f, block_size, dynamic_smem, flags),
+                       "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags");
+    return n;
+  }
+
+  absl::StatusOr<OccupancyBlockSize> OccupancyMaxPotentialBlockSize(
+      Handle function, absl::Span<const BlockSmem> smem_table, uint64_t dynamic_smem,
+      int32_t block_size_limit, uint32_t flags) override {
+    WOOLY_REQUIRE_ENTRY(cuOccupancyMaxPotentialBlockSizeWithFlags);
+    absl::StatusOr<CUfunction> f = FunctionFor(function);
+    if (!f.ok()) return f.status();
+    int min_grid = 0, block = 0;
+    // The driver calls the callback on this thread, during this call.
+    t_smem_table = smem_table;
+    const CUresult r = cu_.cuOccupancyMaxPotentialBlockSizeWithFlags(
+        &min_grid, &block, *f, smem_table.empty() ? nullptr : &SmemFromTable, dynamic_smem,
+        block_size_limit, flags);
+    t_smem_table = {};
+    WOOLY_RETURN_IF_CU(r, "cuOccupancyMaxPotentialBlockSizeWithFlags");
+    return OccupancyBlockSize{min_grid, block};
+  }
+
+  absl::StatusOr<uint64_t> OccupancyAvailableDynamicSMem(Handle function, int32_t num_blocks,
+                                                         int32_t block_size) override {
+    WOOLY_REQUIRE_ENTRY(cuOccupancyAvailableDynamicSMemPerBlock);
+    absl::StatusOr<CUfunction> f = FunctionFor(function);
+    if (!f.ok()) return f.status();
+    size_t bytes = 0;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuOccupancyAvailableDynamicSMemPerBlock(&bytes, *f, num_blocks, block_size),
+        "cuOccupancyAvailableDynamicSMemPerBlock");
+    return static_cast<uint64_t>(bytes);
+  }
+
+  absl::StatusOr<int32_t> OccupancyMaxActiveClusters(Handle function,
+                                                     const LaunchConfig& config) override {
+    WOOLY_REQUIRE_ENTRY(cuOccupancyMaxActiveClusters);
+    absl::StatusOr<CUfunction> f = FunctionFor(function);
+    if (!f.ok()) return f.status();
+    std::vector<CUlaunchAttribute> attrs(config.attributes.size());
+    for (size_t i = 0; i < attrs.size(); ++i) {
+      std::memset(&attrs[i], 0, sizeof(attrs[i]));
+      attrs[i].id = static_cast<CUlaunchAttributeID>(config.attributes[i].id);
+      std::memcpy(&attrs[i].value, config.attributes[i].value, sizeof(attrs[i].value));
+    }
+    CUlaunchConfig cfg;
+    std::memset(&cfg, 0, sizeof(cfg));
+    cfg.gridDimX = config.grid[0];
+    cfg.gridDimY = config.grid[1];
+    cfg.gridDimZ = config.grid[2];
+    cfg.blockDimX = config.block[0];
+    cfg.blockDimY = config.block[1];
+    cfg.blockDimZ = config.block[2];
+    cfg.sharedMemBytes = config.shared_bytes;
+    cfg.attrs = attrs.empty() ? nullptr : attrs.data();
+    cfg.numAttrs = static_cast<unsigned int>(attrs.size());
+    int clusters = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuOccupancyMaxActiveClusters(&clusters, *f, &cfg),
+                       "cuOccupancyMaxActiveClusters");
+    return clusters;
+  }
+
+  absl::StatusOr<uint64_t> CtxGetLimit(int32_t limit) override {
+    WOOLY_REQUIRE_ENTRY(cuCtxGetLimit);
+    size_t v = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuCtxGetLimit(&v, static_cast<CUlimit>(limit)), "cuCtxGetLimit");
+    return static_cast<uint64_t>(v);
+  }
+
+  absl::Status CtxSetLimit(int32_t limit, uint64_t value) override {
+    WOOLY_REQUIRE_ENTRY(cuCtxSetLimit);
+    return Check(cu_.cuCtxSetLimit(static_cast<CUlimit>(limit), value), "cuCtxSetLimit");
+  }
+
+  absl::Status FuncSetCacheConfig(Handle function, int32_t config) override {
+    WOOLY_REQUIRE_ENTRY(cuFuncSetCacheConfig);
+    absl::StatusOr<CUfunction> f = FunctionFor(function);
+    if (!f.ok()) return f.status();
+    return Check(cu_.cuFuncSetCacheConfig(*f, static_cast<CUfunc_cache>(config)),
+                 "cuFuncSetCacheConfig");
+  }
+
+  absl::Status FuncSetSharedMemConfig(Handle function, int32_t config) override {
+    WOOLY_REQUIRE_ENTRY(cuFuncSetSharedMemConfig);
+    absl::StatusOr<CUfunction> f = FunctionFor(function);
+    if (!f.ok()) return f.status();
+    return Check(cu_.cuFuncSetSharedMemConfig(*f, static_cast<CUsharedconfig>(config)),
+                 "cuFuncSetSharedMemConfig");
+  }
+
+  absl::StatusOr<TensorMapBytes> TensorMapEncodeTiled(const wire::TensorMapTiled& t) override {
+    WOOLY_REQUIRE_ENTRY(cuTensorMapEncodeTiled);
+    CUtensorMap map;
+    std::memset(&map, 0, sizeof(map));
+    WOOLY_RETURN_IF_CU(
+        cu_.cuTensorMapEncodeTiled(&map, static_cast<CUtensorMapDataType>(t.data_type), t.rank,
+                                   reinterpret_cast<void*>(static_cast<uintptr_t>(t.address)),
+                                   t.dims, t.strides, t.box, t.element_strides,
+                                   static_cast<CUtensorMapInterleave>(t.interleave),
+                                   static_cast<CUtensorMapSwizzle>(t.swizzle),
+                                   static_cast<CUtensorMapL2promotion>(t.l2_promotion),
+                                   static_cast<CUtensorMapFloatOOBfill>(t.oob_fill)),
+        "cuTensorMapEncodeTiled");
+    return ToBytes(map);
+  }
+
+  absl::StatusOr<TensorMapBytes> TensorMapEncodeIm2col(const wire::TensorMapIm2col& t) override {
+    WOOLY_REQUIRE_ENTRY(cuTensorMapEncodeIm2col);
+    CUtensorMap map;
+    std::memset(&map, 0, sizeof(map));
+    WOOLY_RETURN_IF_CU(cu_.cuTensorMapEncodeIm2col(
+                           &map, static_cast<CUtensorMapDataType>(t.data_type), t.rank,
+                           reinterpret_cast<void*>(static_cast<uintptr_t>(t.address)), t.dims,
+                           t.strides, t.lower, t.upper, t.channels_per_pixel, t.pixels_per_column,
+                           t.element_strides, static_cast<CUtensorMapInterleave>(t.interleave),
+                           static_cast<CUtensorMapSwizzle>(t.swizzle),
+                           static_cast<CUtensorMapL2promotion>(t.l2_promotion),
+                           static_cast<CUtensorMapFloatOOBfill>(t.oob_fill)),
+                       "cuTensorMapEncodeIm2col");
+    return ToBytes(map);
+  }
+
+  absl::StatusOr<TensorMapBytes> TensorMapReplaceAddress(const TensorMapBytes& bytes,
+                                                         DevPtr address) override {
+    WOOLY_REQUIRE_ENTRY(cuTensorMapReplaceAddress);
+    CUtensorMap map;
+    static_assert(sizeof(map) == std::tuple_size_v<TensorMapBytes>);
+    std::memcpy(&map, bytes.data(), sizeof(map));
+    WOOLY_RETURN_IF_CU(cu_.cuTensorMapReplaceAddress(
+                           &map, reinterpret_cast<void*>(static_cast<uintptr_t>(address))),
+                       "cuTensorMapReplaceAddress");
+    return ToBytes(map);
   }
 
   // --- Modules and libraries.
@@ -710,7 +1170,271 @@ class CudaBackend final : public GpuBackend {
     return Check(cu_.cuCtxSynchronize(ctx_), "cuCtxSynchronize");
   }
 
+  // --- Stream capture and graphs.
+
+  absl::Status StreamBeginCapture(Handle stream) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    // Relaxed: this one thread serves every client (see gpu_backend.h).
+    return Check(cu_.cuStreamBeginCapture(Stream(stream), CU_STREAM_CAPTURE_MODE_RELAXED),
+                 "cuStreamBeginCapture");
+  }
+
+  absl::StatusOr<Handle> StreamEndCapture(Handle stream) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    CUgraph g = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuStreamEndCapture(Stream(stream), &g), "cuStreamEndCapture");
+    return ToHandle(g);
+  }
+
+  absl::StatusOr<CaptureInfo> StreamGetCaptureInfo(Handle stream) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    cuuint64_t id = 0;
+    CUgraph g = nullptr;
+    const CUgraphNode* deps = nullptr;
+    const CUgraphEdgeData* edges = nullptr;
+    size_t n = 0;
+    CaptureInfo info;
+    const CUresult r =
+        cu_.cuStreamGetCaptureInfo(Stream(stream), &status, &id, &g, &deps, &edges, &n);
+    if (r == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) {
+      info.status = CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+      return info;
+    }
+    WOOLY_RETURN_IF_CU(r, "cuStreamGetCaptureInfo");
+    info.status = status;
+    if (status == CU_STREAM_CAPTURE_STATUS_ACTIVE) {
+      info.graph = ToHandle(g);
+      for (size_t i = 0; i < n; ++i) info.dependencies.push_back(ToHandle(deps[i]));
+    }
+    return info;
+  }
+
+  absl::Status StreamUpdateCaptureDependencies(Handle stream, absl::Span<const Handle> nodes,
+                                               uint32_t flags) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    std::vector<CUgraphNode> list;
+    for (Handle h : nodes) list.push_back(FromHandle<CUgraphNode>(h));
+    return Check(cu_.cuStreamUpdateCaptureDependencies(
+                     Stream(stream), list.empty() ? nullptr : list.data(), nullptr, list.size(),
+                     flags),
+                 "cuStreamUpdateCaptureDependencies");
+  }
+
+  absl::StatusOr<Handle> GraphCreate(uint32_t flags) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    CUgraph g = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuGraphCreate(&g, flags), "cuGraphCreate");
+    return ToHandle(g);
+  }
+
+  absl::Status GraphDestroy(Handle graph) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    return Check(cu_.cuGraphDestroy(FromHandle<CUgraph>(graph)), "cuGraphDestroy");
+  }
+
+  absl::StatusOr<Handle> GraphInstantiate(Handle graph, uint64_t flags) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    CUgraphExec e = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuGraphInstantiateWithFlags(&e, FromHandle<CUgraph>(graph), flags),
+                       "cuGraphInstantiateWithFlags");
+    return ToHandle(e);
+  }
+
+  absl::Status GraphExecDestroy(Handle exec) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    return Check(cu_.cuGraphExecDestroy(FromHandle<CUgraphExec>(exec)), "cuGraphExecDestroy");
+  }
+
+  absl::Status GraphLaunch(Handle exec, Handle stream) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    return Check(cu_.cuGraphLaunch(FromHandle<CUgraphExec>(exec), Stream(stream)),
+                 "cuGraphLaunch");
+  }
+
+  absl::Status GraphUpload(Handle exec, Handle stream) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    return Check(cu_.cuGraphUpload(FromHandle<CUgraphExec>(exec), Stream(stream)),
+                 "cuGraphUpload");
+  }
+
+  absl::StatusOr<std::vector<Handle>> GraphGetNodes(Handle graph) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    size_t n = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuGraphGetNodes(FromHandle<CUgraph>(graph), nullptr, &n),
+                       "cuGraphGetNodes");
+    std::vector<CUgraphNode> nodes(n);
+    if (n > 0) {
+      WOOLY_RETURN_IF_CU(cu_.cuGraphGetNodes(FromHandle<CUgraph>(graph), nodes.data(), &n),
+                         "cuGraphGetNodes");
+    }
+    std::vector<Handle> out;
+    for (size_t i = 0; i < std::min(n, nodes.size()); ++i) out.push_back(ToHandle(nodes[i]));
+    return out;
+  }
+
+  absl::StatusOr<uint32_t> GraphNodeGetType(Handle node) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    CUgraphNodeType type = CU_GRAPH_NODE_TYPE_EMPTY;
+    WOOLY_RETURN_IF_CU(cu_.cuGraphNodeGetType(FromHandle<CUgraphNode>(node), &type),
+                       "cuGraphNodeGetType");
+    return static_cast<uint32_t>(type);
+  }
+
+  absl::StatusOr<std::vector<Handle>> GraphNodeGetDependencies(Handle node) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    size_t n = 0;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuGraphNodeGetDependencies(FromHandle<CUgraphNode>(node), nullptr, nullptr, &n),
+        "cuGraphNodeGetDependencies");
+    std::vector<CUgraphNode> deps(n);
+    if (n > 0) {
+      WOOLY_RETURN_IF_CU(
+          cu_.cuGraphNodeGetDependencies(FromHandle<CUgraphNode>(node), deps.data(), nullptr, &n),
+          "cuGraphNodeGetDependencies");
+    }
+    std::vector<Handle> out;
+    for (size_t i = 0; i < std::min(n, deps.size()); ++i) out.push_back(ToHandle(deps[i]));
+    return out;
+  }
+
+  absl::StatusOr<KernelNodeParams> GraphKernelNodeGetParams(Handle node) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    CUDA_KERNEL_NODE_PARAMS p;
+    std::memset(&p, 0, sizeof(p));
+    WOOLY_RETURN_IF_CU(cu_.cuGraphKernelNodeGetParams(FromHandle<CUgraphNode>(node), &p),
+                       "cuGraphKernelNodeGetParams");
+    KernelNodeParams out;
+    const bool by_kernel = p.func == nullptr;
+    out.function = by_kernel ? ToHandle(p.kern) : ToHandle(p.func);
+    out.grid[0] = p.gridDimX;
+    out.grid[1] = p.gridDimY;
+    out.grid[2] = p.gridDimZ;
+    out.block[0] = p.blockDimX;
+    out.block[1] = p.blockDimY;
+    out.block[2] = p.blockDimZ;
+    out.shared_bytes = p.sharedMemBytes;
+    std::vector<wire::ParamInfo> layout;
+    if (absl::Status s = ParamLayout(out.function, by_kernel, &layout); !s.ok()) return s;
+    uint64_t need = 0;
+    for (const wire::ParamInfo& pi : layout) need = std::max<uint64_t>(need, pi.offset + pi.size);
+    out.args.assign(need, 0);
+    if (p.kernelParams != nullptr) {
+      for (size_t i = 0; i < layout.size(); ++i) {
+        if (p.kernelParams[i] == nullptr) continue;
+        std::memcpy(out.args.data() + layout[i].offset, p.kernelParams[i], layout[i].size);
+      }
+    } else if (p.extra != nullptr) {
+      // An already packed buffer (CU_LAUNCH_PARAM_BUFFER_POINTER/SIZE).
+      const void* buf = nullptr;
+      size_t size = 0;
+      for (size_t i = 0; p.extra[i] != CU_LAUNCH_PARAM_END; i += 2) {
+        if (p.extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER) buf = p.extra[i + 1];
+        if (p.extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE) {
+          size = *static_cast<const size_t*>(p.extra[i + 1]);
+        }
+      }
+      if (buf != nullptr) std::memcpy(out.args.data(), buf, std::min<size_t>(size, need));
+    }
+    return out;
+  }
+
+  absl::Status GraphKernelNodeSetParams(Handle node, const KernelNodeParams& params) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    KernelNodeArgs a;
+    if (absl::Status s = BuildKernelNodeArgs(params, &a); !s.ok()) return s;
+    return Check(cu_.cuGraphKernelNodeSetParams(FromHandle<CUgraphNode>(node), &a.params),
+                 "cuGraphKernelNodeSetParams");
+  }
+
+  absl::StatusOr<Handle> GraphAddKernelNode(Handle graph, absl::Span<const Handle> dependencies,
+                                            const KernelNodeParams& params) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    KernelNodeArgs a;
+    if (absl::Status s = BuildKernelNodeArgs(params, &a); !s.ok()) return s;
+    std::vector<CUgraphNode> deps;
+    for (Handle h : dependencies) deps.push_back(FromHandle<CUgraphNode>(h));
+    CUgraphNode n = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuGraphAddKernelNode(&n, FromHandle<CUgraph>(graph),
+                                                deps.empty() ? nullptr : deps.data(), deps.size(),
+                                                &a.params),
+                       "cuGraphAddKernelNode");
+    return ToHandle(n);
+  }
+
+  absl::Status GraphExecKernelNodeSetParams(Handle exec, Handle node,
+                                            const KernelNodeParams& params) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    KernelNodeArgs a;
+    if (absl::Status s = BuildKernelNodeArgs(params, &a); !s.ok()) return s;
+    return Check(cu_.cuGraphExecKernelNodeSetParams(FromHandle<CUgraphExec>(exec),
+                                                    FromHandle<CUgraphNode>(node), &a.params),
+                 "cuGraphExecKernelNodeSetParams");
+  }
+
+  absl::StatusOr<std::string> GraphDebugDotPrint(Handle graph, uint32_t flags) override {
+    if (!cu_.HasGraphs()) return NoGraphs();
+    // The driver only writes files: let it write a private temporary one.
+    char path[] = "/tmp/woolyd-graph-XXXXXX";
+    const int fd = ::mkstemp(path);
+    if (fd < 0) return CuError(CUDA_ERROR_OPERATING_SYSTEM, "cannot create a temporary file");
+    ::close(fd);
+    const CUresult r = cu_.cuGraphDebugDotPrint(FromHandle<CUgraph>(graph), path, flags);
+    std::string dot;
+    if (r == CUDA_SUCCESS) {
+      if (std::FILE* f = std::fopen(path, "rb")) {
+        char buf[1 << 16];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) dot.append(buf, n);
+        std::fclose(f);
+      }
+    }
+    ::unlink(path);
+    WOOLY_RETURN_IF_CU(r, "cuGraphDebugDotPrint");
+    return dot;
+  }
+
  private:
+  static absl::Status NoGraphs() {
+    return CuError(CUDA_ERROR_NOT_SUPPORTED, "the driver has no CUDA 12.3 graph entry points");
+  }
+
+  // A kernel node's parameters for the driver: pointers into an aligned copy
+  // of the packed arguments, one per parameter of the function's layout.
+  struct KernelNodeArgs {
+    std::vector<uint64_t> buf;
+    std::vector<void*> ptrs;
+    CUDA_KERNEL_NODE_PARAMS params;
+  };
+
+  absl::Status BuildKernelNodeArgs(const KernelNodeParams& in, KernelNodeArgs* out) {
+    absl::StatusOr<CUfunction> f = FunctionFor(in.function);
+    if (!f.ok()) return f.status();
+    std::vector<wire::ParamInfo> layout;
+    if (absl::Status s = ParamLayout(ToHandle(*f), /*kernel=*/false, &layout); !s.ok()) return s;
+    out->buf.assign((in.args.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t), 0);
+    if (!in.args.empty()) std::memcpy(out->buf.data(), in.args.data(), in.args.size());
+    auto* base = reinterpret_cast<uint8_t*>(out->buf.data());
+    for (const wire::ParamInfo& p : layout) {
+      if (uint64_t{p.offset} + p.size > in.args.size()) {
+        return CuError(CUDA_ERROR_INVALID_VALUE, "argument buffer shorter than the parameters");
+      }
+      out->ptrs.push_back(base + p.offset);
+    }
+    CUDA_KERNEL_NODE_PARAMS& p = out->params;
+    std::memset(&p, 0, sizeof(p));
+    p.func = *f;
+    p.gridDimX = in.grid[0];
+    p.gridDimY = in.grid[1];
+    p.gridDimZ = in.grid[2];
+    p.blockDimX = in.block[0];
+    p.blockDimY = in.block[1];
+    p.blockDimZ = in.block[2];
+    p.sharedMemBytes = in.shared_bytes;
+    p.kernelParams = out->ptrs.empty() ? nullptr : out->ptrs.data();
+    return absl::OkStatus();
+  }
+
   struct KernelEntry {
     Handle library = 0;
     Handle function = 0;  // its CUfunction in ctx_, once looked up

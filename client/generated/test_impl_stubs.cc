@@ -16,17 +16,23 @@ CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *ctxCreateParams, uns
 CUresult cuCtxDestroy(CUcontext ctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxDestroy_v2(CUcontext ctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuCtxGetCacheConfig(CUfunc_cache *pconfig) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxGetCurrent(CUcontext *pctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxGetDevice(CUdevice *device) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxGetDevice_v2(CUdevice *device, CUcontext ctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxGetFlags(unsigned int *flags) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxGetId(CUcontext ctx, unsigned long long *ctxId) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuCtxGetSharedMemConfig(CUsharedconfig *pConfig) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxGetStreamPriorityRange(int *leastPriority, int *greatestPriority) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxPopCurrent(CUcontext *pctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxPopCurrent_v2(CUcontext *pctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxPushCurrent(CUcontext ctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxPushCurrent_v2(CUcontext ctx) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuCtxSetCacheConfig(CUfunc_cache config) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxSetCurrent(CUcontext ctx) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuCtxSetLimit(CUlimit limit, size_t value) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuCtxSetSharedMemConfig(CUsharedconfig config) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxSynchronize(void) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuCtxSynchronize_v2(CUcontext ctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDeviceComputeCapability(int *major, int *minor, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
@@ -34,6 +40,8 @@ CUresult cuDeviceGet(CUdevice *device, int ordinal) { return CUDA_ERROR_STUB_LIB
 CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDeviceGetByPCIBusId(CUdevice *dev, const char *pciBusId) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDeviceGetCount(int *count) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDeviceGetName(char *name, int len, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDeviceGetProperties(CUdevprop *prop, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
@@ -47,6 +55,7 @@ CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) { return CUDA_ERROR_STUB_LIBRA
 CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDevicePrimaryCtxSetFlags(CUdevice dev, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuDriverGetVersion(int *driverVersion) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
@@ -65,9 +74,36 @@ CUresult cuFuncGetModule(CUmodule *hmod, CUfunction hfunc) { return CUDA_ERROR_S
 CUresult cuFuncGetName(const char **name, CUfunction hfunc) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t *paramOffset, size_t *paramSize) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int value) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuFuncSetSharedMemConfig(CUfunction hfunc, CUsharedconfig config) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuGetErrorName(CUresult error, const char **pStr) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuGetErrorString(CUresult error, const char **pStr) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphAddKernelNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphAddKernelNode_v2(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_KERNEL_NODE_PARAMS *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphCreate(CUgraph *phGraph, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphDebugDotPrint(CUgraph hGraph, const char *path, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphDestroy(CUgraph hGraph) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphExecDestroy(CUgraphExec hGraphExec) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphExecKernelNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphExecKernelNodeSetParams_v2(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphGetNodes(CUgraph hGraph, CUgraphNode *nodes, size_t *numNodes) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphInstantiate(CUgraphExec *phGraphExec, CUgraph hGraph, CUgraphNode *phErrorNode, char *logBuffer, size_t bufferSize) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph, unsigned long long flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphInstantiateWithParams(CUgraphExec *phGraphExec, CUgraph hGraph, CUDA_GRAPH_INSTANTIATE_PARAMS *instantiateParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphInstantiateWithParams_ptsz(CUgraphExec *phGraphExec, CUgraph hGraph, CUDA_GRAPH_INSTANTIATE_PARAMS *instantiateParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphInstantiate_v2(CUgraphExec *phGraphExec, CUgraph hGraph, CUgraphNode *phErrorNode, char *logBuffer, size_t bufferSize) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphKernelNodeGetParams(CUgraphNode hNode, CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphKernelNodeGetParams_v2(CUgraphNode hNode, CUDA_KERNEL_NODE_PARAMS *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphKernelNodeSetParams(CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphKernelNodeSetParams_v2(CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS *nodeParams) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphLaunch(CUgraphExec hGraph, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphNodeGetDependencies(CUgraphNode hNode, CUgraphNode *dependencies, size_t *numDependencies) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphNodeGetDependencies_v2(CUgraphNode hNode, CUgraphNode *dependencies, CUgraphEdgeData *edgeData, size_t *numDependencies) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphNodeGetType(CUgraphNode hNode, CUgraphNodeType *type) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphUpload(CUgraphExec hGraph, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuGraphUpload_ptsz(CUgraphExec hGraphExec, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuInit(unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUkernel kernel, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel) { return CUDA_ERROR_STUB_LIBRARY; }
@@ -75,6 +111,7 @@ CUresult cuKernelGetLibrary(CUlibrary *pLib, CUkernel kernel) { return CUDA_ERRO
 CUresult cuKernelGetName(const char **name, CUkernel hfunc) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_t *paramOffset, size_t *paramSize) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUkernel kernel, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuKernelSetCacheConfig(CUkernel kernel, CUfunc_cache config, CUdevice dev) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra) { return CUDA_ERROR_STUB_LIBRARY; }
@@ -85,10 +122,41 @@ CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library) { return CUDA_ERR
 CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jitOptions, void **jitOptionsValues, unsigned int numJitOptions, CUlibraryOption *libraryOptions, void** libraryOptionValues, unsigned int numLibraryOptions) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuLibraryLoadFromFile(CUlibrary *library, const char *fileName, CUjit_option *jitOptions, void **jitOptionsValues, unsigned int numJitOptions, CUlibraryOption *libraryOptions, void **libraryOptionValues, unsigned int numLibraryOptions) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuLibraryUnload(CUlibrary library) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr, unsigned long long flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAllocHost_v2(void **pp, size_t bytesize) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes, size_t Height, unsigned int ElementSizeBytes) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop, unsigned long long flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemFreeHost(void *p) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuMemFree_v2(CUdeviceptr dptr) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocation *location, CUdeviceptr ptr) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop, CUmemAllocationGranularity_flags option) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop, CUmemGenericAllocationHandle handle) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuMemGetInfo_v2(size_t *free, size_t *total) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemHostGetFlags(unsigned int *pFlags, void *p) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemHostRegister(void *p, size_t bytesize, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemHostUnregister(void *p) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle, unsigned long long flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *poolProps) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemPoolDestroy(CUmemoryPool pool) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemRelease(CUmemGenericAllocationHandle handle) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *pCopy, CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
@@ -152,10 +220,31 @@ CUresult cuModuleLoadData(CUmodule *module, const void *image) { return CUDA_ERR
 CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions, CUjit_option *options, void **optionValues) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuModuleUnload(CUmodule hmod) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func, int numBlocks, int blockSize) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuOccupancyMaxActiveClusters(int *numClusters, CUfunction func, const CUlaunchConfig *config) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuOccupancyMaxPotentialBlockSizeWithFlags(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data, CUdeviceptr ptr) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuPointerSetAttribute(const void *value, CUpointer_attribute attribute, CUdeviceptr ptr) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamBeginCapture(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamBeginCapture_ptsz(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamBeginCapture_v2_ptsz(CUstream hStream, CUstreamCaptureMode mode) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamCreate(CUstream *phStream, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamCreateWithPriority(CUstream *phStream, unsigned int flags, int priority) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamDestroy(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamDestroy_v2(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamEndCapture(CUstream hStream, CUgraph *phGraph) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamEndCapture_ptsz(CUstream hStream, CUgraph *phGraph) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamGetCaptureInfo(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamGetCaptureInfo_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamGetCaptureInfo_v2(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamGetCaptureInfo_v2_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamGetCtx(CUstream hStream, CUcontext *pctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamGetCtx_ptsz(CUstream hStream, CUcontext *pctx) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamGetDevice(CUstream hStream, CUdevice *device) { return CUDA_ERROR_STUB_LIBRARY; }
@@ -166,11 +255,21 @@ CUresult cuStreamGetId(CUstream hStream, unsigned long long *streamId) { return 
 CUresult cuStreamGetId_ptsz(CUstream hStream, unsigned long long *streamId) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamGetPriority(CUstream hStream, int *priority) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamGetPriority_ptsz(CUstream hStream, int *priority) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamQuery(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamQuery_ptsz(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamSynchronize(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamSynchronize_ptsz(CUstream hStream) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamUpdateCaptureDependencies(CUstream hStream, CUgraphNode *dependencies, size_t numDependencies, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamUpdateCaptureDependencies_ptsz(CUstream hStream, CUgraphNode *dependencies, size_t numDependencies, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamUpdateCaptureDependencies_v2(CUstream hStream, CUgraphNode *dependencies, const CUgraphEdgeData *dependencyData, size_t numDependencies, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuStreamUpdateCaptureDependencies_v2_ptsz(CUstream hStream, CUgraphNode *dependencies, const CUgraphEdgeData *dependencyData, size_t numDependencies, unsigned int flags) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
 CUresult cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuTensorMapEncodeIm2col(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, const int *pixelBoxLowerCorner, const int *pixelBoxUpperCorner, cuuint32_t channelsPerPixel, cuuint32_t pixelsPerColumn, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, const cuuint32_t *boxDim, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuTensorMapReplaceAddress(CUtensorMap *tensorMap, void *globalAddress) { return CUDA_ERROR_STUB_LIBRARY; }
+CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) { return CUDA_ERROR_STUB_LIBRARY; }
 }  // extern "C"
 #pragma GCC visibility pop

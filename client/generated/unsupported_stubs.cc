@@ -46,30 +46,22 @@ CUresult cuCtxDetach(CUcontext ctx) { return ReportUnsupported(29); }
 CUresult cuCtxDisablePeerAccess(CUcontext peerContext) { return ReportUnsupported(30); }
 CUresult cuCtxEnablePeerAccess(CUcontext peerContext, unsigned int Flags) { return ReportUnsupported(31); }
 CUresult cuCtxFromGreenCtx(CUcontext *pContext, CUgreenCtx hCtx) { return ReportUnsupported(32); }
-CUresult cuCtxGetCacheConfig(CUfunc_cache *pconfig) { return ReportUnsupported(34); }
 CUresult cuCtxGetDevResource(CUcontext hCtx, CUdevResource* resource, CUdevResourceType type) { return ReportUnsupported(36); }
 CUresult cuCtxGetExecAffinity(CUexecAffinityParam *pExecAffinity, CUexecAffinityType type) { return ReportUnsupported(39); }
-CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit) { return ReportUnsupported(42); }
-CUresult cuCtxGetSharedMemConfig(CUsharedconfig *pConfig) { return ReportUnsupported(43); }
 CUresult cuCtxRecordEvent(CUcontext hCtx, CUevent hEvent) { return ReportUnsupported(49); }
 CUresult cuCtxResetPersistingL2Cache(void) { return ReportUnsupported(50); }
-CUresult cuCtxSetCacheConfig(CUfunc_cache config) { return ReportUnsupported(51); }
 CUresult cuCtxSetFlags(unsigned int flags) { return ReportUnsupported(53); }
-CUresult cuCtxSetLimit(CUlimit limit, size_t value) { return ReportUnsupported(54); }
-CUresult cuCtxSetSharedMemConfig(CUsharedconfig config) { return ReportUnsupported(55); }
 CUresult cuCtxWaitEvent(CUcontext hCtx, CUevent hEvent) { return ReportUnsupported(58); }
 CUresult cuDestroyExternalMemory(CUexternalMemory extMem) { return ReportUnsupported(59); }
 CUresult cuDestroyExternalSemaphore(CUexternalSemaphore extSem) { return ReportUnsupported(60); }
 CUresult cuDevResourceGenerateDesc(CUdevResourceDesc *phDesc, CUdevResource *resources, unsigned int nbResources) { return ReportUnsupported(61); }
 CUresult cuDevSmResourceSplitByCount(CUdevResource* result, unsigned int* nbGroups, const CUdevResource* input, CUdevResource* remaining, unsigned int useFlags, unsigned int minCount) { return ReportUnsupported(62); }
 CUresult cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, CUdevice peerDev) { return ReportUnsupported(63); }
-CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice dev) { return ReportUnsupported(69); }
 CUresult cuDeviceGetDevResource(CUdevice device, CUdevResource* resource, CUdevResourceType type) { return ReportUnsupported(70); }
 CUresult cuDeviceGetExecAffinitySupport(int *pi, CUexecAffinityType type, CUdevice dev) { return ReportUnsupported(71); }
 CUresult cuDeviceGetGraphMemAttribute(CUdevice device, CUgraphMem_attribute attr, void* value) { return ReportUnsupported(72); }
 CUresult cuDeviceGetHostAtomicCapabilities(unsigned int* capabilities, const CUatomicOperation* operations, unsigned int count, CUdevice dev) { return ReportUnsupported(73); }
 CUresult cuDeviceGetLuid(char *luid, unsigned int *deviceNodeMask, CUdevice dev) { return ReportUnsupported(74); }
-CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev) { return ReportUnsupported(75); }
 CUresult cuDeviceGetNvSciSyncAttributes(void *nvSciSyncAttrList, CUdevice dev, int flags) { return ReportUnsupported(77); }
 CUresult cuDeviceGetP2PAtomicCapabilities(unsigned int* capabilities, const CUatomicOperation* operations, unsigned int count, CUdevice srcDevice, CUdevice dstDevice) { return ReportUnsupported(78); }
 CUresult cuDeviceGetP2PAttribute(int* value, CUdevice_P2PAttribute attrib, CUdevice srcDevice, CUdevice dstDevice) { return ReportUnsupported(79); }
@@ -77,7 +69,6 @@ CUresult cuDeviceGetTexture1DLinearMaxWidth(size_t *maxWidthInElements, CUarray_
 CUresult cuDeviceGraphMemTrim(CUdevice device) { return ReportUnsupported(85); }
 CUresult cuDeviceRegisterAsyncNotification(CUdevice device, CUasyncCallback callbackFunc, void *userData, CUasyncCallbackHandle *callback) { return ReportUnsupported(94); }
 CUresult cuDeviceSetGraphMemAttribute(CUdevice device, CUgraphMem_attribute attr, void* value) { return ReportUnsupported(95); }
-CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool) { return ReportUnsupported(96); }
 CUresult cuDeviceTotalMem(unsigned int *bytes, CUdevice dev) { return ReportUnsupported(97); }
 CUresult cuDeviceUnregisterAsyncNotification(CUdevice device, CUasyncCallbackHandle callback) { return ReportUnsupported(99); }
 CUresult cuExternalMemoryGetMappedBuffer(CUdeviceptr *devPtr, CUexternalMemory extMem, const CUDA_EXTERNAL_MEMORY_BUFFER_DESC *bufferDesc) { return ReportUnsupported(112); }
@@ -86,8 +77,6 @@ CUresult cuFlushGPUDirectRDMAWrites(CUflushGPUDirectRDMAWritesTarget target, CUf
 CUresult cuFuncIsLoaded(CUfunctionLoadingState *state, CUfunction function) { return ReportUnsupported(119); }
 CUresult cuFuncLoad(CUfunction function) { return ReportUnsupported(120); }
 CUresult cuFuncSetBlockShape(CUfunction hfunc, int x, int y, int z) { return ReportUnsupported(122); }
-CUresult cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config) { return ReportUnsupported(123); }
-CUresult cuFuncSetSharedMemConfig(CUfunction hfunc, CUsharedconfig config) { return ReportUnsupported(124); }
 CUresult cuFuncSetSharedSize(CUfunction hfunc, unsigned int bytes) { return ReportUnsupported(125); }
 CUresult cuGraphAddBatchMemOpNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_BATCH_MEM_OP_NODE_PARAMS *nodeParams) { return ReportUnsupported(131); }
 CUresult cuGraphAddChildGraphNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, CUgraph childGraph) { return ReportUnsupported(132); }
@@ -99,8 +88,6 @@ CUresult cuGraphAddEventWaitNode(CUgraphNode *phGraphNode, CUgraph hGraph, const
 CUresult cuGraphAddExternalSemaphoresSignalNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS *nodeParams) { return ReportUnsupported(138); }
 CUresult cuGraphAddExternalSemaphoresWaitNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_EXT_SEM_WAIT_NODE_PARAMS *nodeParams) { return ReportUnsupported(139); }
 CUresult cuGraphAddHostNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_HOST_NODE_PARAMS *nodeParams) { return ReportUnsupported(140); }
-CUresult cuGraphAddKernelNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return ReportUnsupported(141); }
-CUresult cuGraphAddKernelNode_v2(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_KERNEL_NODE_PARAMS *nodeParams) { return ReportUnsupported(142); }
 CUresult cuGraphAddMemAllocNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, CUDA_MEM_ALLOC_NODE_PARAMS *nodeParams) { return ReportUnsupported(143); }
 CUresult cuGraphAddMemFreeNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, CUdeviceptr dptr) { return ReportUnsupported(144); }
 CUresult cuGraphAddMemcpyNode(CUgraphNode *phGraphNode, CUgraph hGraph, const CUgraphNode *dependencies, size_t numDependencies, const CUDA_MEMCPY3D *copyParams, CUcontext ctx) { return ReportUnsupported(145); }
@@ -112,9 +99,6 @@ CUresult cuGraphBatchMemOpNodeSetParams(CUgraphNode hNode, const CUDA_BATCH_MEM_
 CUresult cuGraphChildGraphNodeGetGraph(CUgraphNode hNode, CUgraph *phGraph) { return ReportUnsupported(151); }
 CUresult cuGraphClone(CUgraph *phGraphClone, CUgraph originalGraph) { return ReportUnsupported(152); }
 CUresult cuGraphConditionalHandleCreate(CUgraphConditionalHandle *pHandle_out, CUgraph hGraph, CUcontext ctx, unsigned int defaultLaunchValue, unsigned int flags) { return ReportUnsupported(153); }
-CUresult cuGraphCreate(CUgraph *phGraph, unsigned int flags) { return ReportUnsupported(154); }
-CUresult cuGraphDebugDotPrint(CUgraph hGraph, const char *path, unsigned int flags) { return ReportUnsupported(155); }
-CUresult cuGraphDestroy(CUgraph hGraph) { return ReportUnsupported(156); }
 CUresult cuGraphDestroyNode(CUgraphNode hNode) { return ReportUnsupported(157); }
 CUresult cuGraphEventRecordNodeGetEvent(CUgraphNode hNode, CUevent *event_out) { return ReportUnsupported(158); }
 CUresult cuGraphEventRecordNodeSetEvent(CUgraphNode hNode, CUevent event) { return ReportUnsupported(159); }
@@ -122,15 +106,12 @@ CUresult cuGraphEventWaitNodeGetEvent(CUgraphNode hNode, CUevent *event_out) { r
 CUresult cuGraphEventWaitNodeSetEvent(CUgraphNode hNode, CUevent event) { return ReportUnsupported(161); }
 CUresult cuGraphExecBatchMemOpNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_BATCH_MEM_OP_NODE_PARAMS *nodeParams) { return ReportUnsupported(162); }
 CUresult cuGraphExecChildGraphNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, CUgraph childGraph) { return ReportUnsupported(163); }
-CUresult cuGraphExecDestroy(CUgraphExec hGraphExec) { return ReportUnsupported(164); }
 CUresult cuGraphExecEventRecordNodeSetEvent(CUgraphExec hGraphExec, CUgraphNode hNode, CUevent event) { return ReportUnsupported(165); }
 CUresult cuGraphExecEventWaitNodeSetEvent(CUgraphExec hGraphExec, CUgraphNode hNode, CUevent event) { return ReportUnsupported(166); }
 CUresult cuGraphExecExternalSemaphoresSignalNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS *nodeParams) { return ReportUnsupported(167); }
 CUresult cuGraphExecExternalSemaphoresWaitNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_EXT_SEM_WAIT_NODE_PARAMS *nodeParams) { return ReportUnsupported(168); }
 CUresult cuGraphExecGetFlags(CUgraphExec hGraphExec, cuuint64_t *flags) { return ReportUnsupported(169); }
 CUresult cuGraphExecHostNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_HOST_NODE_PARAMS *nodeParams) { return ReportUnsupported(170); }
-CUresult cuGraphExecKernelNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return ReportUnsupported(171); }
-CUresult cuGraphExecKernelNodeSetParams_v2(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS *nodeParams) { return ReportUnsupported(172); }
 CUresult cuGraphExecMemcpyNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_MEMCPY3D *copyParams, CUcontext ctx) { return ReportUnsupported(173); }
 CUresult cuGraphExecMemsetNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, const CUDA_MEMSET_NODE_PARAMS *memsetParams, CUcontext ctx) { return ReportUnsupported(174); }
 CUresult cuGraphExecNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode, CUgraphNodeParams *nodeParams) { return ReportUnsupported(175); }
@@ -142,24 +123,12 @@ CUresult cuGraphExternalSemaphoresWaitNodeGetParams(CUgraphNode hNode, CUDA_EXT_
 CUresult cuGraphExternalSemaphoresWaitNodeSetParams(CUgraphNode hNode, const CUDA_EXT_SEM_WAIT_NODE_PARAMS *nodeParams) { return ReportUnsupported(181); }
 CUresult cuGraphGetEdges(CUgraph hGraph, CUgraphNode *from, CUgraphNode *to, size_t *numEdges) { return ReportUnsupported(182); }
 CUresult cuGraphGetEdges_v2(CUgraph hGraph, CUgraphNode *from, CUgraphNode *to, CUgraphEdgeData *edgeData, size_t *numEdges) { return ReportUnsupported(183); }
-CUresult cuGraphGetNodes(CUgraph hGraph, CUgraphNode *nodes, size_t *numNodes) { return ReportUnsupported(184); }
 CUresult cuGraphGetRootNodes(CUgraph hGraph, CUgraphNode *rootNodes, size_t *numRootNodes) { return ReportUnsupported(185); }
 CUresult cuGraphHostNodeGetParams(CUgraphNode hNode, CUDA_HOST_NODE_PARAMS *nodeParams) { return ReportUnsupported(186); }
 CUresult cuGraphHostNodeSetParams(CUgraphNode hNode, const CUDA_HOST_NODE_PARAMS *nodeParams) { return ReportUnsupported(187); }
-CUresult cuGraphInstantiate(CUgraphExec *phGraphExec, CUgraph hGraph, CUgraphNode *phErrorNode, char *logBuffer, size_t bufferSize) { return ReportUnsupported(188); }
-CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph, unsigned long long flags) { return ReportUnsupported(189); }
-CUresult cuGraphInstantiateWithParams(CUgraphExec *phGraphExec, CUgraph hGraph, CUDA_GRAPH_INSTANTIATE_PARAMS *instantiateParams) { return ReportUnsupported(190); }
-CUresult cuGraphInstantiateWithParams_ptsz(CUgraphExec *phGraphExec, CUgraph hGraph, CUDA_GRAPH_INSTANTIATE_PARAMS *instantiateParams) { return ReportUnsupported(191); }
-CUresult cuGraphInstantiate_v2(CUgraphExec *phGraphExec, CUgraph hGraph, CUgraphNode *phErrorNode, char *logBuffer, size_t bufferSize) { return ReportUnsupported(192); }
 CUresult cuGraphKernelNodeCopyAttributes(CUgraphNode dst, CUgraphNode src) { return ReportUnsupported(193); }
 CUresult cuGraphKernelNodeGetAttribute(CUgraphNode hNode, CUkernelNodeAttrID attr, CUkernelNodeAttrValue *value_out) { return ReportUnsupported(194); }
-CUresult cuGraphKernelNodeGetParams(CUgraphNode hNode, CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return ReportUnsupported(195); }
-CUresult cuGraphKernelNodeGetParams_v2(CUgraphNode hNode, CUDA_KERNEL_NODE_PARAMS *nodeParams) { return ReportUnsupported(196); }
 CUresult cuGraphKernelNodeSetAttribute(CUgraphNode hNode, CUkernelNodeAttrID attr, const CUkernelNodeAttrValue *value) { return ReportUnsupported(197); }
-CUresult cuGraphKernelNodeSetParams(CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS_v1 *nodeParams) { return ReportUnsupported(198); }
-CUresult cuGraphKernelNodeSetParams_v2(CUgraphNode hNode, const CUDA_KERNEL_NODE_PARAMS *nodeParams) { return ReportUnsupported(199); }
-CUresult cuGraphLaunch(CUgraphExec hGraph, CUstream hStream) { return ReportUnsupported(200); }
-CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream) { return ReportUnsupported(201); }
 CUresult cuGraphMemAllocNodeGetParams(CUgraphNode hNode, CUDA_MEM_ALLOC_NODE_PARAMS *params_out) { return ReportUnsupported(202); }
 CUresult cuGraphMemFreeNodeGetParams(CUgraphNode hNode, CUdeviceptr *dptr_out) { return ReportUnsupported(203); }
 CUresult cuGraphMemcpyNodeGetParams(CUgraphNode hNode, CUDA_MEMCPY3D *nodeParams) { return ReportUnsupported(204); }
@@ -167,20 +136,15 @@ CUresult cuGraphMemcpyNodeSetParams(CUgraphNode hNode, const CUDA_MEMCPY3D *node
 CUresult cuGraphMemsetNodeGetParams(CUgraphNode hNode, CUDA_MEMSET_NODE_PARAMS *nodeParams) { return ReportUnsupported(206); }
 CUresult cuGraphMemsetNodeSetParams(CUgraphNode hNode, const CUDA_MEMSET_NODE_PARAMS *nodeParams) { return ReportUnsupported(207); }
 CUresult cuGraphNodeFindInClone(CUgraphNode *phNode, CUgraphNode hOriginalNode, CUgraph hClonedGraph) { return ReportUnsupported(208); }
-CUresult cuGraphNodeGetDependencies(CUgraphNode hNode, CUgraphNode *dependencies, size_t *numDependencies) { return ReportUnsupported(209); }
-CUresult cuGraphNodeGetDependencies_v2(CUgraphNode hNode, CUgraphNode *dependencies, CUgraphEdgeData *edgeData, size_t *numDependencies) { return ReportUnsupported(210); }
 CUresult cuGraphNodeGetDependentNodes(CUgraphNode hNode, CUgraphNode *dependentNodes, size_t *numDependentNodes) { return ReportUnsupported(211); }
 CUresult cuGraphNodeGetDependentNodes_v2(CUgraphNode hNode, CUgraphNode *dependentNodes, CUgraphEdgeData *edgeData, size_t *numDependentNodes) { return ReportUnsupported(212); }
 CUresult cuGraphNodeGetEnabled(CUgraphExec hGraphExec, CUgraphNode hNode, unsigned int *isEnabled) { return ReportUnsupported(213); }
-CUresult cuGraphNodeGetType(CUgraphNode hNode, CUgraphNodeType *type) { return ReportUnsupported(214); }
 CUresult cuGraphNodeSetEnabled(CUgraphExec hGraphExec, CUgraphNode hNode, unsigned int isEnabled) { return ReportUnsupported(215); }
 CUresult cuGraphNodeSetParams(CUgraphNode hNode, CUgraphNodeParams *nodeParams) { return ReportUnsupported(216); }
 CUresult cuGraphReleaseUserObject(CUgraph graph, CUuserObject object, unsigned int count) { return ReportUnsupported(217); }
 CUresult cuGraphRemoveDependencies(CUgraph hGraph, const CUgraphNode *from, const CUgraphNode *to, size_t numDependencies) { return ReportUnsupported(218); }
 CUresult cuGraphRemoveDependencies_v2(CUgraph hGraph, const CUgraphNode *from, const CUgraphNode *to, const CUgraphEdgeData *edgeData, size_t numDependencies) { return ReportUnsupported(219); }
 CUresult cuGraphRetainUserObject(CUgraph graph, CUuserObject object, unsigned int count, unsigned int flags) { return ReportUnsupported(220); }
-CUresult cuGraphUpload(CUgraphExec hGraph, CUstream hStream) { return ReportUnsupported(221); }
-CUresult cuGraphUpload_ptsz(CUgraphExec hGraphExec, CUstream hStream) { return ReportUnsupported(222); }
 CUresult cuGraphicsMapResources(unsigned int count, CUgraphicsResource *resources, CUstream hStream) { return ReportUnsupported(223); }
 CUresult cuGraphicsMapResources_ptsz(unsigned int count, CUgraphicsResource *resources, CUstream hStream) { return ReportUnsupported(224); }
 CUresult cuGraphicsResourceGetMappedMipmappedArray(CUmipmappedArray *pMipmappedArray, CUgraphicsResource resource) { return ReportUnsupported(225); }
@@ -207,7 +171,6 @@ CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr) { return R
 CUresult cuIpcOpenEventHandle(CUevent *phEvent, CUipcEventHandle handle) { return ReportUnsupported(247); }
 CUresult cuIpcOpenMemHandle(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags) { return ReportUnsupported(248); }
 CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags) { return ReportUnsupported(249); }
-CUresult cuKernelSetCacheConfig(CUkernel kernel, CUfunc_cache config, CUdevice dev) { return ReportUnsupported(256); }
 CUresult cuLaunch(CUfunction f) { return ReportUnsupported(257); }
 CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream, void **kernelParams) { return ReportUnsupported(258); }
 CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *launchParamsList, unsigned int numDevices, unsigned int flags) { return ReportUnsupported(259); }
@@ -233,62 +196,35 @@ CUresult cuLogsDumpToFile(CUlogIterator *iterator, const char *pathToFile, unsig
 CUresult cuLogsDumpToMemory(CUlogIterator *iterator, char *buffer, size_t *size, unsigned int flags) { return ReportUnsupported(289); }
 CUresult cuLogsRegisterCallback(CUlogsCallback callbackFunc, void *userData, CUlogsCallbackHandle *callback_out) { return ReportUnsupported(290); }
 CUresult cuLogsUnregisterCallback(CUlogsCallbackHandle callback) { return ReportUnsupported(291); }
-CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) { return ReportUnsupported(292); }
-CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr, unsigned long long flags) { return ReportUnsupported(293); }
 CUresult cuMemAdvise(CUdeviceptr devPtr, size_t count, CUmem_advise advice, CUdevice device) { return ReportUnsupported(294); }
 CUresult cuMemAdvise_v2(CUdeviceptr devPtr, size_t count, CUmem_advise advice, CUmemLocation location) { return ReportUnsupported(295); }
 CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytesize) { return ReportUnsupported(296); }
-CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) { return ReportUnsupported(297); }
-CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream) { return ReportUnsupported(298); }
-CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) { return ReportUnsupported(299); }
-CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) { return ReportUnsupported(300); }
 CUresult cuMemAllocHost(void **pp, unsigned int bytesize) { return ReportUnsupported(301); }
-CUresult cuMemAllocHost_v2(void **pp, size_t bytesize) { return ReportUnsupported(302); }
 CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags) { return ReportUnsupported(303); }
 CUresult cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pPitch, unsigned int WidthInBytes, unsigned int Height, unsigned int ElementSizeBytes) { return ReportUnsupported(304); }
-CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes, size_t Height, unsigned int ElementSizeBytes) { return ReportUnsupported(305); }
 CUresult cuMemBatchDecompressAsync(CUmemDecompressParams *paramsArray, size_t count, unsigned int flags, size_t *errorIndex, CUstream stream) { return ReportUnsupported(307); }
 CUresult cuMemBatchDecompressAsync_ptsz(CUmemDecompressParams *paramsArray, size_t count, unsigned int flags, size_t *errorIndex, CUstream stream) { return ReportUnsupported(308); }
-CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop, unsigned long long flags) { return ReportUnsupported(309); }
 CUresult cuMemDiscardAndPrefetchBatchAsync(CUdeviceptr *dptrs, size_t *sizes, size_t count, CUmemLocation *prefetchLocs, size_t *prefetchLocIdxs, size_t numPrefetchLocs, unsigned long long flags, CUstream hStream) { return ReportUnsupported(310); }
 CUresult cuMemDiscardAndPrefetchBatchAsync_ptsz(CUdeviceptr *dptrs, size_t *sizes, size_t count, CUmemLocation *prefetchLocs, size_t *prefetchLocIdxs, size_t numPrefetchLocs, unsigned long long flags, CUstream hStream) { return ReportUnsupported(311); }
 CUresult cuMemDiscardBatchAsync(CUdeviceptr *dptrs, size_t *sizes, size_t count, unsigned long long flags, CUstream hStream) { return ReportUnsupported(312); }
 CUresult cuMemDiscardBatchAsync_ptsz(CUdeviceptr *dptrs, size_t *sizes, size_t count, unsigned long long flags, CUstream hStream) { return ReportUnsupported(313); }
 CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGenericAllocationHandle handle, CUmemAllocationHandleType handleType, unsigned long long flags) { return ReportUnsupported(314); }
 CUresult cuMemFree(CUdeviceptr_v1 dptr) { return ReportUnsupported(315); }
-CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) { return ReportUnsupported(316); }
-CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream) { return ReportUnsupported(317); }
-CUresult cuMemFreeHost(void *p) { return ReportUnsupported(318); }
-CUresult cuMemGetAccess(unsigned long long *flags, const CUmemLocation *location, CUdeviceptr ptr) { return ReportUnsupported(320); }
 CUresult cuMemGetAddressRange(CUdeviceptr_v1 *pbase, unsigned int *psize, CUdeviceptr_v1 dptr) { return ReportUnsupported(321); }
-CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop, CUmemAllocationGranularity_flags option) { return ReportUnsupported(323); }
-CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp *prop, CUmemGenericAllocationHandle handle) { return ReportUnsupported(324); }
 CUresult cuMemGetDefaultMemPool(CUmemoryPool *pool_out, CUmemLocation *location, CUmemAllocationType type) { return ReportUnsupported(325); }
 CUresult cuMemGetHandleForAddressRange(void *handle, CUdeviceptr dptr, size_t size, CUmemRangeHandleType handleType, unsigned long long flags) { return ReportUnsupported(326); }
 CUresult cuMemGetInfo(unsigned int *free, unsigned int *total) { return ReportUnsupported(327); }
 CUresult cuMemGetMemPool(CUmemoryPool *pool, CUmemLocation *location, CUmemAllocationType type) { return ReportUnsupported(329); }
-CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags) { return ReportUnsupported(330); }
 CUresult cuMemHostGetDevicePointer(CUdeviceptr_v1 *pdptr, void *p, unsigned int Flags) { return ReportUnsupported(331); }
-CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int Flags) { return ReportUnsupported(332); }
-CUresult cuMemHostGetFlags(unsigned int *pFlags, void *p) { return ReportUnsupported(333); }
-CUresult cuMemHostRegister(void *p, size_t bytesize, unsigned int Flags) { return ReportUnsupported(334); }
-CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags) { return ReportUnsupported(335); }
-CUresult cuMemHostUnregister(void *p) { return ReportUnsupported(336); }
 CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle, void *osHandle, CUmemAllocationHandleType shHandleType) { return ReportUnsupported(337); }
-CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle, unsigned long long flags) { return ReportUnsupported(338); }
 CUresult cuMemMapArrayAsync(CUarrayMapInfo *mapInfoList, unsigned int count, CUstream hStream) { return ReportUnsupported(339); }
 CUresult cuMemMapArrayAsync_ptsz(CUarrayMapInfo *mapInfoList, unsigned int count, CUstream hStream) { return ReportUnsupported(340); }
-CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *poolProps) { return ReportUnsupported(341); }
-CUresult cuMemPoolDestroy(CUmemoryPool pool) { return ReportUnsupported(342); }
 CUresult cuMemPoolExportPointer(CUmemPoolPtrExportData *shareData_out, CUdeviceptr ptr) { return ReportUnsupported(343); }
 CUresult cuMemPoolExportToShareableHandle(void *handle_out, CUmemoryPool pool, CUmemAllocationHandleType handleType, unsigned long long flags) { return ReportUnsupported(344); }
 CUresult cuMemPoolGetAccess(CUmemAccess_flags *flags, CUmemoryPool memPool, CUmemLocation *location) { return ReportUnsupported(345); }
-CUresult cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) { return ReportUnsupported(346); }
 CUresult cuMemPoolImportFromShareableHandle(CUmemoryPool *pool_out, void *handle, CUmemAllocationHandleType handleType, unsigned long long flags) { return ReportUnsupported(347); }
 CUresult cuMemPoolImportPointer(CUdeviceptr *ptr_out, CUmemoryPool pool, CUmemPoolPtrExportData *shareData) { return ReportUnsupported(348); }
 CUresult cuMemPoolSetAccess(CUmemoryPool pool, const CUmemAccessDesc *map, size_t count) { return ReportUnsupported(349); }
-CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value) { return ReportUnsupported(350); }
-CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep) { return ReportUnsupported(351); }
 CUresult cuMemPrefetchAsync(CUdeviceptr devPtr, size_t count, CUdevice dstDevice, CUstream hStream) { return ReportUnsupported(352); }
 CUresult cuMemPrefetchAsync_ptsz(CUdeviceptr devPtr, size_t count, CUdevice dstDevice, CUstream hStream) { return ReportUnsupported(353); }
 CUresult cuMemPrefetchAsync_v2(CUdeviceptr devPtr, size_t count, CUmemLocation location, unsigned int flags, CUstream hStream) { return ReportUnsupported(354); }
@@ -297,11 +233,7 @@ CUresult cuMemPrefetchBatchAsync(CUdeviceptr *dptrs, size_t *sizes, size_t count
 CUresult cuMemPrefetchBatchAsync_ptsz(CUdeviceptr *dptrs, size_t *sizes, size_t count, CUmemLocation *prefetchLocs, size_t *prefetchLocIdxs, size_t numPrefetchLocs, unsigned long long flags, CUstream hStream) { return ReportUnsupported(357); }
 CUresult cuMemRangeGetAttribute(void *data, size_t dataSize, CUmem_range_attribute attribute, CUdeviceptr devPtr, size_t count) { return ReportUnsupported(358); }
 CUresult cuMemRangeGetAttributes(void **data, size_t *dataSizes, CUmem_range_attribute *attributes, size_t numAttributes, CUdeviceptr devPtr, size_t count) { return ReportUnsupported(359); }
-CUresult cuMemRelease(CUmemGenericAllocationHandle handle) { return ReportUnsupported(360); }
-CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr) { return ReportUnsupported(361); }
-CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count) { return ReportUnsupported(362); }
 CUresult cuMemSetMemPool(CUmemLocation *location, CUmemAllocationType type, CUmemoryPool pool) { return ReportUnsupported(363); }
-CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) { return ReportUnsupported(364); }
 CUresult cuMemcpy2D(const CUDA_MEMCPY2D_v1 *pCopy) { return ReportUnsupported(366); }
 CUresult cuMemcpy2DAsync(const CUDA_MEMCPY2D_v1 *pCopy, CUstream hStream) { return ReportUnsupported(367); }
 CUresult cuMemcpy2DUnaligned(const CUDA_MEMCPY2D_v1 *pCopy) { return ReportUnsupported(370); }
@@ -367,21 +299,12 @@ CUresult cuMulticastBindMem(CUmemGenericAllocationHandle mcHandle, size_t mcOffs
 CUresult cuMulticastCreate(CUmemGenericAllocationHandle *mcHandle, const CUmulticastObjectProp *prop) { return ReportUnsupported(490); }
 CUresult cuMulticastGetGranularity(size_t *granularity, const CUmulticastObjectProp *prop, CUmulticastGranularity_flags option) { return ReportUnsupported(491); }
 CUresult cuMulticastUnbind(CUmemGenericAllocationHandle mcHandle, CUdevice dev, size_t mcOffset, size_t size) { return ReportUnsupported(492); }
-CUresult cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func, int numBlocks, int blockSize) { return ReportUnsupported(493); }
-CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize) { return ReportUnsupported(494); }
-CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func, int blockSize, size_t dynamicSMemSize, unsigned int flags) { return ReportUnsupported(495); }
-CUresult cuOccupancyMaxActiveClusters(int *numClusters, CUfunction func, const CUlaunchConfig *config) { return ReportUnsupported(496); }
-CUresult cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit) { return ReportUnsupported(497); }
-CUresult cuOccupancyMaxPotentialBlockSizeWithFlags(int *minGridSize, int *blockSize, CUfunction func, CUoccupancyB2DSize blockSizeToDynamicSMemSize, size_t dynamicSMemSize, int blockSizeLimit, unsigned int flags) { return ReportUnsupported(498); }
 CUresult cuOccupancyMaxPotentialClusterSize(int *clusterSize, CUfunction func, const CUlaunchConfig *config) { return ReportUnsupported(499); }
 CUresult cuParamSetSize(CUfunction hfunc, unsigned int numbytes) { return ReportUnsupported(500); }
 CUresult cuParamSetTexRef(CUfunction hfunc, int texunit, CUtexref hTexRef) { return ReportUnsupported(501); }
 CUresult cuParamSetf(CUfunction hfunc, int offset, float value) { return ReportUnsupported(502); }
 CUresult cuParamSeti(CUfunction hfunc, int offset, unsigned int value) { return ReportUnsupported(503); }
 CUresult cuParamSetv(CUfunction hfunc, int offset, void *ptr, unsigned int numbytes) { return ReportUnsupported(504); }
-CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr) { return ReportUnsupported(505); }
-CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data, CUdeviceptr ptr) { return ReportUnsupported(506); }
-CUresult cuPointerSetAttribute(const void *value, CUpointer_attribute attribute, CUdeviceptr ptr) { return ReportUnsupported(507); }
 CUresult cuProfilerInitialize(const char *configFile, const char *outputFile, CUoutput_mode outputMode) { return ReportUnsupported(508); }
 CUresult cuProfilerStart(void) { return ReportUnsupported(509); }
 CUresult cuProfilerStop(void) { return ReportUnsupported(510); }
@@ -395,35 +318,17 @@ CUresult cuStreamBatchMemOp(CUstream stream, unsigned int count, CUstreamBatchMe
 CUresult cuStreamBatchMemOp_ptsz(CUstream stream, unsigned int count, CUstreamBatchMemOpParams *paramArray, unsigned int flags) { return ReportUnsupported(518); }
 CUresult cuStreamBatchMemOp_v2(CUstream stream, unsigned int count, CUstreamBatchMemOpParams *paramArray, unsigned int flags) { return ReportUnsupported(519); }
 CUresult cuStreamBatchMemOp_v2_ptsz(CUstream stream, unsigned int count, CUstreamBatchMemOpParams *paramArray, unsigned int flags) { return ReportUnsupported(520); }
-CUresult cuStreamBeginCapture(CUstream hStream) { return ReportUnsupported(521); }
 CUresult cuStreamBeginCaptureToGraph(CUstream hStream, CUgraph hGraph, const CUgraphNode *dependencies, const CUgraphEdgeData *dependencyData, size_t numDependencies, CUstreamCaptureMode mode) { return ReportUnsupported(522); }
 CUresult cuStreamBeginCaptureToGraph_ptsz(CUstream hStream, CUgraph hGraph, const CUgraphNode *dependencies, const CUgraphEdgeData *dependencyData, size_t numDependencies, CUstreamCaptureMode mode) { return ReportUnsupported(523); }
-CUresult cuStreamBeginCapture_ptsz(CUstream hStream) { return ReportUnsupported(524); }
-CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode) { return ReportUnsupported(525); }
-CUresult cuStreamBeginCapture_v2_ptsz(CUstream hStream, CUstreamCaptureMode mode) { return ReportUnsupported(526); }
 CUresult cuStreamCopyAttributes(CUstream dstStream, CUstream srcStream) { return ReportUnsupported(527); }
 CUresult cuStreamCopyAttributes_ptsz(CUstream dst, CUstream src) { return ReportUnsupported(528); }
-CUresult cuStreamEndCapture(CUstream hStream, CUgraph *phGraph) { return ReportUnsupported(533); }
-CUresult cuStreamEndCapture_ptsz(CUstream hStream, CUgraph *phGraph) { return ReportUnsupported(534); }
 CUresult cuStreamGetAttribute(CUstream hStream, CUstreamAttrID attr, CUstreamAttrValue *value) { return ReportUnsupported(535); }
 CUresult cuStreamGetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr, CUstreamAttrValue *value_out) { return ReportUnsupported(536); }
-CUresult cuStreamGetCaptureInfo(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out) { return ReportUnsupported(537); }
-CUresult cuStreamGetCaptureInfo_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out) { return ReportUnsupported(538); }
-CUresult cuStreamGetCaptureInfo_v2(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out) { return ReportUnsupported(539); }
-CUresult cuStreamGetCaptureInfo_v2_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, size_t *numDependencies_out) { return ReportUnsupported(540); }
-CUresult cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out) { return ReportUnsupported(541); }
-CUresult cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus_out, cuuint64_t *id_out, CUgraph *graph_out, const CUgraphNode **dependencies_out, const CUgraphEdgeData **edgeData_out, size_t *numDependencies_out) { return ReportUnsupported(542); }
 CUresult cuStreamGetCtx_v2(CUstream hStream, CUcontext *pCtx, CUgreenCtx *pGreenCtx) { return ReportUnsupported(545); }
 CUresult cuStreamGetCtx_v2_ptsz(CUstream hStream, CUcontext *pCtx, CUgreenCtx *pGreenCtx) { return ReportUnsupported(546); }
 CUresult cuStreamGetGreenCtx(CUstream hStream, CUgreenCtx *phCtx) { return ReportUnsupported(551); }
-CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus) { return ReportUnsupported(556); }
-CUresult cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus) { return ReportUnsupported(557); }
 CUresult cuStreamSetAttribute(CUstream hStream, CUstreamAttrID attr, const CUstreamAttrValue *param) { return ReportUnsupported(560); }
 CUresult cuStreamSetAttribute_ptsz(CUstream hStream, CUstreamAttrID attr, const CUstreamAttrValue *value) { return ReportUnsupported(561); }
-CUresult cuStreamUpdateCaptureDependencies(CUstream hStream, CUgraphNode *dependencies, size_t numDependencies, unsigned int flags) { return ReportUnsupported(564); }
-CUresult cuStreamUpdateCaptureDependencies_ptsz(CUstream hStream, CUgraphNode *dependencies, size_t numDependencies, unsigned int flags) { return ReportUnsupported(565); }
-CUresult cuStreamUpdateCaptureDependencies_v2(CUstream hStream, CUgraphNode *dependencies, const CUgraphEdgeData *dependencyData, size_t numDependencies, unsigned int flags) { return ReportUnsupported(566); }
-CUresult cuStreamUpdateCaptureDependencies_v2_ptsz(CUstream hStream, CUgraphNode *dependencies, const CUgraphEdgeData *dependencyData, size_t numDependencies, unsigned int flags) { return ReportUnsupported(567); }
 CUresult cuStreamWaitValue32(CUstream stream, CUdeviceptr addr, cuuint32_t value, unsigned int flags) { return ReportUnsupported(570); }
 CUresult cuStreamWaitValue32_ptsz(CUstream stream, CUdeviceptr addr, cuuint32_t value, unsigned int flags) { return ReportUnsupported(571); }
 CUresult cuStreamWaitValue32_v2(CUstream stream, CUdeviceptr addr, cuuint32_t value, unsigned int flags) { return ReportUnsupported(572); }
@@ -445,10 +350,7 @@ CUresult cuSurfObjectDestroy(CUsurfObject surfObject) { return ReportUnsupported
 CUresult cuSurfObjectGetResourceDesc(CUDA_RESOURCE_DESC *pResDesc, CUsurfObject surfObject) { return ReportUnsupported(588); }
 CUresult cuSurfRefGetArray(CUarray *phArray, CUsurfref hSurfRef) { return ReportUnsupported(589); }
 CUresult cuSurfRefSetArray(CUsurfref hSurfRef, CUarray hArray, unsigned int Flags) { return ReportUnsupported(590); }
-CUresult cuTensorMapEncodeIm2col(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, const int *pixelBoxLowerCorner, const int *pixelBoxUpperCorner, cuuint32_t channelsPerPixel, cuuint32_t pixelsPerColumn, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill) { return ReportUnsupported(591); }
 CUresult cuTensorMapEncodeIm2colWide(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, int pixelBoxLowerCornerWidth, int pixelBoxUpperCornerWidth, cuuint32_t channelsPerPixel, cuuint32_t pixelsPerColumn, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapIm2ColWideMode mode, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill) { return ReportUnsupported(592); }
-CUresult cuTensorMapEncodeTiled(CUtensorMap *tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank, void *globalAddress, const cuuint64_t *globalDim, const cuuint64_t *globalStrides, const cuuint32_t *boxDim, const cuuint32_t *elementStrides, CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill) { return ReportUnsupported(593); }
-CUresult cuTensorMapReplaceAddress(CUtensorMap *tensorMap, void *globalAddress) { return ReportUnsupported(594); }
 CUresult cuTexObjectCreate(CUtexObject *pTexObject, const CUDA_RESOURCE_DESC *pResDesc, const CUDA_TEXTURE_DESC *pTexDesc, const CUDA_RESOURCE_VIEW_DESC *pResViewDesc) { return ReportUnsupported(595); }
 CUresult cuTexObjectDestroy(CUtexObject texObject) { return ReportUnsupported(596); }
 CUresult cuTexObjectGetResourceDesc(CUDA_RESOURCE_DESC *pResDesc, CUtexObject texObject) { return ReportUnsupported(597); }
@@ -485,7 +387,6 @@ CUresult cuTexRefSetMipmapFilterMode(CUtexref hTexRef, CUfilter_mode fm) { retur
 CUresult cuTexRefSetMipmapLevelBias(CUtexref hTexRef, float bias) { return ReportUnsupported(628); }
 CUresult cuTexRefSetMipmapLevelClamp(CUtexref hTexRef, float minMipmapLevelClamp, float maxMipmapLevelClamp) { return ReportUnsupported(629); }
 CUresult cuTexRefSetMipmappedArray(CUtexref hTexRef, CUmipmappedArray hMipmappedArray, unsigned int Flags) { return ReportUnsupported(630); }
-CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) { return ReportUnsupported(631); }
 CUresult cuUserObjectCreate(CUuserObject *object_out, void *ptr, CUhostFn destroy, unsigned int initialRefcount, unsigned int flags) { return ReportUnsupported(632); }
 CUresult cuUserObjectRelease(CUuserObject object, unsigned int count) { return ReportUnsupported(633); }
 CUresult cuUserObjectRetain(CUuserObject object, unsigned int count) { return ReportUnsupported(634); }

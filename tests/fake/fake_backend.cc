@@ -160,14 +160,14 @@ FakeBackend::~FakeBackend() = default;
 size_t FakeBackend::live_allocations() const {
   absl::MutexLock lock(&mu_);
   return std::count_if(blocks_.begin(), blocks_.end(),
-                       [](const auto& b) { return !b.second.global; });
+                       [](const auto& b) { return !b.second.global && !b.second.mapped; });
 }
 
 uint64_t FakeBackend::bytes_allocated() const {
   absl::MutexLock lock(&mu_);
   uint64_t total = 0;
   for (const auto& [ptr, b] : blocks_) {
-    if (!b.global) total += b.size;
+    if (!b.global && !b.mapped) total += b.size;
   }
   return total;
 }
@@ -275,7 +275,7 @@ absl::StatusOr<DevPtr> FakeBackend::MemAlloc(uint64_t size) {
 absl::Status FakeBackend::MemFree(DevPtr ptr) {
   absl::MutexLock lock(&mu_);
   auto it = blocks_.find(ptr);
-  if (it == blocks_.end() || it->second.global) {
+  if (it == blocks_.end() || it->second.global || it->second.mapped) {
     return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation base");
   }
   Release(ptr);
@@ -286,6 +286,7 @@ absl::Status FakeBackend::MemcpyHtoD(DevPtr dst, const void* src, uint64_t size,
                                      bool async) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
+  if (absl::Status s = RefuseIfCapturingLocked(stream); !s.ok()) return s;
   if (size == 0) return absl::OkStatus();
   absl::StatusOr<uint8_t*> d = Translate(dst, size);
   if (!d.ok()) return d.status();
@@ -297,6 +298,7 @@ absl::Status FakeBackend::MemcpyDtoH(void* dst, DevPtr src, uint64_t size, Handl
                                      bool async) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
+  if (absl::Status s = RefuseIfCapturingLocked(stream); !s.ok()) return s;
   if (size == 0) return absl::OkStatus();
   absl::StatusOr<uint8_t*> s = Translate(src, size);
   if (!s.ok()) return s.status();
@@ -309,6 +311,14 @@ absl::Status FakeBackend::MemcpyDtoD(DevPtr dst, DevPtr src, uint64_t size, Hand
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   if (size == 0) return absl::OkStatus();
+  if (CapturingLocked(stream) != nullptr) {  // recorded, not run: fake_graphs.cc
+    GraphNode n;
+    n.type = CU_GRAPH_NODE_TYPE_MEMCPY;
+    n.dst = dst;
+    n.src = src;
+    n.bytes = size;
+    return CaptureNodeLocked(stream, std::move(n));
+  }
   absl::StatusOr<uint8_t*> s = Translate(src, size);
   if (!s.ok()) return s.status();
   absl::StatusOr<uint8_t*> d = Translate(dst, size);
@@ -330,6 +340,14 @@ absl::Status FakeBackend::Memcpy3D(const server::Copy3DParams& params, Handle st
   if ((!src_host && g.src_pitch < g.width_bytes + g.src_x_bytes && g.height * g.depth > 1) ||
       (!dst_host && g.dst_pitch < g.width_bytes + g.dst_x_bytes && g.height * g.depth > 1)) {
     return CuError(CUDA_ERROR_INVALID_VALUE, "pitch smaller than the copied width");
+  }
+  if (CapturingLocked(stream) != nullptr) {  // recorded, not run: fake_graphs.cc
+    if (src_host || dst_host) return RefuseIfCapturingLocked(stream);
+    GraphNode n;
+    n.type = CU_GRAPH_NODE_TYPE_MEMCPY;
+    n.is_3d = true;
+    n.copy3d = g;
+    return CaptureNodeLocked(stream, std::move(n));
   }
   for (uint64_t z = 0; z < g.depth; ++z) {
     for (uint64_t y = 0; y < g.height; ++y) {
@@ -370,6 +388,17 @@ absl::Status FakeBackend::Memset(DevPtr dst, uint64_t pitch, uint32_t value, uin
   const uint64_t row_bytes = width * elem_size;
   if (row_bytes / elem_size != width) return CuError(CUDA_ERROR_INVALID_VALUE, "memset width");
   if (height > 1 && pitch < row_bytes) return CuError(CUDA_ERROR_INVALID_VALUE, "memset pitch");
+  if (CapturingLocked(stream) != nullptr) {  // recorded, not run: fake_graphs.cc
+    GraphNode n;
+    n.type = CU_GRAPH_NODE_TYPE_MEMSET;
+    n.dst = dst;
+    n.pitch = pitch;
+    n.value = value;
+    n.elem_size = elem_size;
+    n.width = width;
+    n.height = height;
+    return CaptureNodeLocked(stream, std::move(n));
+  }
   for (uint64_t y = 0; y < height; ++y) {
     absl::StatusOr<uint8_t*> row = Translate(dst + y * pitch, row_bytes);
     if (!row.ok()) return row.status();
@@ -668,6 +697,19 @@ absl::Status FakeBackend::LaunchKernel(Handle function, const server::LaunchConf
   if (args.size() < ArgBytesNeeded(kernel->params)) {
     return CuError(CUDA_ERROR_INVALID_VALUE, "argument buffer shorter than the kernel's layout");
   }
+  {
+    absl::MutexLock lock(&mu_);
+    if (CapturingLocked(config.stream) != nullptr) {  // recorded, not run: fake_graphs.cc
+      GraphNode n;
+      n.type = CU_GRAPH_NODE_TYPE_KERNEL;
+      n.kernel.function = function;
+      std::copy(config.grid, config.grid + 3, n.kernel.grid);
+      std::copy(config.block, config.block + 3, n.kernel.block);
+      n.kernel.shared_bytes = config.shared_bytes;
+      n.kernel.args.assign(args.begin(), args.end());
+      return CaptureNodeLocked(config.stream, std::move(n));
+    }
+  }
   // Blocks the kernel touched stay alive until it returns.
   std::vector<std::shared_ptr<uint8_t>> touched;
   FakeLaunch launch;
@@ -713,24 +755,27 @@ absl::StatusOr<Handle> FakeBackend::StreamCreate(uint32_t flags, int32_t priorit
 absl::Status FakeBackend::StreamDestroy(Handle stream) {
   absl::MutexLock lock(&mu_);
   if (streams_.erase(stream) == 0) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown stream");
+  ForgetCaptureStreamLocked(stream);
   return absl::OkStatus();
 }
 
 absl::Status FakeBackend::StreamSynchronize(Handle stream) {
   absl::MutexLock lock(&mu_);
-  return CheckStream(stream);
+  if (absl::Status s = CheckStream(stream); !s.ok()) return s;
+  return RefuseIfCapturingLocked(stream);
 }
 
 absl::Status FakeBackend::StreamQuery(Handle stream) {
   absl::MutexLock lock(&mu_);
-  return CheckStream(stream);
+  if (absl::Status s = CheckStream(stream); !s.ok()) return s;
+  return RefuseIfCapturingLocked(stream);
 }
 
 absl::Status FakeBackend::StreamWaitEvent(Handle stream, Handle event, uint32_t flags) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   if (!events_.contains(event)) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
-  return absl::OkStatus();
+  return CaptureStreamWaitLocked(stream, event, flags);
 }
 
 absl::StatusOr<Handle> FakeBackend::EventCreate(uint32_t flags) {
@@ -748,6 +793,8 @@ absl::Status FakeBackend::EventRecord(Handle event, Handle stream, uint32_t flag
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   auto it = events_.find(event);
   if (it == events_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
+  if (CapturingLocked(stream) != nullptr) return CaptureEventRecordLocked(event, stream);
+  ForgetCaptureEventLocked(event);
   it->second.recorded = true;
   it->second.time_ns = options_.clock_ns();
   return absl::OkStatus();
@@ -756,13 +803,13 @@ absl::Status FakeBackend::EventRecord(Handle event, Handle stream, uint32_t flag
 absl::Status FakeBackend::EventSynchronize(Handle event) {
   absl::MutexLock lock(&mu_);
   if (!events_.contains(event)) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
-  return absl::OkStatus();
+  return RefuseIfEventCapturedLocked(event);
 }
 
 absl::Status FakeBackend::EventQuery(Handle event) {
   absl::MutexLock lock(&mu_);
   if (!events_.contains(event)) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
-  return absl::OkStatus();
+  return RefuseIfEventCapturedLocked(event);
 }
 
 absl::StatusOr<float> FakeBackend::EventElapsedTime(Handle start, Handle end) {
@@ -784,6 +831,7 @@ absl::StatusOr<float> FakeBackend::EventElapsedTime(Handle start, Handle end) {
 absl::Status FakeBackend::EventDestroy(Handle event) {
   absl::MutexLock lock(&mu_);
   if (events_.erase(event) == 0) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
+  ForgetCaptureEventLocked(event);
   return absl::OkStatus();
 }
 

@@ -7,7 +7,7 @@ include_guard(GLOBAL)
 
 set(WOOLY_TEST_PROGRAMS
   vector_add memcpy_sizes memset_widths streams_events struct_param launch_extra
-  module_globals error_cases)
+  module_globals error_cases graphs memory_ext)
 set(WOOLY_TEST_PROGRAMS_DIR ${CMAKE_BINARY_DIR}/tests/programs)
 
 set(_stub ${WOOLY_CUDA_ROOT}/lib64/stubs/libcuda.so)

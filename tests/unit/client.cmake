@@ -47,3 +47,9 @@ wooly_cc_test(NAME hmac_md2_test
   SRCS ${_client_tests}/hmac_md2_test.cc
   DEPS wooly::client_core
   LABELS unit)
+
+# Stream capture bookkeeping (capture.h) and the capture mode entry point.
+wooly_cc_test(NAME client_capture_test
+  SRCS ${_client_tests}/client_capture_test.cc
+  DEPS wooly::client_core
+  LABELS unit)

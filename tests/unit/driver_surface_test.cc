@@ -67,7 +67,8 @@ TEST_F(DriverSurfaceTest, KindsOfKnownSymbols) {
   EXPECT_EQ(DriverCallKindOf("cuMemcpyHtoDAsync_v2_ptsz"), DriverCallKind::kForwarded);
   // The legacy 32-bit cuMemAlloc is exported but not implemented.
   EXPECT_EQ(DriverCallKindOf("cuMemAlloc"), DriverCallKind::kUnsupported);
-  EXPECT_EQ(DriverCallKindOf("cuGraphCreate"), DriverCallKind::kUnsupported);
+  EXPECT_EQ(DriverCallKindOf("cuGraphCreate"), DriverCallKind::kForwarded);
+  EXPECT_EQ(DriverCallKindOf("cuGraphicsUnregisterResource"), DriverCallKind::kUnsupported);
   EXPECT_EQ(DriverCallKindOf("cuProfilerStart"), DriverCallKind::kUnsupported);
   EXPECT_GE(FindDriverEntry("cuGetExportTable"), 0);
   EXPECT_GE(FindDriverEntry("cuProfilerInitialize"), 0);
@@ -88,12 +89,11 @@ TEST_F(DriverSurfaceTest, KindNames) {
 }
 
 TEST_F(DriverSurfaceTest, UnsupportedStubReturnsNotSupportedAndLogsOnce) {
-  CUgraph graph = nullptr;
   ::testing::internal::CaptureStderr();
-  EXPECT_EQ(cuGraphCreate(&graph, 0), CUDA_ERROR_NOT_SUPPORTED);
-  EXPECT_EQ(cuGraphCreate(&graph, 0), CUDA_ERROR_NOT_SUPPORTED);
+  EXPECT_EQ(cuGraphicsUnregisterResource(nullptr), CUDA_ERROR_NOT_SUPPORTED);
+  EXPECT_EQ(cuGraphicsUnregisterResource(nullptr), CUDA_ERROR_NOT_SUPPORTED);
   std::string err = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(err, UnsupportedLine("cuGraphCreate"));
+  EXPECT_EQ(err, UnsupportedLine("cuGraphicsUnregisterResource"));
 }
 
 TEST_F(DriverSurfaceTest, LegacyStubHasTheLegacySignature) {
@@ -107,7 +107,7 @@ TEST_F(DriverSurfaceTest, LegacyStubHasTheLegacySignature) {
 TEST_F(DriverSurfaceTest, WoolyLogOffSilencesTheReport) {
   setenv("WOOLY_LOG", "off", 1);
   ::testing::internal::CaptureStderr();
-  EXPECT_EQ(cuGraphDestroy(nullptr), CUDA_ERROR_NOT_SUPPORTED);
+  EXPECT_EQ(cuGraphicsUnmapResources(0, nullptr, nullptr), CUDA_ERROR_NOT_SUPPORTED);
   EXPECT_THAT(::testing::internal::GetCapturedStderr(), IsEmpty());
 }
 
@@ -123,13 +123,15 @@ TEST_F(DriverSurfaceTest, ConcurrentCallersReportOnce) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([] {
+      char luid[8];
+      unsigned mask = 0;
       for (int i = 0; i < 100; ++i)
-        EXPECT_EQ(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 0), CUDA_ERROR_NOT_SUPPORTED);
+        EXPECT_EQ(cuDeviceGetLuid(luid, &mask, 0), CUDA_ERROR_NOT_SUPPORTED);
     });
   }
   for (auto& t : threads) t.join();
   std::string err = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(CountOccurrences(err, UnsupportedLine("cuCtxSetLimit")), 1u) << err;
+  EXPECT_EQ(CountOccurrences(err, UnsupportedLine("cuDeviceGetLuid")), 1u) << err;
 }
 
 TEST_F(DriverSurfaceTest, ReportUnsupportedByIndexAndName) {

@@ -188,11 +188,12 @@ TEST(ProcAddressTest, ResolvedUnsupportedFunctionReturnsNotSupported) {
   setenv("WOOLY_LOG", "off", 1);
   void* pfn = nullptr;
   CUdriverProcAddressQueryResult status;
-  ASSERT_EQ(cuGetProcAddress_v2("cuGraphCreate", &pfn, 12000, kDefault, &status), CUDA_SUCCESS);
+  ASSERT_EQ(cuGetProcAddress_v2("cuGraphicsUnregisterResource", &pfn, 12000, kDefault, &status),
+            CUDA_SUCCESS);
   ASSERT_EQ(status, CU_GET_PROC_ADDRESS_SUCCESS);
   ASSERT_NE(pfn, nullptr);
-  CUgraph graph = nullptr;
-  EXPECT_EQ(reinterpret_cast<PFN_cuGraphCreate_v10000>(pfn)(&graph, 0), CUDA_ERROR_NOT_SUPPORTED);
+  EXPECT_EQ(reinterpret_cast<PFN_cuGraphicsUnregisterResource_v3000>(pfn)(nullptr),
+            CUDA_ERROR_NOT_SUPPORTED);
   unsetenv("WOOLY_LOG");
 }
 

@@ -15,3 +15,9 @@ wooly_cc_test(NAME server_test
        ${CMAKE_CURRENT_LIST_DIR}/server_fake_backend_test.cc
   DEPS wooly::server wooly::fake_backend wooly::wire wooly::proto gRPC::grpc++
        protobuf::libprotobuf absl::synchronization absl::time)
+
+# Graphs and stream capture through woolyd on the fake backend.
+wooly_cc_test(NAME server_graphs_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/server_graphs_test.cc
+  DEPS wooly::server wooly::fake_backend wooly::wire wooly::proto absl::synchronization
+       absl::time absl::strings)

@@ -108,6 +108,77 @@ enum class Op : uint16_t {
   kEventElapsedTime = 74,   // (u64 start, u64 end) -> (f32 ms)
   kEventDestroy = 75,       // (u64 event) -> ()
   kCtxSynchronize = 80,     // () -> ()
+
+  // --- 140-179: CUDA graphs and stream capture (payload helpers in
+  // wire_graph.h: KernelNodeParams, NodeList). woolyd captures on its own
+  // stream in relaxed mode; libwooly enforces the application's capture
+  // modes (docs/graphs.md).
+  kStreamBeginCapture = 140,  // (u64 stream, u32 mode) -> (u64 graph)
+  // With discard = 1 the captured graph is destroyed (the client invalidated
+  // the capture) and graph is 0.
+  kStreamEndCapture = 141,  // (u64 stream, u8 discard) -> (u64 graph)
+  // (u64 stream) -> (u32 status, u64 graph, NodeList deps)
+  kStreamGetCaptureInfo = 142,
+  kStreamUpdateCaptureDependencies = 143,  // (u64 stream, u32 flags, NodeIds) -> ()
+  kGraphCreate = 144,                      // (u32 flags) -> (u64 graph)
+  kGraphDestroy = 145,                     // (u64 graph) -> ()
+  kGraphInstantiate = 146,                 // (u64 graph, u64 flags) -> (u64 exec)
+  kGraphExecDestroy = 147,                 // (u64 exec) -> ()
+  kGraphLaunch = 148,                      // (u64 exec, u64 stream) -> ()
+  kGraphUpload = 149,                      // (u64 exec, u64 stream) -> ()
+  kGraphGetNodes = 150,                    // (u64 graph) -> (NodeList)
+  kGraphNodeGetDependencies = 151,         // (u64 node) -> (NodeList)
+  kGraphKernelNodeGetParams = 152,         // (u64 node) -> (KernelNodeParams)
+  kGraphKernelNodeSetParams = 153,         // (u64 node, KernelNodeParams) -> ()
+  // (u64 graph, NodeIds deps, KernelNodeParams) -> (u64 node)
+  kGraphAddKernelNode = 154,
+  kGraphExecKernelNodeSetParams = 155,  // (u64 exec, u64 node, KernelNodeParams) -> ()
+  kGraphDebugDotPrint = 156,            // (u64 graph, u32 flags) -> (str dot)
+
+  // --- 90-139: memory extensions (payload helpers in wire_memory_ext.h).
+  // Stream-ordered allocator; pool 0 is the client's default pool.
+  kMemAllocAsync = 90,      // (u64 size, u64 pool, u64 stream) -> (u64 dptr)
+  kMemFreeAsync = 91,       // (u64 dptr, u64 stream) -> ()
+  kMemPoolCreate = 92,      // (MemPoolProps) -> (u64 pool)
+  kMemPoolDestroy = 93,     // (u64 pool) -> ()
+  kMemPoolSetAttribute = 94,  // (u64 pool, i32 attr, u64 value) -> ()
+  kMemPoolGetAttribute = 95,  // (u64 pool, i32 attr) -> (u64 value)
+  kMemPoolTrimTo = 96,        // (u64 pool, u64 min_bytes_to_keep) -> ()
+  // Virtual memory management.
+  kMemGetAllocationGranularity = 100,  // (MemAllocProps, u32 option) -> (u64 granularity)
+  kMemAddressReserve = 101,  // (u64 size, u64 alignment, u64 addr_hint, u64 flags) -> (u64 ptr)
+  kMemAddressFree = 102,     // (u64 ptr, u64 size) -> ()
+  kMemCreate = 103,          // (u64 size, MemAllocProps, u64 flags) -> (u64 handle)
+  kMemRelease = 104,         // (u64 handle) -> ()
+  kMemMap = 105,             // (u64 ptr, u64 size, u64 offset, u64 handle, u64 flags) -> ()
+  kMemUnmap = 106,           // (u64 ptr, u64 size) -> ()
+  // (u64 ptr, u64 size, u32 n, n * (i32 location_type, i32 location_id, u32 flags)) -> ()
+  kMemSetAccess = 107,
+  kMemGetAccess = 108,  // (i32 location_type, i32 location_id, u64 ptr) -> (u64 flags)
+  kMemGetAllocationPropertiesFromHandle = 109,  // (u64 handle) -> (MemAllocProps)
+  kMemRetainAllocationHandle = 110,             // (u64 addr) -> (u64 handle)
+  // Occupancy.
+  // (u64 function_or_kernel, u32 flags, u32 n, n * (i32 block_size, u64 dynamic_smem))
+  //   -> (n * i32 blocks_per_sm)
+  kOccupancyMaxActiveBlocks = 115,
+  // (u64 function_or_kernel, u32 flags, i32 block_size_limit, u64 dynamic_smem, u32 n,
+  //  n * (i32 block_size, u64 dynamic_smem)) -> (i32 min_grid_size, i32 block_size)
+  // With n > 0 the table stands for the client's blockSizeToDynamicSMemSize callback.
+  kOccupancyMaxPotentialBlockSize = 116,
+  // (u64 function_or_kernel, i32 num_blocks, i32 block_size) -> (u64 bytes)
+  kOccupancyAvailableDynamicSMem = 117,
+  // (u64 function_or_kernel, u32 grid[3], u32 block[3], u32 shared_bytes, u32 n_attrs,
+  //  n_attrs * (u32 id, u8 value[64])) -> (i32 clusters)
+  kOccupancyMaxActiveClusters = 118,
+  // Context limits and function cache configuration.
+  kCtxGetLimit = 120,              // (i32 limit) -> (u64 value)
+  kCtxSetLimit = 121,              // (i32 limit, u64 value) -> ()
+  kFuncSetCacheConfig = 122,       // (u64 function_or_kernel, i32 config) -> ()
+  kFuncSetSharedMemConfig = 123,   // (u64 function_or_kernel, i32 config) -> ()
+  // Tensor maps: the 128-byte CUtensorMap the server's driver encoded.
+  kTensorMapEncodeTiled = 125,     // (TensorMapTiled) -> (u8 map[128])
+  kTensorMapEncodeIm2col = 126,    // (TensorMapIm2col) -> (u8 map[128])
+  kTensorMapReplaceAddress = 127,  // (u8 map[128], u64 addr) -> (u8 map[128])
 };
 
 // Parameter layout of a kernel, as cuFuncGetParamInfo reports it:

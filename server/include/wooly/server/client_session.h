@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -40,6 +41,8 @@
 #include "wooly/memory/allocation_table.h"
 #include "wooly/proto/wire.h"
 #include "wooly/server/gpu_backend.h"
+#include "wooly/server/session_graphs.h"
+#include "wooly/server/session_memory_ext.h"
 
 namespace wooly::server {
 
@@ -241,6 +244,47 @@ class ClientSession {
   absl::Status OpCtxSynchronize(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Memory extensions (session_memory_ext.cc, session_memory_ext.h).
+#define WOOLY_DECLARE_MEMORY_EXT_OP(name) \
+  absl::Status Op##name(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  WOOLY_SESSION_MEMORY_EXT_OPS(WOOLY_DECLARE_MEMORY_EXT_OP)
+#undef WOOLY_DECLARE_MEMORY_EXT_OP
+  SessionMemoryExt& MemExt() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether client mappings (VMM) cover the range; part of OwnsRange.
+  bool OwnsMappedRange(DevPtr ptr, uint64_t size) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Physical memory the client holds through VMM handles, for status.
+  uint64_t MemExtBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cleanup step after the allocations are freed (see session_memory_ext.h).
+  void CloseMemoryExtLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // CUDA graphs and stream capture (session_graphs.cc, session_graphs.h).
+#define WOOLY_DECLARE_GRAPH_OP(name) \
+  absl::Status Op##name(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  WOOLY_SESSION_GRAPH_OPS(WOOLY_DECLARE_GRAPH_OP)
+#undef WOOLY_DECLARE_GRAPH_OP
+  // Whether a backend stream of this client is capturing (false at once
+  // when the client has no capture in progress).
+  bool StreamCapturing(BackendHandle stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED for a host copy on a capturing
+  // stream: the graph would read or write the server's request buffers.
+  absl::Status RefuseHostCopyWhileCapturing(uint64_t stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends (and discards) a capture begun on client stream `stream` before the
+  // stream is destroyed.
+  void AbandonCaptureOn(uint64_t stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cleanup: ends open captures (before the streams are synchronized), then
+  // destroys executable graphs and graphs (after).
+  void EndCapturesForClose() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseGraphsForClose() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Kernel node parameters between client ids and backend handles.
+  absl::StatusOr<KernelNodeParams> ToBackendKernelParams(const wire::KernelNodeParams& p)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The client's function (or kernel) id for a backend function handle.
+  absl::StatusOr<uint64_t> CallableIdFor(BackendHandle function) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Node ids for backend nodes of graph `graph_id`, issued on first sight.
+  absl::StatusOr<std::vector<wire::GraphNodeRef>> NodeRefs(uint64_t graph_id,
+                                                           const std::vector<BackendHandle>& nodes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const SessionEnv* const env_;
   GpuBackend* const backend_;
   const uint64_t id_;
@@ -268,6 +312,9 @@ class ClientSession {
   std::map<uint64_t, LibraryRec> libraries_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, FunctionRec> functions_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, KernelRec> kernels_ ABSL_GUARDED_BY(mu_);
+  // Pools, VMM, limits: created on first use.
+  std::unique_ptr<SessionMemoryExt, SessionMemoryExtDeleter> mem_ext_ ABSL_GUARDED_BY(mu_);
+  SessionGraphs graphs_ ABSL_GUARDED_BY(mu_);
 
   // What Snapshot reports, refreshed after each request; separate from mu_
   // so that status never waits behind a long synchronize.

@@ -19,6 +19,7 @@
 #ifndef WOOLY_SERVER_GPU_BACKEND_H_
 #define WOOLY_SERVER_GPU_BACKEND_H_
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "wooly/proto/wire.h"
+#include "wooly/proto/wire_memory_ext.h"
 
 namespace wooly::server {
 
@@ -55,6 +57,46 @@ struct LaunchConfig {
   uint32_t shared_bytes = 0;
   Handle stream = 0;
   std::vector<LaunchAttribute> attributes;
+};
+
+// One CUmemAccessDesc: a location and the access it gets.
+struct MemAccessDesc {
+  int32_t location_type = 0;
+  int32_t location_id = 0;
+  uint32_t flags = 0;
+};
+
+// cuOccupancyMaxPotentialBlockSize's answer.
+struct OccupancyBlockSize {
+  int32_t min_grid_size = 0;
+  int32_t block_size = 0;
+};
+
+// One entry of a client's blockSizeToDynamicSMemSize callback, evaluated by
+// the client.
+struct BlockSmem {
+  int32_t block_size = 0;
+  uint64_t dynamic_smem = 0;
+};
+
+// An encoded CUtensorMap.
+using TensorMapBytes = std::array<uint8_t, wire::kTensorMapBytes>;
+
+// A stream's capture state (cuStreamGetCaptureInfo): status is a
+// CUstreamCaptureStatus; graph and dependencies only when capturing.
+struct CaptureInfo {
+  uint32_t status = 0;
+  Handle graph = 0;
+  std::vector<Handle> dependencies;
+};
+
+// A kernel node's parameters; `args` is packed by the function's layout.
+struct KernelNodeParams {
+  Handle function = 0;
+  uint32_t grid[3] = {1, 1, 1};
+  uint32_t block[3] = {1, 1, 1};
+  uint32_t shared_bytes = 0;
+  std::vector<uint8_t> args;
 };
 
 // A 3D copy in server terms: host sides point at server memory holding the
@@ -97,6 +139,66 @@ class GpuBackend {
   virtual absl::Status Memset(DevPtr dst, uint64_t pitch, uint32_t value, uint32_t elem_size,
                               uint64_t width, uint64_t height, Handle stream, bool async) = 0;
 
+  // --- Memory extensions (session_memory_ext.cc is the caller).
+  // Memory pools and the stream-ordered allocator. Pool handles come from
+  // MemPoolCreate; attribute values travel as u64 whatever their C type.
+  virtual absl::StatusOr<Handle> MemPoolCreate(const wire::MemPoolProps& props) = 0;
+  virtual absl::Status MemPoolDestroy(Handle pool) = 0;
+  virtual absl::Status MemPoolSetAttribute(Handle pool, int32_t attribute, uint64_t value) = 0;
+  virtual absl::StatusOr<uint64_t> MemPoolGetAttribute(Handle pool, int32_t attribute) = 0;
+  virtual absl::Status MemPoolTrimTo(Handle pool, uint64_t min_bytes_to_keep) = 0;
+  virtual absl::StatusOr<DevPtr> MemAllocFromPoolAsync(uint64_t size, Handle pool,
+                                                       Handle stream) = 0;
+  // Frees memory from MemAllocFromPoolAsync (or MemAlloc) ordered on `stream`.
+  virtual absl::Status MemFreeAsync(DevPtr ptr, Handle stream) = 0;
+  // Virtual memory management. Generic allocation handles are backend handles.
+  virtual absl::StatusOr<uint64_t> MemGetAllocationGranularity(const wire::MemAllocProps& props,
+                                                               uint32_t option) = 0;
+  virtual absl::StatusOr<DevPtr> MemAddressReserve(uint64_t size, uint64_t alignment, DevPtr hint,
+                                                   uint64_t flags) = 0;
+  virtual absl::Status MemAddressFree(DevPtr ptr, uint64_t size) = 0;
+  virtual absl::StatusOr<Handle> MemCreate(uint64_t size, const wire::MemAllocProps& props,
+                                           uint64_t flags) = 0;
+  virtual absl::Status MemRelease(Handle handle) = 0;
+  // The properties the backend recorded for `handle` (it may adjust requests).
+  virtual absl::StatusOr<wire::MemAllocProps> MemGetAllocationPropertiesFromHandle(
+      Handle handle) = 0;
+  // Takes a new reference to the handle mapped at `addr` (released with MemRelease).
+  virtual absl::StatusOr<Handle> MemRetainAllocationHandle(DevPtr addr) = 0;
+  virtual absl::Status MemMap(DevPtr ptr, uint64_t size, uint64_t offset, Handle handle,
+                              uint64_t flags) = 0;
+  virtual absl::Status MemUnmap(DevPtr ptr, uint64_t size) = 0;
+  virtual absl::Status MemSetAccess(DevPtr ptr, uint64_t size,
+                                    absl::Span<const MemAccessDesc> access) = 0;
+  virtual absl::StatusOr<uint64_t> MemGetAccess(int32_t location_type, int32_t location_id,
+                                                DevPtr ptr) = 0;
+  // Occupancy of a function (or kernel) handle.
+  virtual absl::StatusOr<int32_t> OccupancyMaxActiveBlocks(Handle function, int32_t block_size,
+                                                           uint64_t dynamic_smem,
+                                                           uint32_t flags) = 0;
+  // With a non-empty `smem_table` the dynamic shared memory of each block
+  // size comes from it (the client's callback); otherwise `dynamic_smem`.
+  virtual absl::StatusOr<OccupancyBlockSize> OccupancyMaxPotentialBlockSize(
+      Handle function, absl::Span<const BlockSmem> smem_table, uint64_t dynamic_smem,
+      int32_t block_size_limit, uint32_t flags) = 0;
+  virtual absl::StatusOr<uint64_t> OccupancyAvailableDynamicSMem(Handle function,
+                                                                 int32_t num_blocks,
+                                                                 int32_t block_size) = 0;
+  // `config.stream` is unused.
+  virtual absl::StatusOr<int32_t> OccupancyMaxActiveClusters(Handle function,
+                                                             const LaunchConfig& config) = 0;
+  // Context limits (CUlimit) of the one shared context, and cache settings.
+  virtual absl::StatusOr<uint64_t> CtxGetLimit(int32_t limit) = 0;
+  virtual absl::Status CtxSetLimit(int32_t limit, uint64_t value) = 0;
+  virtual absl::Status FuncSetCacheConfig(Handle function, int32_t config) = 0;
+  virtual absl::Status FuncSetSharedMemConfig(Handle function, int32_t config) = 0;
+  // Tensor maps, encoded by the driver on the host.
+  virtual absl::StatusOr<TensorMapBytes> TensorMapEncodeTiled(const wire::TensorMapTiled& t) = 0;
+  virtual absl::StatusOr<TensorMapBytes> TensorMapEncodeIm2col(const wire::TensorMapIm2col& t) = 0;
+  virtual absl::StatusOr<TensorMapBytes> TensorMapReplaceAddress(const TensorMapBytes& map,
+                                                                 DevPtr address) = 0;
+  // --- end of memory extensions.
+
   // Modules and libraries. `image` is a cubin, fatbin, or NUL-terminated PTX.
   virtual absl::StatusOr<Handle> ModuleLoadData(absl::Span<const uint8_t> image) = 0;
   virtual absl::Status ModuleUnload(Handle module) = 0;
@@ -134,6 +236,43 @@ class GpuBackend {
   virtual absl::StatusOr<float> EventElapsedTime(Handle start, Handle end) = 0;
   virtual absl::Status EventDestroy(Handle event) = 0;
   virtual absl::Status CtxSynchronize() = 0;
+
+  // --- Stream capture and CUDA graphs (session_graphs.cc is the caller).
+  // Graph, node and executable-graph handles are backend handles; a node
+  // handle is only meaningful with its graph. Capture always runs in
+  // CU_STREAM_CAPTURE_MODE_RELAXED: the backend's one thread serves every
+  // client, so the modes are enforced by the client library instead.
+  virtual absl::Status StreamBeginCapture(Handle stream) = 0;
+  // Ends the capture begun on `stream` and returns its graph. When the
+  // capture was invalidated or left work unjoined the error is returned and
+  // the graph no longer exists.
+  virtual absl::StatusOr<Handle> StreamEndCapture(Handle stream) = 0;
+  virtual absl::StatusOr<CaptureInfo> StreamGetCaptureInfo(Handle stream) = 0;
+  // flags: CU_STREAM_ADD_CAPTURE_DEPENDENCIES or CU_STREAM_SET_CAPTURE_DEPENDENCIES.
+  virtual absl::Status StreamUpdateCaptureDependencies(Handle stream,
+                                                       absl::Span<const Handle> nodes,
+                                                       uint32_t flags) = 0;
+  virtual absl::StatusOr<Handle> GraphCreate(uint32_t flags) = 0;
+  virtual absl::Status GraphDestroy(Handle graph) = 0;
+  virtual absl::StatusOr<Handle> GraphInstantiate(Handle graph, uint64_t flags) = 0;
+  virtual absl::Status GraphExecDestroy(Handle exec) = 0;
+  virtual absl::Status GraphLaunch(Handle exec, Handle stream) = 0;
+  virtual absl::Status GraphUpload(Handle exec, Handle stream) = 0;
+  virtual absl::StatusOr<std::vector<Handle>> GraphGetNodes(Handle graph) = 0;
+  // The node's CUgraphNodeType.
+  virtual absl::StatusOr<uint32_t> GraphNodeGetType(Handle node) = 0;
+  virtual absl::StatusOr<std::vector<Handle>> GraphNodeGetDependencies(Handle node) = 0;
+  // Kernel nodes. `function` is a function handle (a kernel's function for
+  // kernels); GetParams packs the arguments by the function's layout.
+  virtual absl::StatusOr<KernelNodeParams> GraphKernelNodeGetParams(Handle node) = 0;
+  virtual absl::Status GraphKernelNodeSetParams(Handle node, const KernelNodeParams& params) = 0;
+  virtual absl::StatusOr<Handle> GraphAddKernelNode(Handle graph,
+                                                    absl::Span<const Handle> dependencies,
+                                                    const KernelNodeParams& params) = 0;
+  virtual absl::Status GraphExecKernelNodeSetParams(Handle exec, Handle node,
+                                                    const KernelNodeParams& params) = 0;
+  // cuGraphDebugDotPrint's output, as text.
+  virtual absl::StatusOr<std::string> GraphDebugDotPrint(Handle graph, uint32_t flags) = 0;
 };
 
 }  // namespace wooly::server

@@ -104,6 +104,16 @@ class FakeBackend : public server::GpuBackend {
   size_t live_events() const;
   size_t live_modules() const;  // includes modules owned by libraries
   size_t live_libraries() const;
+  // Graphs (captured or created) and executable graphs not destroyed.
+  size_t live_graphs() const;
+  size_t live_graph_execs() const;
+  // Memory extensions (fake_backend_memory_ext.cc): pools created and not
+  // destroyed, VA reservations, generic allocation handles whose memory is
+  // still alive (referenced or mapped), and mappings.
+  size_t live_pools() const;
+  size_t live_reservations() const;
+  size_t live_allocation_handles() const;
+  size_t live_mappings() const;
   // Host memory behind a device range, as a kernel's `host` would give it;
   // nullptr when out of bounds. For tests.
   void* HostPointer(server::DevPtr ptr, uint64_t bytes);
@@ -125,6 +135,61 @@ class FakeBackend : public server::GpuBackend {
                         bool async) override;
   absl::Status Memset(server::DevPtr dst, uint64_t pitch, uint32_t value, uint32_t elem_size,
                       uint64_t width, uint64_t height, server::Handle stream, bool async) override;
+
+  // Memory extensions (fake_backend_memory_ext.cc). Pools hand out ordinary
+  // blocks and keep H100-like statistics; freed bytes stay reserved up to the
+  // release threshold. VMM: granularity 2 MiB; a mapping is a block whose
+  // bytes alias its allocation handle's memory, so data written through one
+  // mapping is seen through another; a copy may not span two mappings (each
+  // is its own block). Occupancy follows a simple H100-like model; tensor
+  // maps are a deterministic encoding of their arguments with the address in
+  // bytes 0-7.
+  absl::StatusOr<server::Handle> MemPoolCreate(const wire::MemPoolProps& props) override;
+  absl::Status MemPoolDestroy(server::Handle pool) override;
+  absl::Status MemPoolSetAttribute(server::Handle pool, int32_t attribute, uint64_t value) override;
+  absl::StatusOr<uint64_t> MemPoolGetAttribute(server::Handle pool, int32_t attribute) override;
+  absl::Status MemPoolTrimTo(server::Handle pool, uint64_t min_bytes_to_keep) override;
+  absl::StatusOr<server::DevPtr> MemAllocFromPoolAsync(uint64_t size, server::Handle pool,
+                                                       server::Handle stream) override;
+  absl::Status MemFreeAsync(server::DevPtr ptr, server::Handle stream) override;
+  absl::StatusOr<uint64_t> MemGetAllocationGranularity(const wire::MemAllocProps& props,
+                                                       uint32_t option) override;
+  absl::StatusOr<server::DevPtr> MemAddressReserve(uint64_t size, uint64_t alignment,
+                                                   server::DevPtr hint, uint64_t flags) override;
+  absl::Status MemAddressFree(server::DevPtr ptr, uint64_t size) override;
+  absl::StatusOr<server::Handle> MemCreate(uint64_t size, const wire::MemAllocProps& props,
+                                           uint64_t flags) override;
+  absl::Status MemRelease(server::Handle handle) override;
+  absl::StatusOr<wire::MemAllocProps> MemGetAllocationPropertiesFromHandle(
+      server::Handle handle) override;
+  absl::StatusOr<server::Handle> MemRetainAllocationHandle(server::DevPtr addr) override;
+  absl::Status MemMap(server::DevPtr ptr, uint64_t size, uint64_t offset, server::Handle handle,
+                      uint64_t flags) override;
+  absl::Status MemUnmap(server::DevPtr ptr, uint64_t size) override;
+  absl::Status MemSetAccess(server::DevPtr ptr, uint64_t size,
+                            absl::Span<const server::MemAccessDesc> access) override;
+  absl::StatusOr<uint64_t> MemGetAccess(int32_t location_type, int32_t location_id,
+                                        server::DevPtr ptr) override;
+  absl::StatusOr<int32_t> OccupancyMaxActiveBlocks(server::Handle function, int32_t block_size,
+                                                   uint64_t dynamic_smem, uint32_t flags) override;
+  absl::StatusOr<server::OccupancyBlockSize> OccupancyMaxPotentialBlockSize(
+      server::Handle function, absl::Span<const server::BlockSmem> smem_table,
+      uint64_t dynamic_smem, int32_t block_size_limit, uint32_t flags) override;
+  absl::StatusOr<uint64_t> OccupancyAvailableDynamicSMem(server::Handle function,
+                                                         int32_t num_blocks,
+                                                         int32_t block_size) override;
+  absl::StatusOr<int32_t> OccupancyMaxActiveClusters(server::Handle function,
+                                                     const server::LaunchConfig& config) override;
+  absl::StatusOr<uint64_t> CtxGetLimit(int32_t limit) override;
+  absl::Status CtxSetLimit(int32_t limit, uint64_t value) override;
+  absl::Status FuncSetCacheConfig(server::Handle function, int32_t config) override;
+  absl::Status FuncSetSharedMemConfig(server::Handle function, int32_t config) override;
+  absl::StatusOr<server::TensorMapBytes> TensorMapEncodeTiled(
+      const wire::TensorMapTiled& t) override;
+  absl::StatusOr<server::TensorMapBytes> TensorMapEncodeIm2col(
+      const wire::TensorMapIm2col& t) override;
+  absl::StatusOr<server::TensorMapBytes> TensorMapReplaceAddress(const server::TensorMapBytes& map,
+                                                                 server::DevPtr address) override;
 
   absl::StatusOr<server::Handle> ModuleLoadData(absl::Span<const uint8_t> image) override;
   absl::Status ModuleUnload(server::Handle module) override;
@@ -162,11 +227,49 @@ class FakeBackend : public server::GpuBackend {
   absl::Status EventDestroy(server::Handle event) override;
   absl::Status CtxSynchronize() override { return absl::OkStatus(); }
 
+  // Stream capture and graphs (fake_graphs.cc). Work enqueued on a capturing
+  // stream becomes graph nodes instead of running: kernel launches, memsets
+  // and device-to-device copies. Launching an executable graph runs its
+  // nodes in order on the calling thread. An event recorded in a capture
+  // carries the recording stream's dependencies to the streams that wait on
+  // it, which join the capture. As in CUDA, synchronizing or querying a
+  // capturing stream or a captured event, waiting on an uncaptured event
+  // (without CU_EVENT_WAIT_EXTERNAL) and merging two captures are refused
+  // and invalidate the capture; so are host copies on a capturing stream
+  // (Wooly never captures host memory). Capturing the legacy stream (handle
+  // 0) is refused.
+  absl::Status StreamBeginCapture(server::Handle stream) override;
+  absl::StatusOr<server::Handle> StreamEndCapture(server::Handle stream) override;
+  absl::StatusOr<server::CaptureInfo> StreamGetCaptureInfo(server::Handle stream) override;
+  absl::Status StreamUpdateCaptureDependencies(server::Handle stream,
+                                               absl::Span<const server::Handle> nodes,
+                                               uint32_t flags) override;
+  absl::StatusOr<server::Handle> GraphCreate(uint32_t flags) override;
+  absl::Status GraphDestroy(server::Handle graph) override;
+  absl::StatusOr<server::Handle> GraphInstantiate(server::Handle graph, uint64_t flags) override;
+  absl::Status GraphExecDestroy(server::Handle exec) override;
+  absl::Status GraphLaunch(server::Handle exec, server::Handle stream) override;
+  absl::Status GraphUpload(server::Handle exec, server::Handle stream) override;
+  absl::StatusOr<std::vector<server::Handle>> GraphGetNodes(server::Handle graph) override;
+  absl::StatusOr<uint32_t> GraphNodeGetType(server::Handle node) override;
+  absl::StatusOr<std::vector<server::Handle>> GraphNodeGetDependencies(
+      server::Handle node) override;
+  absl::StatusOr<server::KernelNodeParams> GraphKernelNodeGetParams(server::Handle node) override;
+  absl::Status GraphKernelNodeSetParams(server::Handle node,
+                                        const server::KernelNodeParams& params) override;
+  absl::StatusOr<server::Handle> GraphAddKernelNode(
+      server::Handle graph, absl::Span<const server::Handle> dependencies,
+      const server::KernelNodeParams& params) override;
+  absl::Status GraphExecKernelNodeSetParams(server::Handle exec, server::Handle node,
+                                            const server::KernelNodeParams& params) override;
+  absl::StatusOr<std::string> GraphDebugDotPrint(server::Handle graph, uint32_t flags) override;
+
  private:
   // One block of fake device memory; host bytes appear on first touch.
   struct Block {
     uint64_t size = 0;
     bool global = false;  // a module global, not a MemAlloc allocation
+    bool mapped = false;  // a VMM mapping (MemMap), not an allocation
     // Shared so a running kernel keeps the bytes alive even if freed meanwhile.
     std::shared_ptr<uint8_t> data;
   };
@@ -226,6 +329,110 @@ class FakeBackend : public server::GpuBackend {
   std::map<server::Handle, Library> libraries_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, Kernel> kernels_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, Function> functions_ ABSL_GUARDED_BY(mu_);
+
+  // Graphs and capture (fake_graphs.cc).
+  struct GraphNode {
+    uint32_t type = 0;  // CUgraphNodeType
+    std::vector<server::Handle> deps;
+    server::KernelNodeParams kernel;  // CU_GRAPH_NODE_TYPE_KERNEL
+    // CU_GRAPH_NODE_TYPE_MEMSET
+    server::DevPtr dst = 0;
+    uint64_t pitch = 0, width = 0, height = 0;
+    uint32_t value = 0, elem_size = 0;
+    // CU_GRAPH_NODE_TYPE_MEMCPY (device to device): a 3D copy, or `bytes`
+    // bytes from `src` to `dst` when `is_3d` is false.
+    bool is_3d = false;
+    wire::Copy3D copy3d = {};
+    server::DevPtr src = 0;
+    uint64_t bytes = 0;
+    server::Handle event = 0;      // CU_GRAPH_NODE_TYPE_WAIT_EVENT
+    std::vector<GraphNode> child;  // CU_GRAPH_NODE_TYPE_GRAPH: nodes in order
+  };
+  struct Graph {
+    std::vector<server::Handle> nodes;  // in insertion (= a topological) order
+  };
+  struct GraphExec {
+    std::vector<std::pair<server::Handle, GraphNode>> nodes;  // copies, in order
+  };
+  struct Capture {
+    server::Handle graph = 0;
+    bool invalidated = false;
+  };
+  // A stream taking part in a capture, or an event recorded in one: the
+  // capture (by its origin stream) and the nodes later work depends on.
+  struct CaptureEdge {
+    server::Handle origin = 0;
+    std::vector<server::Handle> leaves;
+  };
+  CaptureEdge* CapturingLocked(server::Handle stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds `node` to the capture `stream` takes part in, after its leaves.
+  absl::Status CaptureNodeLocked(server::Handle stream, GraphNode node)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // For operations CUDA forbids on a capturing stream: invalidates its
+  // capture and returns CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED (INVALIDATED
+  // once it is); OK when the stream is not capturing.
+  absl::Status RefuseIfCapturingLocked(server::Handle stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CUDA_ERROR_CAPTURED_EVENT (invalidating) for an event last recorded in
+  // a capture in progress.
+  absl::Status RefuseIfEventCapturedLocked(server::Handle event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The capture side of EventRecord and StreamWaitEvent (and of Event /
+  // StreamDestroy): bookkeeping only outside a capture.
+  absl::Status CaptureEventRecordLocked(server::Handle event, server::Handle stream)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CaptureStreamWaitLocked(server::Handle stream, server::Handle event, uint32_t flags)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetCaptureStreamLocked(server::Handle stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetCaptureEventLocked(server::Handle event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndCaptureLocked(server::Handle origin) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DestroyGraphLocked(server::Handle graph) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckKernelNodeLocked(const server::KernelNodeParams& params)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RunGraphNode(const GraphNode& node) ABSL_LOCKS_EXCLUDED(mu_);
+  std::map<server::Handle, GraphNode> graph_nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<server::Handle, Graph> graphs_ ABSL_GUARDED_BY(mu_);
+  std::map<server::Handle, GraphExec> graph_execs_ ABSL_GUARDED_BY(mu_);
+  // Captures by origin stream; the streams taking part; captured events.
+  std::map<server::Handle, Capture> captures_ ABSL_GUARDED_BY(mu_);
+  std::map<server::Handle, CaptureEdge> capturing_ ABSL_GUARDED_BY(mu_);
+  std::map<server::Handle, CaptureEdge> captured_events_ ABSL_GUARDED_BY(mu_);
+
+  // Memory extensions.
+  struct Pool {
+    std::map<int32_t, uint64_t> attributes;  // REUSE_* and RELEASE_THRESHOLD
+    uint64_t used = 0;                       // bytes handed out
+    uint64_t cached = 0;                     // freed bytes kept reserved
+    uint64_t used_high = 0;
+    uint64_t reserved_high = 0;
+  };
+  struct PhysicalAllocation {
+    uint64_t size = 0;
+    wire::MemAllocProps props;
+    std::shared_ptr<uint8_t> data;
+    int refs = 0;
+    int mappings = 0;
+  };
+  struct Mapping {
+    server::Handle handle = 0;
+    uint64_t size = 0;
+    uint64_t access = 0;  // CUmemAccess_flags set by MemSetAccess
+  };
+  absl::StatusOr<int32_t> ActiveBlocksLocked(server::Handle function, int32_t block_size,
+                                             uint64_t dynamic_smem)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeFreePhysicalLocked(server::Handle handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::map<server::Handle, Pool> pools_ ABSL_GUARDED_BY(mu_);
+  struct PoolAllocation {
+    server::Handle pool = 0;  // the pool may be gone
+    uint64_t size = 0;
+  };
+  // Forgets pool allocations freed with MemFree (their blocks are gone).
+  void ReconcilePoolsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Live pool allocations by block base.
+  std::map<server::DevPtr, PoolAllocation> pool_allocations_ ABSL_GUARDED_BY(mu_);
+  std::map<server::DevPtr, uint64_t> reservations_ ABSL_GUARDED_BY(mu_);  // base -> size
+  std::map<server::Handle, PhysicalAllocation> physical_ ABSL_GUARDED_BY(mu_);
+  std::map<server::DevPtr, Mapping> mappings_ ABSL_GUARDED_BY(mu_);
+  std::map<int32_t, uint64_t> limits_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace wooly::fake
