@@ -511,26 +511,25 @@ class CudaBackend final : public GpuBackend {
                           bool async) override {
     if (size >= kStagingThreshold) {
       if (std::unique_ptr<StagingSlot> slot = TakeSlot()) {
-        absl::Status s = StagedHtoD(*slot, dst, src, size, async ? Stream(stream) : nullptr, async);
+        absl::Status s = StagedHtoD(*slot, dst, src, size, Stream(stream), async);
         ReturnSlot(std::move(slot));
         return s;
       }
     }
-    if (!async) return Check(cu_.cuMemcpyHtoD(dst, src, size), "cuMemcpyHtoD");
     // From pageable memory the driver has staged the source before returning.
-    return Check(cu_.cuMemcpyHtoDAsync(dst, src, size, Stream(stream)), "cuMemcpyHtoDAsync");
+    WOOLY_RETURN_IF_CU(cu_.cuMemcpyHtoDAsync(dst, src, size, Stream(stream)), "cuMemcpyHtoDAsync");
+    return SyncUnlessAsync(stream, async);
   }
 
   absl::Status MemcpyDtoH(void* dst, DevPtr src, uint64_t size, Handle stream,
                           bool async) override {
     if (size >= kStagingThreshold) {
       if (std::unique_ptr<StagingSlot> slot = TakeSlot()) {
-        absl::Status s = StagedDtoH(*slot, dst, src, size, async ? Stream(stream) : nullptr);
+        absl::Status s = StagedDtoH(*slot, dst, src, size, Stream(stream));
         ReturnSlot(std::move(slot));
         return s;
       }
     }
-    if (!async) return Check(cu_.cuMemcpyDtoH(dst, src, size), "cuMemcpyDtoH");
     WOOLY_RETURN_IF_CU(cu_.cuMemcpyDtoHAsync(dst, src, size, Stream(stream)), "cuMemcpyDtoHAsync");
     // The interface promises the bytes are in `dst` on return.
     return Check(cu_.cuStreamSynchronize(Stream(stream)), "cuStreamSynchronize");
@@ -538,8 +537,8 @@ class CudaBackend final : public GpuBackend {
 
   absl::Status MemcpyDtoD(DevPtr dst, DevPtr src, uint64_t size, Handle stream,
                           bool async) override {
-    if (!async) return Check(cu_.cuMemcpyDtoD(dst, src, size), "cuMemcpyDtoD");
-    return Check(cu_.cuMemcpyDtoDAsync(dst, src, size, Stream(stream)), "cuMemcpyDtoDAsync");
+    WOOLY_RETURN_IF_CU(cu_.cuMemcpyDtoDAsync(dst, src, size, Stream(stream)), "cuMemcpyDtoDAsync");
+    return SyncUnlessAsync(stream, async);
   }
 
   absl::Status Memcpy3D(const Copy3DParams& params, Handle stream, bool async) override {
@@ -592,52 +591,53 @@ class CudaBackend final : public GpuBackend {
     c.WidthInBytes = g.width_bytes;
     c.Height = g.height;
     c.Depth = g.depth;
-    if (!async) return Check(cu_.cuMemcpy3D(&c), "cuMemcpy3D");
     WOOLY_RETURN_IF_CU(cu_.cuMemcpy3DAsync(&c, Stream(stream)), "cuMemcpy3DAsync");
     // Host buffers are the server's pageable memory: a DtoH result must have
     // landed, and an HtoD source may be released, when we return.
-    if (host_side) return Check(cu_.cuStreamSynchronize(Stream(stream)), "cuStreamSynchronize");
-    return absl::OkStatus();
+    return SyncUnlessAsync(stream, async && !host_side);
   }
 
   absl::Status Memset(DevPtr dst, uint64_t pitch, uint32_t value, uint32_t elem_size,
                       uint64_t width, uint64_t height, Handle stream, bool async) override {
     const CUstream s = Stream(stream);
     const bool linear = height == 1;
+    absl::Status st;
     switch (elem_size) {
       case 1: {
         const auto v = static_cast<unsigned char>(value);
-        if (linear) {
-          return async ? Check(cu_.cuMemsetD8Async(dst, v, width, s), "cuMemsetD8Async")
-                       : Check(cu_.cuMemsetD8(dst, v, width), "cuMemsetD8");
-        }
-        return async ? Check(cu_.cuMemsetD2D8Async(dst, pitch, v, width, height, s),
-                             "cuMemsetD2D8Async")
-                     : Check(cu_.cuMemsetD2D8(dst, pitch, v, width, height), "cuMemsetD2D8");
+        st = linear ? Check(cu_.cuMemsetD8Async(dst, v, width, s), "cuMemsetD8Async")
+                    : Check(cu_.cuMemsetD2D8Async(dst, pitch, v, width, height, s),
+                            "cuMemsetD2D8Async");
+        break;
       }
       case 2: {
         const auto v = static_cast<unsigned short>(value);
-        if (linear) {
-          return async ? Check(cu_.cuMemsetD16Async(dst, v, width, s), "cuMemsetD16Async")
-                       : Check(cu_.cuMemsetD16(dst, v, width), "cuMemsetD16");
-        }
-        return async ? Check(cu_.cuMemsetD2D16Async(dst, pitch, v, width, height, s),
-                             "cuMemsetD2D16Async")
-                     : Check(cu_.cuMemsetD2D16(dst, pitch, v, width, height), "cuMemsetD2D16");
+        st = linear ? Check(cu_.cuMemsetD16Async(dst, v, width, s), "cuMemsetD16Async")
+                    : Check(cu_.cuMemsetD2D16Async(dst, pitch, v, width, height, s),
+                            "cuMemsetD2D16Async");
+        break;
       }
       case 4: {
         const unsigned int v = value;
-        if (linear) {
-          return async ? Check(cu_.cuMemsetD32Async(dst, v, width, s), "cuMemsetD32Async")
-                       : Check(cu_.cuMemsetD32(dst, v, width), "cuMemsetD32");
-        }
-        return async ? Check(cu_.cuMemsetD2D32Async(dst, pitch, v, width, height, s),
-                             "cuMemsetD2D32Async")
-                     : Check(cu_.cuMemsetD2D32(dst, pitch, v, width, height), "cuMemsetD2D32");
+        st = linear ? Check(cu_.cuMemsetD32Async(dst, v, width, s), "cuMemsetD32Async")
+                    : Check(cu_.cuMemsetD2D32Async(dst, pitch, v, width, height, s),
+                            "cuMemsetD2D32Async");
+        break;
       }
       default:
         return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemset element size");
     }
+    if (!st.ok()) return st;
+    return SyncUnlessAsync(stream, async);
+  }
+
+  // A synchronous copy or memset is the async one on the client's stream
+  // followed by a wait: the client's streams are non-blocking, so the
+  // driver's own synchronous calls (on the legacy stream) would not be
+  // ordered after the client's earlier work.
+  absl::Status SyncUnlessAsync(Handle stream, bool async) {
+    if (async) return absl::OkStatus();
+    return Check(cu_.cuStreamSynchronize(Stream(stream)), "cuStreamSynchronize");
   }
 
   // --- Memory extensions: pools, VMM, occupancy, limits, tensor maps.

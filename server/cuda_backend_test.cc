@@ -162,12 +162,16 @@ TEST_F(CudaBackendTest, SmallCopiesGoDirect) {
   const char msg[] = "hello";
   char out[sizeof(msg)] = {};
   const int64_t htod_sync = mock_.Get("htod_sync");
+  const int64_t htod_async = mock_.Get("htod_async");
   const int64_t dtoh_async = mock_.Get("dtoh_async");
   ASSERT_TRUE(backend_->MemcpyHtoD(*dev, msg, sizeof(msg), 0, false).ok());
   ASSERT_TRUE(backend_->MemcpyDtoD(*dev + 32, *dev, sizeof(msg), 0, true).ok());
   ASSERT_TRUE(backend_->MemcpyDtoH(out, *dev + 32, sizeof(msg), 0, true).ok());
   EXPECT_STREQ(out, "hello");
-  EXPECT_EQ(mock_.Get("htod_sync") - htod_sync, 1);
+  // A synchronous copy is issued on the client's stream (then waited for),
+  // never through the driver's legacy-stream synchronous call.
+  EXPECT_EQ(mock_.Get("htod_sync") - htod_sync, 0);
+  EXPECT_EQ(mock_.Get("htod_async") - htod_async, 1);
   EXPECT_EQ(mock_.Get("dtoh_async") - dtoh_async, 1);
   ASSERT_TRUE(backend_->MemFree(*dev).ok());
 }

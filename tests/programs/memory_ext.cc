@@ -377,8 +377,10 @@ void LimitsAndConfiguration() {
   size_t pitch = 0;
   CHECK_CU(cuMemAllocPitch(&p, &pitch, 100, 4, 4));
   std::printf("pitch for 100-byte rows: %zu\n", pitch);
+  CUdeviceptr bad_p = 0;  // the driver may write the outputs even on failure
+  size_t bad_pitch = 0;
   std::printf("pitch with 3-byte elements: %s\n",
-              ResultName(cuMemAllocPitch(&p, &pitch, 100, 4, 3)).c_str());
+              ResultName(cuMemAllocPitch(&bad_p, &bad_pitch, 100, 4, 3)).c_str());
   CHECK_CU(cuMemsetD2D32(p, pitch, 0x12345678u, 25, 4));
   std::vector<unsigned> row(25);
   CHECK_CU(cuMemcpyDtoH(row.data(), p + 3 * pitch, 100));
