@@ -16,21 +16,30 @@
 
 namespace wooly::client {
 
+// Logs an entry point that returned an error (WOOLY_LOG=debug).
+void LogApiFailure(const char* function, CUresult result);
+// True when failures are logged; a relaxed load, cheap on the hot path.
+bool ApiFailuresLogged();
+
 // Runs an entry point's body so that no exception crosses the C ABI.
 template <typename F>
-inline CUresult Guard(F&& body) noexcept {
+inline CUresult Guard(const char* function, F&& body) noexcept {
+  CUresult r;
   try {
-    return body();
+    r = body();
   } catch (const std::bad_alloc&) {
-    return CUDA_ERROR_OUT_OF_MEMORY;
+    r = CUDA_ERROR_OUT_OF_MEMORY;
   } catch (...) {
-    return CUDA_ERROR_UNKNOWN;
+    r = CUDA_ERROR_UNKNOWN;
   }
+  if (r != CUDA_SUCCESS && ApiFailuresLogged()) LogApiFailure(function, r);
+  return r;
 }
 
 }  // namespace wooly::client
 
 // Body of an exported function: WOOLY_API_BODY(return Impl(args);)
-#define WOOLY_API_BODY(...) return ::wooly::client::Guard([&]() -> CUresult { __VA_ARGS__ })
+#define WOOLY_API_BODY(...) \
+  return ::wooly::client::Guard(__func__, [&]() -> CUresult { __VA_ARGS__ })
 
 #endif  // WOOLY_CLIENT_API_H_

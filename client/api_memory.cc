@@ -13,6 +13,7 @@
 #include "capture.h"
 #include "copy3d.h"
 #include "driver.h"
+#include "log.h"
 
 namespace wooly::client {
 namespace {
@@ -39,9 +40,14 @@ CUresult AllocImpl(CUdeviceptr* dptr, size_t bytesize) {
 CUresult FreeImpl(CUdeviceptr dptr) {
   if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
   if (CUresult r = CaptureCheckUnsafeCall(); r != CUDA_SUCCESS) return r;
+  // Freeing NULL is a no-op (cudaFree(nullptr) reaches here; cuBLAS does it).
+  if (dptr == 0) return CUDA_SUCCESS;
   wire::Writer w;
   w.Put<uint64_t>(dptr);
-  if (CUresult r = Rpc(wire::Op::kMemFree, w); r != CUDA_SUCCESS) return r;
+  if (CUresult r = Rpc(wire::Op::kMemFree, w); r != CUDA_SUCCESS) {
+    WLOG_DEBUG("cuMemFree(0x%llx) refused by woolyd", static_cast<unsigned long long>(dptr));
+    return r;
+  }
   Allocations().Remove(dptr);
   return CUDA_SUCCESS;
 }

@@ -509,8 +509,10 @@ WOOLY_EXPORT CUresult CUDAAPI cuMemHostAlloc(void** pp, size_t bytesize, unsigne
   WOOLY_API_BODY(return HostAlloc(pp, bytesize, Flags););
 }
 
+// The real driver reports cuMemAllocHost memory as portable and mapped.
 WOOLY_EXPORT CUresult CUDAAPI cuMemAllocHost_v2(void** pp, size_t bytesize) {
-  WOOLY_API_BODY(return HostAlloc(pp, bytesize, 0););
+  WOOLY_API_BODY(
+      return HostAlloc(pp, bytesize, CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP););
 }
 
 WOOLY_EXPORT CUresult CUDAAPI cuMemFreeHost(void* p) { WOOLY_API_BODY(return FreeHost(p);); }

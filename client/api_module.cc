@@ -450,7 +450,11 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryLoadData(CUlibrary* library, const void* 
     }
     ImageSpan span;
     if (CUresult r = MemoryImage(code, &span); r != CUDA_SUCCESS) return r;
-    if (CUresult r = LoadLibrary(library, span); r != CUDA_SUCCESS) return r;
+    if (CUresult r = LoadLibrary(library, span); r != CUDA_SUCCESS) {
+      WLOG_DEBUG("cuLibraryLoadData: image kind %d, %zu bytes, %u JIT and %u library options",
+                 static_cast<int>(span.kind), span.size, numJitOptions, numLibraryOptions);
+      return r;
+    }
     ClearJitOutputs(numJitOptions, jitOptions, jitOptionsValues);
     return CUDA_SUCCESS;
   });

@@ -1,5 +1,9 @@
 #include "log.h"
 
+#include <cuda.h>
+
+#include "api.h"
+
 #include <strings.h>
 #include <unistd.h>
 
@@ -90,6 +94,18 @@ void LogMessage(LogLevel level, const char* fmt, ...) {
   // purpose: there is nowhere left to report a failing stderr.
   ssize_t ignored = ::write(STDERR_FILENO, buf, len);
   (void)ignored;
+}
+
+}  // namespace wooly::client
+
+namespace wooly::client {
+
+bool ApiFailuresLogged() { return LogEnabled(LogLevel::kDebug); }
+
+void LogApiFailure(const char* function, CUresult result) {
+  const char* name = nullptr;
+  if (cuGetErrorName(result, &name) != CUDA_SUCCESS || name == nullptr) name = "?";
+  LogMessage(LogLevel::kDebug, "%s returned %s (%d)", function, name, static_cast<int>(result));
 }
 
 }  // namespace wooly::client

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
          CUDA_ERROR_INVALID_VALUE);
   Expect("cuMemsetD32 on an invalid pointer", cuMemsetD32(kBogus, 0, 4), CUDA_ERROR_INVALID_VALUE);
   Expect("cuMemFree of an invalid pointer", cuMemFree(kBogus), CUDA_ERROR_INVALID_VALUE);
+  Expect("cuMemFree of NULL", cuMemFree(0), CUDA_SUCCESS);
   DeviceBuffer buf(4096);
   Expect("cuMemFree inside an allocation", cuMemFree(buf.get() + 256), CUDA_ERROR_INVALID_VALUE);
 
