@@ -62,7 +62,8 @@ void AppendClientJson(const wooly::v1::ClientInfo& c, const std::string& indent,
   *out += in + "\"streams\": " + std::to_string(c.streams()) + ",\n";
   *out += in + "\"modules\": " + std::to_string(c.modules()) + ",\n";
   *out += in + "\"transport\": " + JsonQuote(c.transport()) + ",\n";
-  *out += in + "\"connected_unix_seconds\": " + std::to_string(c.connected_unix_seconds()) + "\n";
+  *out += in + "\"connected_unix_seconds\": " + std::to_string(c.connected_unix_seconds()) + ",\n";
+  *out += in + "\"context_lost\": " + (c.context_lost() ? "true" : "false") + "\n";
   *out += indent + "}";
 }
 
@@ -128,11 +129,16 @@ std::string Sanitize(const std::string& text, size_t max_len) {
 std::string RenderClientsTable(
     const google::protobuf::RepeatedPtrField<wooly::v1::ClientInfo>& clients) {
   if (clients.empty()) return "No clients connected.\n";
-  const std::vector<Column> columns = {
+  std::vector<Column> columns = {
       {"ID", Align::kRight},       {"PID", Align::kRight},       {"NAME", Align::kLeft},
       {"PRIORITY", Align::kRight}, {"ALLOCATED", Align::kRight}, {"STREAMS", Align::kRight},
       {"MODULES", Align::kRight},  {"TRANSPORT", Align::kLeft},
   };
+  // Only after a sticky error: which clients lost their GPU context.
+  const bool any_lost =
+      std::any_of(clients.begin(), clients.end(),
+                  [](const wooly::v1::ClientInfo& c) { return c.context_lost(); });
+  if (any_lost) columns.push_back({"CONTEXT", Align::kLeft});
   std::vector<std::vector<std::string>> rows;
   for (const wooly::v1::ClientInfo& c : clients) {
     rows.push_back({
@@ -145,6 +151,7 @@ std::string RenderClientsTable(
         std::to_string(c.modules()),
         c.transport().empty() ? "-" : Sanitize(c.transport(), 16),
     });
+    if (any_lost) rows.back().push_back(c.context_lost() ? "lost" : "ok");
   }
   return RenderTable(columns, rows);
 }
@@ -172,6 +179,10 @@ std::string RenderStatus(const wooly::v1::StatusReply& st) {
     for (int i = 0; i < st.listen_addresses().size(); ++i) {
       line(i == 0 ? "Listening:" : "", Sanitize(st.listen_addresses(i), 256));
     }
+  }
+  if (st.context_resets() > 0) {
+    line("Resets:", std::to_string(st.context_resets()) +
+                        " (GPU context reset after a sticky error; see the woolyd log)");
   }
   line("Clients:", std::to_string(st.clients().size()));
   out += '\n';
@@ -221,6 +232,7 @@ std::string StatusToJson(const wooly::v1::StatusReply& st) {
   out += "  \"used_memory_bytes\": " + std::to_string(st.used_memory_bytes()) + ",\n";
   out += "  \"free_memory_bytes\": " + std::to_string(st.free_memory_bytes()) + ",\n";
   out += "  \"uptime_seconds\": " + std::to_string(st.uptime_seconds()) + ",\n";
+  out += "  \"context_resets\": " + std::to_string(st.context_resets()) + ",\n";
   out += "  \"listen_addresses\": [";
   for (int i = 0; i < st.listen_addresses().size(); ++i) {
     if (i > 0) out += ", ";

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -91,8 +92,25 @@ ClientSession::ClientSession(const SessionEnv* env, uint64_t client_id, std::str
 ClientSession::~ClientSession() { Close("session destroyed"); }
 
 ClientStatus ClientSession::Snapshot() const {
-  absl::MutexLock lock(&stats_mu_);
-  return stats_;
+  ClientStatus s;
+  {
+    absl::MutexLock lock(&stats_mu_);
+    s = stats_;
+  }
+  // Live rather than published: an idle client is poisoned by another's fault.
+  const uint64_t generation = context_generation_.load(std::memory_order_acquire);
+  s.context_lost = generation != SharedContext::kUnbound && env_->context->IsLost(generation);
+  if (s.context_lost) {
+    // Its objects died with the context: it holds nothing on the GPU.
+    s.bytes_allocated = 0;
+    s.streams = 0;
+    s.modules = 0;
+  }
+  return s;
+}
+
+std::string ClientSession::DescribeLocked(uint16_t op) const {
+  return absl::StrCat("client ", id_, " ('", name_, "', pid ", pid_, ") ", wire::OpName(op));
 }
 
 void ClientSession::PublishStats() {
@@ -187,6 +205,16 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     return reply;
   }
 
+  // Inside the shared context for the whole command. A client whose context
+  // was lost gets its sticky error, as the native driver answers every call
+  // in a faulted context, and nothing touches the GPU.
+  SharedContext::Access access(env_->context, context_generation_.load(std::memory_order_relaxed));
+  if (!access.ok()) {
+    spdlog::debug("client {}: {} seq {} -> CUresult {} (context lost)", id_, wire::OpName(op),
+                  header.seq, static_cast<int>(access.result()));
+    reply.payload = ResultOnly(access.result());
+    return reply;
+  }
   wire::Reader in(payload.data(), payload.size());
   wire::Writer out;
   out.Put<int32_t>(CUDA_SUCCESS);
@@ -199,6 +227,9 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     status = CuError(CUDA_ERROR_UNKNOWN, e.what());
   }
   const CUresult result = ToCuResult(status);
+  // A sticky result faults the context; the access resets it on return, so
+  // this reply goes out once the server can serve new sessions again.
+  access.Observe(result, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return DescribeLocked(op); });
   if (result != CUDA_SUCCESS) {
     spdlog::debug("client {}: {} seq {} -> CUresult {} ({})", id_, wire::OpName(op), header.seq,
                   static_cast<int>(result), status.ToString());
@@ -252,8 +283,36 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
 
   const int stream_priority = scheduler::StreamPriorityFor(
       priority_, env_->device.stream_priority_least, env_->device.stream_priority_greatest);
+  // A context lost to an earlier fault is reset before new work starts in it
+  // (this retries a reset that failed). Should another fault come between
+  // the reset and the access, its reset is awaited once more.
+  std::optional<SharedContext::Access> access;
+  CUresult lost = CUDA_SUCCESS;
+  for (int attempt = 0; attempt < 2 && !access; ++attempt) {
+    if (absl::Status usable = env_->context->EnsureUsable(); !usable.ok()) {
+      lost = ToCuResult(usable);
+      break;
+    }
+    access.emplace(env_->context, SharedContext::kUnbound);
+    if (!access->ok()) {
+      lost = access->result();
+      access.reset();
+    }
+  }
+  if (!access) {
+    spdlog::error(
+        "client {} ({}): refused: the shared GPU context is lost ({}) and could not "
+        "be reset",
+        id_, peer_, CuResultName(lost));
+    reply.payload = ResultOnly(lost);
+    reply.close = true;
+    return reply;
+  }
   absl::StatusOr<BackendHandle> stream =
       backend_->StreamCreate(CU_STREAM_NON_BLOCKING, stream_priority);
+  access->Observe(stream.status(), [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return DescribeLocked(static_cast<uint16_t>(Op::kHello));
+  });
   if (!stream.ok()) {
     spdlog::error("client {} ({}): cannot create its default stream: {}", id_, peer_,
                   stream.status().ToString());
@@ -264,6 +323,9 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
   default_stream_ = StreamRec{};
   default_stream_.backend = *stream;
   has_default_stream_ = true;
+  // From here the client's objects live in this generation of the context.
+  env_->context->Bind(access->generation());
+  context_generation_.store(access->generation(), std::memory_order_release);
 
   wire::Writer w;
   w.Put<int32_t>(CUDA_SUCCESS)
@@ -287,11 +349,46 @@ void ClientSession::Close(const std::string& reason) {
 void ClientSession::CloseLocked(const std::string& reason) {
   if (closed_) return;
   closed_ = true;
-  if (absl::Status s = backend_->BindThread(); !s.ok()) {
-    spdlog::error("client {}: cannot bind the GPU context for cleanup: {}", id_, s.ToString());
+  const uint64_t generation = context_generation_.load(std::memory_order_relaxed);
+  if (generation == SharedContext::kUnbound) {
+    // Never said hello (or was refused): it owns nothing on the GPU.
+    PublishStats();
+    spdlog::debug("connection {} ({} {}) closed before hello ({})", id_, transport_, peer_, reason);
+    return;
   }
-  auto warn = [this](const char* what, const absl::Status& s) {
-    if (!s.ok()) spdlog::warn("client {}: cleanup {} failed: {}", id_, what, s.ToString());
+  std::string summary;
+  CUresult lost = CUDA_SUCCESS;
+  {
+    SharedContext::Access access(env_->context, generation);
+    if (!access.ok()) {
+      lost = access.result();
+    } else if (!ReleaseAllLocked(access, &summary)) {
+      lost = env_->context->LostResult(generation);
+    }
+    // Its objects died with the context (or are about to, with the reset
+    // this access then runs as it closes): forget them, call nothing.
+    if (lost != CUDA_SUCCESS) summary = DropAllLocked();
+  }
+  env_->context->Unbind(generation);
+  PublishStats();
+  if (lost != CUDA_SUCCESS) {
+    spdlog::info(
+        "client {} ('{}', pid {}) disconnected ({}); its GPU state was lost with the shared "
+        "context ({}), so nothing was released; dropped {}",
+        id_, name_, pid_, reason, CuResultName(lost), summary);
+  } else {
+    spdlog::info("client {} ('{}', pid {}) disconnected ({}); released {}", id_, name_, pid_,
+                 reason, summary);
+  }
+}
+
+bool ClientSession::ReleaseAllLocked(SharedContext::Access& access, std::string* summary) {
+  auto warn = [&](const char* what, const absl::Status& s) {
+    if (s.ok()) return;
+    spdlog::warn("client {}: cleanup {} failed: {}", id_, what, s.ToString());
+    access.Observe(s, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return absl::StrCat("client ", id_, " ('", name_, "', pid ", pid_, ") cleanup (", what, ")");
+    });
   };
   // 0. Open stream captures (a capturing stream cannot be synchronized).
   EndCapturesForClose();
@@ -299,6 +396,9 @@ void ClientSession::CloseLocked(const std::string& reason) {
   if (has_default_stream_)
     warn("synchronize", backend_->StreamSynchronize(default_stream_.backend));
   for (auto& [id, s] : streams_) warn("synchronize", backend_->StreamSynchronize(s.backend));
+  // A fault seen here (an asynchronous one, often this client's own last
+  // kernel) means the context and everything below are gone.
+  if (access.faulted()) return false;
   // 1b. Executable graphs and graphs.
   ReleaseGraphsForClose();
   // 2. Events, including the ones used to order streams.
@@ -341,16 +441,34 @@ void ClientSession::CloseLocked(const std::string& reason) {
   allocations_.Clear();
   // 6. Mappings, allocation handles, reservations and pools.
   CloseMemoryExtLocked();
-  PublishStats();
-  if (hello_done()) {
-    spdlog::info(
-        "client {} ('{}', pid {}) disconnected ({}); released {} allocations ({} bytes), "
-        "{} modules, {} libraries, {} streams, {} events",
-        id_, name_, pid_, reason, n_allocations, bytes, n_modules, n_libraries, n_streams + 1,
-        n_events);
-  } else {
-    spdlog::debug("connection {} ({} {}) closed before hello ({})", id_, transport_, peer_, reason);
-  }
+  *summary =
+      absl::StrCat(n_allocations, " allocations (", bytes, " bytes), ", n_modules, " modules, ",
+                   n_libraries, " libraries, ", n_streams + 1, " streams, ", n_events, " events");
+  return true;
+}
+
+std::string ClientSession::DropAllLocked() {
+  size_t n_modules = 0;
+  for (const auto& [id, m] : modules_) n_modules += m.library == 0;
+  const std::string summary =
+      absl::StrCat(allocations_.size(), " allocations (", allocations_.TotalBytes(), " bytes), ",
+                   n_modules, " modules, ", libraries_.size(), " libraries, ",
+                   streams_.size() + (has_default_stream_ ? 1 : 0), " streams, ", events_.size(),
+                   " events, ", graphs_.graphs.size() + graphs_.execs.size(), " graphs");
+  events_.clear();
+  streams_.clear();
+  default_stream_ = StreamRec{};
+  has_default_stream_ = false;
+  modules_.clear();
+  libraries_.clear();
+  functions_.clear();
+  kernels_.clear();
+  globals_.Clear();
+  global_refs_.clear();
+  allocations_.Clear();
+  graphs_ = SessionGraphs{};
+  mem_ext_.reset();  // bookkeeping only: its deleter calls nothing
+  return summary;
 }
 
 // ---------------------------------------------------------------- ownership

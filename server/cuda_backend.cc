@@ -16,10 +16,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,6 +68,7 @@ constexpr int kMaxStagingSlots = 4;
   X(cuDeviceGetAttribute, PFN_cuDeviceGetAttribute_v2000)                      \
   X(cuDevicePrimaryCtxRetain, PFN_cuDevicePrimaryCtxRetain_v7000)              \
   X(cuDevicePrimaryCtxRelease, PFN_cuDevicePrimaryCtxRelease_v11000)           \
+  X(cuDevicePrimaryCtxReset, PFN_cuDevicePrimaryCtxReset_v11000)               \
   X(cuCtxSetCurrent, PFN_cuCtxSetCurrent_v4000)                                \
   X(cuCtxGetStreamPriorityRange, PFN_cuCtxGetStreamPriorityRange_v5050)        \
   X(cuCtxSynchronize, PFN_cuCtxSynchronize_v13000)                             \
@@ -443,7 +447,9 @@ class CudaBackend final : public GpuBackend {
   ~CudaBackend() override {
     // The driver stays loaded: unloading it while its worker threads run is
     // not safe, and the process is usually exiting anyway.
-    if (cu_.cuCtxSetCurrent(ctx_) == CUDA_SUCCESS) {
+    const CUcontext ctx = ctx_.load();
+    if (ctx == nullptr) return;  // a failed reset left nothing retained
+    if (cu_.cuCtxSetCurrent(ctx) == CUDA_SUCCESS) {
       absl::MutexLock lock(&mu_);
       for (auto& slot : free_staging_) DestroySlot(*slot);
     }
@@ -452,7 +458,7 @@ class CudaBackend final : public GpuBackend {
 
   // Reads the device description once; the context must be current.
   absl::Status Init() {
-    WOOLY_RETURN_IF_CU(cu_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent");
+    WOOLY_RETURN_IF_CU(cu_.cuCtxSetCurrent(ctx_.load()), "cuCtxSetCurrent");
     char name[256] = {};
     WOOLY_RETURN_IF_CU(cu_.cuDeviceGetName(name, sizeof(name) - 1, device_), "cuDeviceGetName");
     info_.name = name;
@@ -487,7 +493,80 @@ class CudaBackend final : public GpuBackend {
 
   std::string Name() const override { return "cuda"; }
 
-  absl::Status BindThread() override { return Check(cu_.cuCtxSetCurrent(ctx_), "cuCtxSetCurrent"); }
+  absl::Status BindThread() override {
+    const CUcontext ctx = ctx_.load();
+    if (ctx == nullptr) {
+      return CuError(CUDA_ERROR_INVALID_CONTEXT, "no GPU context (a reset failed)");
+    }
+    return Check(cu_.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+  }
+
+  absl::Status ResetContext() override {
+    // The driver frees everything the old context held with it: memory,
+    // streams, events, modules, graphs, and the pinned staging buffers. What
+    // pointed into it is forgotten here, without driver calls.
+    {
+      absl::MutexLock lock(&mu_);
+      free_staging_.clear();
+      staging_slots_ = 0;
+      staging_disabled_ = false;
+      kernels_.clear();
+    }
+    WOOLY_RETURN_IF_CU(cu_.cuDevicePrimaryCtxReset(device_), "cuDevicePrimaryCtxReset");
+    // A reset does not drop this backend's reference: release it, then
+    // retain again, which creates the new context.
+    if (const CUcontext old = ctx_.exchange(nullptr); old != nullptr) {
+      if (CUresult r = cu_.cuDevicePrimaryCtxRelease(device_); r != CUDA_SUCCESS) {
+        spdlog::warn("cuda backend: releasing the reset primary context: {}",
+                     Check(r, "cuDevicePrimaryCtxRelease").ToString());
+      }
+    }
+    CUcontext ctx = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuDevicePrimaryCtxRetain(&ctx, device_), "cuDevicePrimaryCtxRetain");
+    ctx_.store(ctx);
+    WOOLY_RETURN_IF_CU(cu_.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+    // Libraries, pools and VMM objects belong to the process or the device
+    // rather than to the context, so they may have survived it: release them
+    // now, before anyone can be handed a handle equal to a stale one. An
+    // error only means the reset took the object already.
+    std::set<Handle> libraries, pools;
+    std::map<DevPtr, uint64_t> mappings, reservations;
+    std::map<Handle, int> handles;
+    {
+      absl::MutexLock lock(&mu_);
+      libraries.swap(libraries_);
+      pools.swap(pools_);
+      mappings.swap(mappings_);
+      reservations.swap(reservations_);
+      handles.swap(handles_);
+    }
+    int leftovers = 0;
+    auto release = [&leftovers](CUresult r) { leftovers += r == CUDA_SUCCESS; };
+    if (cu_.cuMemUnmap != nullptr) {
+      for (const auto& [ptr, size] : mappings) release(cu_.cuMemUnmap(ptr, size));
+    }
+    if (cu_.cuMemRelease != nullptr) {
+      for (const auto& [h, refs] : handles) {
+        for (int i = 0; i < refs; ++i) release(cu_.cuMemRelease(h));
+      }
+    }
+    if (cu_.cuMemAddressFree != nullptr) {
+      for (const auto& [ptr, size] : reservations) release(cu_.cuMemAddressFree(ptr, size));
+    }
+    if (cu_.cuMemPoolDestroy != nullptr) {
+      for (Handle p : pools) release(cu_.cuMemPoolDestroy(FromHandle<CUmemoryPool>(p)));
+    }
+    for (Handle l : libraries) release(cu_.cuLibraryUnload(FromHandle<CUlibrary>(l)));
+    // The new context must work before it is handed out.
+    size_t free = 0, total = 0;
+    WOOLY_RETURN_IF_CU(cu_.cuMemGetInfo(&free, &total), "cuMemGetInfo (after the reset)");
+    WOOLY_RETURN_IF_CU(cu_.cuCtxSynchronize(ctx), "cuCtxSynchronize (after the reset)");
+    spdlog::warn(
+        "cuda backend: primary context of device {} reset; released {} objects that outlived "
+        "it (libraries, pools, VMM); {} MiB free",
+        static_cast<int>(device_), leftovers, free >> 20);
+    return absl::OkStatus();
+  }
 
   absl::StatusOr<wire::DeviceInfo> GetDeviceInfo() override { return info_; }
 
@@ -654,12 +733,17 @@ class CudaBackend final : public GpuBackend {
     p.usage = props.usage;
     CUmemoryPool pool = nullptr;
     WOOLY_RETURN_IF_CU(cu_.cuMemPoolCreate(&pool, &p), "cuMemPoolCreate");
+    absl::MutexLock lock(&mu_);
+    pools_.insert(ToHandle(pool));
     return ToHandle(pool);
   }
 
   absl::Status MemPoolDestroy(Handle pool) override {
     WOOLY_REQUIRE_ENTRY(cuMemPoolDestroy);
-    return Check(cu_.cuMemPoolDestroy(FromHandle<CUmemoryPool>(pool)), "cuMemPoolDestroy");
+    WOOLY_RETURN_IF_CU(cu_.cuMemPoolDestroy(FromHandle<CUmemoryPool>(pool)), "cuMemPoolDestroy");
+    absl::MutexLock lock(&mu_);
+    pools_.erase(pool);
+    return absl::OkStatus();
   }
 
   absl::Status MemPoolSetAttribute(Handle pool, int32_t attribute, uint64_t value) override {
@@ -727,12 +811,17 @@ class CudaBackend final : public GpuBackend {
     CUdeviceptr p = 0;
     WOOLY_RETURN_IF_CU(cu_.cuMemAddressReserve(&p, size, alignment, hint, flags),
                        "cuMemAddressReserve");
+    absl::MutexLock lock(&mu_);
+    reservations_[static_cast<DevPtr>(p)] = size;
     return static_cast<DevPtr>(p);
   }
 
   absl::Status MemAddressFree(DevPtr ptr, uint64_t size) override {
     WOOLY_REQUIRE_ENTRY(cuMemAddressFree);
-    return Check(cu_.cuMemAddressFree(ptr, size), "cuMemAddressFree");
+    WOOLY_RETURN_IF_CU(cu_.cuMemAddressFree(ptr, size), "cuMemAddressFree");
+    absl::MutexLock lock(&mu_);
+    reservations_.erase(ptr);
+    return absl::OkStatus();
   }
 
   absl::StatusOr<Handle> MemCreate(uint64_t size, const wire::MemAllocProps& props,
@@ -741,12 +830,19 @@ class CudaBackend final : public GpuBackend {
     const CUmemAllocationProp p = ToAllocationProp(props);
     CUmemGenericAllocationHandle h = 0;
     WOOLY_RETURN_IF_CU(cu_.cuMemCreate(&h, size, &p, flags), "cuMemCreate");
+    absl::MutexLock lock(&mu_);
+    ++handles_[static_cast<Handle>(h)];
     return static_cast<Handle>(h);
   }
 
   absl::Status MemRelease(Handle handle) override {
     WOOLY_REQUIRE_ENTRY(cuMemRelease);
-    return Check(cu_.cuMemRelease(handle), "cuMemRelease");
+    WOOLY_RETURN_IF_CU(cu_.cuMemRelease(handle), "cuMemRelease");
+    absl::MutexLock lock(&mu_);
+    if (auto it = handles_.find(handle); it != handles_.end() && --it->second <= 0) {
+      handles_.erase(it);
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<wire::MemAllocProps> MemGetAllocationPropertiesFromHandle(Handle handle) override {
@@ -772,18 +868,27 @@ class CudaBackend final : public GpuBackend {
     WOOLY_RETURN_IF_CU(
         cu_.cuMemRetainAllocationHandle(&h, reinterpret_cast<void*>(static_cast<uintptr_t>(addr))),
         "cuMemRetainAllocationHandle");
+    absl::MutexLock lock(&mu_);
+    ++handles_[static_cast<Handle>(h)];
     return static_cast<Handle>(h);
   }
 
   absl::Status MemMap(DevPtr ptr, uint64_t size, uint64_t offset, Handle handle,
                       uint64_t flags) override {
     WOOLY_REQUIRE_ENTRY(cuMemMap);
-    return Check(cu_.cuMemMap(ptr, size, offset, handle, flags), "cuMemMap");
+    WOOLY_RETURN_IF_CU(cu_.cuMemMap(ptr, size, offset, handle, flags), "cuMemMap");
+    absl::MutexLock lock(&mu_);
+    mappings_[ptr] = size;
+    return absl::OkStatus();
   }
 
   absl::Status MemUnmap(DevPtr ptr, uint64_t size) override {
     WOOLY_REQUIRE_ENTRY(cuMemUnmap);
-    return Check(cu_.cuMemUnmap(ptr, size), "cuMemUnmap");
+    WOOLY_RETURN_IF_CU(cu_.cuMemUnmap(ptr, size), "cuMemUnmap");
+    // One unmap may cover several mappings.
+    absl::MutexLock lock(&mu_);
+    mappings_.erase(mappings_.lower_bound(ptr), mappings_.lower_bound(ptr + size));
+    return absl::OkStatus();
   }
 
   absl::Status MemSetAccess(DevPtr ptr, uint64_t size,
@@ -993,12 +1098,15 @@ class CudaBackend final : public GpuBackend {
     WOOLY_RETURN_IF_CU(
         cu_.cuLibraryLoadData(&lib, copy.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
         "cuLibraryLoadData");
+    absl::MutexLock lock(&mu_);
+    libraries_.insert(ToHandle(lib));
     return ToHandle(lib);
   }
 
   absl::Status LibraryUnload(Handle library) override {
     WOOLY_RETURN_IF_CU(cu_.cuLibraryUnload(FromHandle<CUlibrary>(library)), "cuLibraryUnload");
     absl::MutexLock lock(&mu_);
+    libraries_.erase(library);
     absl::erase_if(kernels_, [library](const auto& kv) { return kv.second.library == library; });
     return absl::OkStatus();
   }
@@ -1167,7 +1275,7 @@ class CudaBackend final : public GpuBackend {
   }
 
   absl::Status CtxSynchronize() override {
-    return Check(cu_.cuCtxSynchronize(ctx_), "cuCtxSynchronize");
+    return Check(cu_.cuCtxSynchronize(ctx_.load()), "cuCtxSynchronize");
   }
 
   // --- Stream capture and graphs.
@@ -1608,7 +1716,9 @@ class CudaBackend final : public GpuBackend {
   const LoadedDriver driver_;
   const DriverApi cu_;
   const CUdevice device_;
-  const CUcontext ctx_;
+  // The retained primary context; replaced by ResetContext, null when a
+  // reset failed to retain a new one.
+  std::atomic<CUcontext> ctx_;
   wire::DeviceInfo info_;  // written by Init() only
 
   absl::Mutex mu_;
@@ -1616,6 +1726,14 @@ class CudaBackend final : public GpuBackend {
   // of a CUkernel need the cuKernel* calls.
   absl::flat_hash_map<Handle, KernelEntry> kernels_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<StagingSlot>> free_staging_ ABSL_GUARDED_BY(mu_);
+  // Objects that may outlive the context, for ResetContext to release:
+  // libraries, pools, VMM mappings (base -> size), generic allocation handles
+  // (-> references held) and VA reservations (base -> size).
+  std::set<Handle> libraries_ ABSL_GUARDED_BY(mu_);
+  std::set<Handle> pools_ ABSL_GUARDED_BY(mu_);
+  std::map<DevPtr, uint64_t> mappings_ ABSL_GUARDED_BY(mu_);
+  std::map<Handle, int> handles_ ABSL_GUARDED_BY(mu_);
+  std::map<DevPtr, uint64_t> reservations_ ABSL_GUARDED_BY(mu_);
   int staging_slots_ ABSL_GUARDED_BY(mu_) = 0;
   bool staging_disabled_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -337,6 +337,43 @@ TEST_F(CudaBackendTest, LibraryKernels) {
   EXPECT_EQ(ToCuResult(backend_->FuncGetAttribute(*k, 4).status()), CUDA_ERROR_INVALID_HANDLE);
 }
 
+// After a sticky error the server resets the context: the primary context is
+// reset, this backend's reference dropped and a fresh one retained; objects
+// that may outlive a context are released, and staging starts over.
+TEST_F(CudaBackendTest, ResetContextRetainsAFreshContext) {
+  const uint8_t image[] = {'M', 'O', 'C', 'K', 0};
+  auto lib = backend_->LibraryLoadData(image);
+  ASSERT_TRUE(lib.ok()) << lib.status();
+  auto dev = backend_->MemAlloc(2u << 20);
+  ASSERT_TRUE(dev.ok());
+  std::vector<uint8_t> host(2u << 20, 7);
+  ASSERT_TRUE(backend_->MemcpyHtoD(*dev, host.data(), host.size(), 0, false).ok());  // staged
+  const int64_t resets = mock_.Get("ctx_resets");
+  const int64_t retains = mock_.Get("ctx_retains");
+  const int64_t releases = mock_.Get("ctx_releases");
+  const int64_t unloads = mock_.Get("library_unloads");
+
+  ASSERT_TRUE(backend_->ResetContext().ok());
+  EXPECT_EQ(mock_.Get("ctx_resets"), resets + 1);
+  EXPECT_EQ(mock_.Get("ctx_releases"), releases + 1);
+  EXPECT_EQ(mock_.Get("ctx_retains"), retains + 1);
+  EXPECT_EQ(mock_.Get("library_unloads"), unloads + 1);  // libraries outlive contexts
+  EXPECT_EQ(mock_.Get("live_allocs"), 0);                // gone with the old context
+
+  // The new context works, and staging makes new pinned buffers in it
+  // rather than reusing the old context's.
+  ASSERT_TRUE(backend_->BindThread().ok());
+  auto again = backend_->MemAlloc(2u << 20);
+  ASSERT_TRUE(again.ok());
+  const int64_t host_allocs = mock_.Get("host_allocs");
+  ASSERT_TRUE(backend_->MemcpyHtoD(*again, host.data(), host.size(), 0, false).ok());
+  EXPECT_EQ(mock_.Get("host_allocs"), host_allocs + 2);
+  EXPECT_TRUE(backend_->CtxSynchronize().ok());
+  ASSERT_TRUE(backend_->MemFree(*again).ok());
+  // The library handle was released by the reset; it is not unloaded twice.
+  EXPECT_EQ(mock_.Get("library_unloads"), unloads + 1);
+}
+
 TEST_F(CudaBackendTest, StreamsAndEvents) {
   auto s = backend_->StreamCreate(1, -1);
   ASSERT_TRUE(s.ok());

@@ -39,6 +39,10 @@ struct Stats {
   uintptr_t last_stream = 0;
   std::vector<uint8_t> last_args;
   bool last_extra_null = false;
+  int ctx_retains = 0;
+  int ctx_releases = 0;
+  int ctx_resets = 0;
+  int library_unloads = 0;
 };
 Stats g_stats;
 
@@ -104,10 +108,21 @@ API mDeviceGetAttribute(int* v, CUdevice_attribute a, CUdevice) {
   return CUDA_SUCCESS;
 }
 API mPrimaryCtxRetain(CUcontext* c, CUdevice) {
+  ++g_stats.ctx_retains;
   *c = kCtx;
   return CUDA_SUCCESS;
 }
-API mPrimaryCtxRelease(CUdevice) { return CUDA_SUCCESS; }
+API mPrimaryCtxRelease(CUdevice) {
+  ++g_stats.ctx_releases;
+  return CUDA_SUCCESS;
+}
+// Destroys the context's allocations, as the driver does.
+API mPrimaryCtxReset(CUdevice) {
+  ++g_stats.ctx_resets;
+  for (uintptr_t p : g_allocs) std::free(reinterpret_cast<void*>(p));
+  g_allocs.clear();
+  return CUDA_SUCCESS;
+}
 API mCtxSetCurrent(CUcontext c) {
   t_ctx = c;
   return CUDA_SUCCESS;
@@ -269,7 +284,10 @@ API mLibraryLoadData(CUlibrary* l, const void* code, CUjit_option*, void**, unsi
   *l = kLibrary;
   return CUDA_SUCCESS;
 }
-API mLibraryUnload(CUlibrary) { return CUDA_SUCCESS; }
+API mLibraryUnload(CUlibrary) {
+  ++g_stats.library_unloads;
+  return CUDA_SUCCESS;
+}
 API mLibraryGetKernel(CUkernel* k, CUlibrary, const char* name) {
   if (std::strcmp(name, "k3") != 0) return CUDA_ERROR_NOT_FOUND;
   *k = kKernel;
@@ -390,6 +408,7 @@ const Entry kEntries[] = {
     E(cuDeviceGetAttribute, mDeviceGetAttribute),
     E(cuDevicePrimaryCtxRetain, mPrimaryCtxRetain),
     E(cuDevicePrimaryCtxRelease, mPrimaryCtxRelease),
+    E(cuDevicePrimaryCtxReset, mPrimaryCtxReset),
     E(cuCtxSetCurrent, mCtxSetCurrent),
     E(cuCtxGetStreamPriorityRange, mCtxGetStreamPriorityRange),
     E(cuCtxSynchronize, mCtxSynchronize),
@@ -493,6 +512,10 @@ extern "C" __attribute__((visibility("default"))) int64_t mock_get(const char* k
       {"stream", static_cast<int64_t>(s.last_stream)},
       {"extra_null", s.last_extra_null},
       {"live_allocs", static_cast<int64_t>(g_allocs.size())},
+      {"ctx_retains", s.ctx_retains},
+      {"ctx_releases", s.ctx_releases},
+      {"ctx_resets", s.ctx_resets},
+      {"library_unloads", s.library_unloads},
   };
   auto it = values.find(key);
   return it == values.end() ? -1 : it->second;

@@ -19,6 +19,7 @@ void FillClient(const ClientStatus& c, wooly::v1::ClientInfo* out) {
   out->set_modules(c.modules);
   out->set_transport(c.transport);
   out->set_connected_unix_seconds(c.connected_unix_seconds);
+  out->set_context_lost(c.context_lost);
 }
 
 }  // namespace
@@ -37,6 +38,7 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
   reply->set_backend(s.backend);
   for (const std::string& a : s.listen_addresses) reply->add_listen_addresses(a);
   reply->set_uptime_seconds(s.uptime_seconds);
+  reply->set_context_resets(s.context_resets);
   for (const ClientStatus& c : s.clients) FillClient(c, reply->add_clients());
   return grpc::Status::OK;
 }
@@ -70,9 +72,7 @@ grpc::Status SessionService::Hello(grpc::ServerContext* context,
 grpc::Status SessionService::Commands(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<wooly::v1::Frame, wooly::v1::Frame>* stream) {
-  if (absl::Status s = server_->backend_->BindThread(); !s.ok()) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot bind the GPU context");
-  }
+  // Commands bind the thread to the GPU context themselves (shared_context.h).
   std::shared_ptr<ClientSession> session = server_->OpenSession("grpc", context->peer());
   std::string reason = "stream ended";
   grpc::Status result = grpc::Status::OK;

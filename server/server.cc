@@ -172,7 +172,9 @@ absl::Status Server::Init() {
                  info->attributes.size(), static_cast<int>(CU_DEVICE_ATTRIBUTE_MAX));
     info->attributes.resize(CU_DEVICE_ATTRIBUTE_MAX, 0);
   }
+  context_ = std::make_unique<SharedContext>(backend_.get());
   env_.backend = backend_.get();
+  env_.context = context_.get();
   env_.device = std::move(*info);
   env_.server_version = kServerVersion;
   env_.next_id = &next_handle_id_;
@@ -323,10 +325,9 @@ void Server::ReapConnections() {
 void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> session) {
   const int fd = conn->fd;
   std::string reason = "client closed the connection";
-  if (absl::Status s = backend_->BindThread(); !s.ok()) {
-    spdlog::error("cannot bind the GPU context for a client thread: {}", s.ToString());
-    reason = "no GPU context";
-  } else {
+  // The thread binds to the GPU context lazily, in each command's
+  // SharedContext::Access (the context may be replaced after a fault).
+  {
     std::vector<uint8_t> buffer;
     for (;;) {
       wire::FrameHeader h;
@@ -465,9 +466,15 @@ StatusSnapshot Server::Status() {
   s.gpu_name = env_.device.name;
   s.gpu_uuid = FormatGpuUuid(env_.device.uuid);
   s.total_memory_bytes = env_.device.total_mem;
-  absl::StatusOr<MemInfo> mem = backend_->BindThread().ok()
-                                    ? backend_->MemGetInfo()
-                                    : absl::StatusOr<MemInfo>(absl::UnavailableError("bind"));
+  absl::StatusOr<MemInfo> mem = absl::UnavailableError("the GPU context is lost");
+  {
+    // A lost context (awaiting or failing its reset) reports no usage.
+    SharedContext::Access access(context_.get(), SharedContext::kUnbound);
+    if (access.ok()) {
+      mem = backend_->MemGetInfo();
+      access.Observe(mem.status(), [] { return std::string("the admin status query"); });
+    }
+  }
   if (mem.ok()) {
     s.total_memory_bytes = mem->total;
     s.free_memory_bytes = mem->free;
@@ -478,6 +485,7 @@ StatusSnapshot Server::Status() {
   s.admin_address = admin_address_;
   s.uptime_seconds = absl::ToInt64Seconds(env_.clock() - started_at_);
   s.clients = Clients();
+  s.context_resets = context_->resets();
   return s;
 }
 

@@ -192,6 +192,59 @@ size_t FakeBackend::live_libraries() const {
   return libraries_.size();
 }
 
+absl::Status FakeBackend::StickyStatus() const {
+  const auto r = static_cast<CUresult>(sticky_.load(std::memory_order_acquire));
+  if (r == CUDA_SUCCESS) return absl::OkStatus();
+  return CuError(r, "the fake context is lost to a sticky error");
+}
+
+void FakeBackend::NoteKernelResult(const absl::Status& status) {
+  if (status.ok()) return;
+  const CUresult r = server::ToCuResult(status);
+  if (!server::IsStickyContextError(r)) return;
+  int expected = CUDA_SUCCESS;
+  sticky_.compare_exchange_strong(expected, static_cast<int>(r));
+}
+
+void FakeBackend::InjectStickyError(CUresult result) {
+  NoteKernelResult(CuError(result, "injected"));
+}
+
+CUresult FakeBackend::sticky_error() const {
+  return static_cast<CUresult>(sticky_.load(std::memory_order_acquire));
+}
+
+uint64_t FakeBackend::context_resets() const { return resets_.load(); }
+
+absl::Status FakeBackend::ResetContext() {
+  absl::MutexLock lock(&mu_);
+  // Everything lived in the lost context. The address and handle counters
+  // keep counting, so nothing issued before can name anything new.
+  blocks_.clear();
+  used_bytes_ = 0;
+  streams_.clear();
+  events_.clear();
+  modules_.clear();
+  libraries_.clear();
+  kernels_.clear();
+  functions_.clear();
+  graph_nodes_.clear();
+  graphs_.clear();
+  graph_execs_.clear();
+  captures_.clear();
+  capturing_.clear();
+  captured_events_.clear();
+  pools_.clear();
+  pool_allocations_.clear();
+  reservations_.clear();
+  physical_.clear();
+  mappings_.clear();
+  limits_.clear();
+  sticky_.store(CUDA_SUCCESS, std::memory_order_release);
+  resets_.fetch_add(1);
+  return absl::OkStatus();
+}
+
 void* FakeBackend::HostPointer(DevPtr ptr, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<uint8_t*> p = Translate(ptr, bytes);
@@ -213,6 +266,7 @@ absl::StatusOr<wire::DeviceInfo> FakeBackend::GetDeviceInfo() {
 }
 
 absl::StatusOr<server::MemInfo> FakeBackend::MemGetInfo() {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   server::MemInfo m;
   m.total = options_.capacity_bytes;
@@ -268,11 +322,13 @@ absl::Status FakeBackend::CheckStream(Handle stream) {
 }
 
 absl::StatusOr<DevPtr> FakeBackend::MemAlloc(uint64_t size) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   return Allocate(size, /*global=*/false);
 }
 
 absl::Status FakeBackend::MemFree(DevPtr ptr) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = blocks_.find(ptr);
   if (it == blocks_.end() || it->second.global || it->second.mapped) {
@@ -284,6 +340,7 @@ absl::Status FakeBackend::MemFree(DevPtr ptr) {
 
 absl::Status FakeBackend::MemcpyHtoD(DevPtr dst, const void* src, uint64_t size, Handle stream,
                                      bool async) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   if (absl::Status s = RefuseIfCapturingLocked(stream); !s.ok()) return s;
@@ -296,6 +353,7 @@ absl::Status FakeBackend::MemcpyHtoD(DevPtr dst, const void* src, uint64_t size,
 
 absl::Status FakeBackend::MemcpyDtoH(void* dst, DevPtr src, uint64_t size, Handle stream,
                                      bool async) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   if (absl::Status s = RefuseIfCapturingLocked(stream); !s.ok()) return s;
@@ -308,6 +366,7 @@ absl::Status FakeBackend::MemcpyDtoH(void* dst, DevPtr src, uint64_t size, Handl
 
 absl::Status FakeBackend::MemcpyDtoD(DevPtr dst, DevPtr src, uint64_t size, Handle stream,
                                      bool async) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   if (size == 0) return absl::OkStatus();
@@ -328,6 +387,7 @@ absl::Status FakeBackend::MemcpyDtoD(DevPtr dst, DevPtr src, uint64_t size, Hand
 }
 
 absl::Status FakeBackend::Memcpy3D(const server::Copy3DParams& params, Handle stream, bool async) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   const wire::Copy3D& g = params.geometry;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
@@ -379,6 +439,7 @@ absl::Status FakeBackend::Memcpy3D(const server::Copy3DParams& params, Handle st
 
 absl::Status FakeBackend::Memset(DevPtr dst, uint64_t pitch, uint32_t value, uint32_t elem_size,
                                  uint64_t width, uint64_t height, Handle stream, bool async) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   if (elem_size != 1 && elem_size != 2 && elem_size != 4) {
@@ -497,11 +558,13 @@ absl::StatusOr<Handle> FakeBackend::GetFunctionLocked(Handle module, const std::
 }
 
 absl::StatusOr<Handle> FakeBackend::ModuleLoadData(absl::Span<const uint8_t> image) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   return LoadModuleLocked(image, 0);
 }
 
 absl::Status FakeBackend::ModuleUnload(Handle module) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = modules_.find(module);
   if (it == modules_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown module");
@@ -513,12 +576,14 @@ absl::Status FakeBackend::ModuleUnload(Handle module) {
 }
 
 absl::StatusOr<Handle> FakeBackend::ModuleGetFunction(Handle module, const std::string& name) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   return GetFunctionLocked(module, name);
 }
 
 absl::StatusOr<server::GlobalInfo> FakeBackend::ModuleGetGlobal(Handle module,
                                                                 const std::string& name) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = modules_.find(module);
   if (it == modules_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown module");
@@ -530,6 +595,7 @@ absl::StatusOr<server::GlobalInfo> FakeBackend::ModuleGetGlobal(Handle module,
 }
 
 absl::StatusOr<uint32_t> FakeBackend::ModuleGetFunctionCount(Handle module) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = modules_.find(module);
   if (it == modules_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown module");
@@ -537,6 +603,7 @@ absl::StatusOr<uint32_t> FakeBackend::ModuleGetFunctionCount(Handle module) {
 }
 
 absl::StatusOr<Handle> FakeBackend::LibraryLoadData(absl::Span<const uint8_t> image) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   const Handle lib = NewHandle();
   absl::StatusOr<Handle> module = LoadModuleLocked(image, lib);
@@ -546,6 +613,7 @@ absl::StatusOr<Handle> FakeBackend::LibraryLoadData(absl::Span<const uint8_t> im
 }
 
 absl::Status FakeBackend::LibraryUnload(Handle library) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = libraries_.find(library);
   if (it == libraries_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown library");
@@ -556,6 +624,7 @@ absl::Status FakeBackend::LibraryUnload(Handle library) {
 }
 
 absl::StatusOr<Handle> FakeBackend::LibraryGetKernel(Handle library, const std::string& name) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = libraries_.find(library);
   if (it == libraries_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown library");
@@ -573,6 +642,7 @@ absl::StatusOr<Handle> FakeBackend::LibraryGetKernel(Handle library, const std::
 }
 
 absl::StatusOr<Handle> FakeBackend::LibraryGetModule(Handle library) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = libraries_.find(library);
   if (it == libraries_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown library");
@@ -581,6 +651,7 @@ absl::StatusOr<Handle> FakeBackend::LibraryGetModule(Handle library) {
 
 absl::StatusOr<server::GlobalInfo> FakeBackend::LibraryGetGlobal(Handle library,
                                                                  const std::string& name) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   Handle module;
   {
     absl::MutexLock lock(&mu_);
@@ -592,6 +663,7 @@ absl::StatusOr<server::GlobalInfo> FakeBackend::LibraryGetGlobal(Handle library,
 }
 
 absl::StatusOr<Handle> FakeBackend::KernelGetFunction(Handle kernel) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = kernels_.find(kernel);
   if (it == kernels_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown kernel");
@@ -599,6 +671,7 @@ absl::StatusOr<Handle> FakeBackend::KernelGetFunction(Handle kernel) {
 }
 
 absl::StatusOr<std::vector<wire::ParamInfo>> FakeBackend::FuncGetParamLayout(Handle function) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   std::string name;
   {
     absl::MutexLock lock(&mu_);
@@ -612,6 +685,7 @@ absl::StatusOr<std::vector<wire::ParamInfo>> FakeBackend::FuncGetParamLayout(Han
 }
 
 absl::StatusOr<int32_t> FakeBackend::FuncGetAttribute(Handle function, int32_t attribute) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = functions_.find(function);
   if (it == functions_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown function");
@@ -637,6 +711,7 @@ absl::StatusOr<int32_t> FakeBackend::FuncGetAttribute(Handle function, int32_t a
 }
 
 absl::Status FakeBackend::FuncSetAttribute(Handle function, int32_t attribute, int32_t value) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = functions_.find(function);
   if (it == functions_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown function");
@@ -664,6 +739,7 @@ absl::Status FakeBackend::FuncSetAttribute(Handle function, int32_t attribute, i
 
 absl::Status FakeBackend::LaunchKernel(Handle function, const server::LaunchConfig& config,
                                        absl::Span<const uint8_t> args) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   std::string name;
   Handle module = 0;
   int32_t max_dynamic_shared = kDefaultMaxDynamicShared;
@@ -739,10 +815,13 @@ absl::Status FakeBackend::LaunchKernel(Handle function, const server::LaunchConf
     return *p;
   };
   if (!kernel->run) return absl::OkStatus();
-  return kernel->run(launch);
+  absl::Status result = kernel->run(launch);
+  NoteKernelResult(result);  // a fault loses the context, as on a GPU
+  return result;
 }
 
 absl::StatusOr<Handle> FakeBackend::StreamCreate(uint32_t flags, int32_t priority) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   if (flags & ~uint32_t{CU_STREAM_NON_BLOCKING}) {
     return CuError(CUDA_ERROR_INVALID_VALUE, "stream flags");
   }
@@ -753,6 +832,7 @@ absl::StatusOr<Handle> FakeBackend::StreamCreate(uint32_t flags, int32_t priorit
 }
 
 absl::Status FakeBackend::StreamDestroy(Handle stream) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (streams_.erase(stream) == 0) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown stream");
   ForgetCaptureStreamLocked(stream);
@@ -760,18 +840,21 @@ absl::Status FakeBackend::StreamDestroy(Handle stream) {
 }
 
 absl::Status FakeBackend::StreamSynchronize(Handle stream) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   return RefuseIfCapturingLocked(stream);
 }
 
 absl::Status FakeBackend::StreamQuery(Handle stream) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   return RefuseIfCapturingLocked(stream);
 }
 
 absl::Status FakeBackend::StreamWaitEvent(Handle stream, Handle event, uint32_t flags) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   if (!events_.contains(event)) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
@@ -779,6 +862,7 @@ absl::Status FakeBackend::StreamWaitEvent(Handle stream, Handle event, uint32_t 
 }
 
 absl::StatusOr<Handle> FakeBackend::EventCreate(uint32_t flags) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   constexpr uint32_t kKnown =
       CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS;
   if (flags & ~kKnown) return CuError(CUDA_ERROR_INVALID_VALUE, "event flags");
@@ -789,6 +873,7 @@ absl::StatusOr<Handle> FakeBackend::EventCreate(uint32_t flags) {
 }
 
 absl::Status FakeBackend::EventRecord(Handle event, Handle stream, uint32_t flags) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckStream(stream); !s.ok()) return s;
   auto it = events_.find(event);
@@ -801,18 +886,21 @@ absl::Status FakeBackend::EventRecord(Handle event, Handle stream, uint32_t flag
 }
 
 absl::Status FakeBackend::EventSynchronize(Handle event) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (!events_.contains(event)) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
   return RefuseIfEventCapturedLocked(event);
 }
 
 absl::Status FakeBackend::EventQuery(Handle event) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (!events_.contains(event)) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
   return RefuseIfEventCapturedLocked(event);
 }
 
 absl::StatusOr<float> FakeBackend::EventElapsedTime(Handle start, Handle end) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto s = events_.find(start);
   auto e = events_.find(end);
@@ -829,6 +917,7 @@ absl::StatusOr<float> FakeBackend::EventElapsedTime(Handle start, Handle end) {
 }
 
 absl::Status FakeBackend::EventDestroy(Handle event) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (events_.erase(event) == 0) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown event");
   ForgetCaptureEventLocked(event);

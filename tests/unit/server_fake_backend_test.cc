@@ -131,10 +131,6 @@ TEST(FakeBackendTest, KernelsRunOnTheCpuAndReplaceByName) {
   config.grid[0] = 2;
   ASSERT_TRUE(fake.LaunchKernel(f, config, args).ok());
   EXPECT_EQ(*static_cast<uint32_t*>(fake.HostPointer(d, 4)), 42u);
-  // Out of bounds inside the kernel.
-  const server::DevPtr bad = d + 4;
-  std::memcpy(args.data(), &bad, 8);
-  EXPECT_EQ(Code(fake.LaunchKernel(f, config, args)), CUDA_ERROR_ILLEGAL_ADDRESS);
   EXPECT_EQ(Code(fake.LaunchKernel(f, config, absl::MakeConstSpan(args).first(8))),
             CUDA_ERROR_INVALID_VALUE);
   config.block[0] = 0;
@@ -149,11 +145,20 @@ TEST(FakeBackendTest, KernelsRunOnTheCpuAndReplaceByName) {
   EXPECT_TRUE(fake.LaunchKernel(f, config, args).ok());
   EXPECT_EQ(Code(fake.FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NUM_REGS, 1)),
             CUDA_ERROR_INVALID_VALUE);
+  // Out of bounds inside the kernel: a fault, which loses the context
+  // (server_sticky_test.cc covers that state) until it is reset.
+  const server::DevPtr bad = d + 4;
+  std::memcpy(args.data(), &bad, 8);
+  EXPECT_EQ(Code(fake.LaunchKernel(f, config, args)), CUDA_ERROR_ILLEGAL_ADDRESS);
+  ASSERT_TRUE(fake.ResetContext().ok());
   // A later registration under the same name replaces the kernel.
   RegisterFakeKernel({"fake_test_store", {}, [](const FakeLaunch&) {
                         return server::CuError(CUDA_ERROR_LAUNCH_FAILED);
                       }});
-  EXPECT_EQ(Code(fake.LaunchKernel(f, config, args)), CUDA_ERROR_LAUNCH_FAILED);
+  const server::Handle m2 = *fake.ModuleLoadData(MakeFakeModuleImage({"fake_test_store"}));
+  const server::Handle f2 = *fake.ModuleGetFunction(m2, "fake_test_store");
+  config.shared_bytes = 0;
+  EXPECT_EQ(Code(fake.LaunchKernel(f2, config, args)), CUDA_ERROR_LAUNCH_FAILED);
 }
 
 TEST(FakeBackendTest, LibrariesWrapAModule) {

@@ -17,6 +17,11 @@
 // backend stream is created non-blocking; the legacy stream's implicit
 // synchronization with the client's blocking streams is emulated with events.
 //
+// Faults: every command that may reach the GPU runs under a
+// SharedContext::Access. After a sticky error in the shared context (any
+// client's), the session's commands get that error without touching the GPU,
+// until the client leaves; see shared_context.h.
+//
 // Thread safety: Handle and Close may be called from any thread but are
 // serialized internally (a transport calls them from one thread anyway).
 // Snapshot and the accessors may be called concurrently with them.
@@ -43,6 +48,7 @@
 #include "wooly/server/gpu_backend.h"
 #include "wooly/server/session_graphs.h"
 #include "wooly/server/session_memory_ext.h"
+#include "wooly/server/shared_context.h"
 
 namespace wooly::server {
 
@@ -58,7 +64,10 @@ using BackendHandle = Handle;
 // What every session shares; outlives all sessions.
 struct SessionEnv {
   GpuBackend* backend = nullptr;  // not owned
-  wire::DeviceInfo device;        // cached at server start
+  // The shared context's guard; every backend call runs under one of its
+  // Accesses. Not owned.
+  SharedContext* context = nullptr;
+  wire::DeviceInfo device;  // cached at server start
   std::string server_version;
   std::atomic<uint64_t>* next_id = nullptr;  // server-wide handle id source
   std::function<absl::Time()> clock;
@@ -75,6 +84,10 @@ struct ClientStatus {
   uint32_t modules = 0;  // modules and libraries it loaded
   std::string transport;
   int64_t connected_unix_seconds = 0;
+  // The GPU context the client worked in was lost to a sticky error (its
+  // own or another client's): its commands get that error until it leaves,
+  // and it holds nothing on the GPU (bytes, streams and modules read 0).
+  bool context_lost = false;
 };
 
 class ClientSession {
@@ -104,7 +117,9 @@ class ClientSession {
 
   // Releases everything the client owns: synchronizes its streams, then
   // destroys events and streams, unloads modules and libraries and frees
-  // allocations, and logs what it released. Idempotent.
+  // allocations, and logs what it released. Idempotent. When the client's
+  // context was lost (shared_context.h) its objects died with it: only the
+  // bookkeeping is dropped and the backend is not called.
   void Close(const std::string& reason);
 
   uint64_t id() const { return id_; }
@@ -160,6 +175,16 @@ class ClientSession {
   Reply HandleHello(const wire::FrameHeader& header, absl::Span<const uint8_t> payload)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseLocked(const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases every object the client owns through the backend, in the order
+  // Close documents, and describes what it released in `summary`. Returns
+  // false, leaving the rest, as soon as the context turns out to be lost.
+  bool ReleaseAllLocked(SharedContext::Access& access, std::string* summary)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets every object the client owns without calling the backend (after
+  // its context was lost); returns what was dropped, for the log.
+  std::string DropAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // "client 3 ('name', pid 42) <op>", for the sticky-error log.
+  std::string DescribeLocked(uint16_t op) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Ownership checks.
   bool OwnsRange(DevPtr ptr, uint64_t size) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -292,6 +317,9 @@ class ClientSession {
   const std::string peer_;
   const absl::Time connected_at_;
   std::atomic<bool> hello_done_{false};
+  // The context generation the client's objects live in (shared_context.h);
+  // kUnbound until Hello. Written under mu_, read by Snapshot without it.
+  std::atomic<uint64_t> context_generation_{SharedContext::kUnbound};
 
   // Held for the whole of each request: one request runs at a time.
   mutable absl::Mutex mu_;

@@ -6,6 +6,7 @@
 
 #include <cuda.h>
 
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -19,6 +20,19 @@ absl::Status CuError(CUresult result, std::string_view what = {});
 // CUDA_ERROR_NOT_FOUND, RESOURCE_EXHAUSTED -> CUDA_ERROR_OUT_OF_MEMORY,
 // UNIMPLEMENTED -> CUDA_ERROR_NOT_SUPPORTED, anything else -> CUDA_ERROR_UNKNOWN.
 CUresult ToCuResult(const absl::Status& status);
+
+// True for the CUresults that leave the context that reported them unusable
+// ("sticky" errors): once one occurs, every later call in that context fails
+// with the same result until the context is destroyed. These are the kernel
+// faults and hardware errors that cuda.h documents as leaving "the process in
+// an inconsistent state" (or the context to be destroyed), plus
+// CUDA_ERROR_ECC_UNCORRECTABLE, which the driver reports to every context on
+// the GPU after an uncorrectable memory error.
+bool IsStickyContextError(CUresult result);
+
+// "CUDA_ERROR_ILLEGAL_ADDRESS" for the sticky results and a few common ones,
+// "CUresult <n>" otherwise; for logs (the server has no cuGetErrorName).
+std::string CuResultName(CUresult result);
 
 }  // namespace wooly::server
 

@@ -4,7 +4,10 @@
 // $WOOLY_REAL_LIBCUDA) and every entry point is resolved through
 // cuGetProcAddress_v2, so woolyd builds and starts on machines without a GPU
 // and never links libcuda. All clients share ONE context: the device's
-// primary context, retained for the backend's lifetime.
+// primary context, retained for the backend's lifetime. ResetContext resets
+// it (cuDevicePrimaryCtxReset), drops this reference and retains a fresh
+// one, then releases the libraries, pools and VMM objects it tracked, which
+// may outlive a context.
 //
 // Thread safety: as GpuBackend; every method may be called concurrently once
 // the calling thread has called BindThread().

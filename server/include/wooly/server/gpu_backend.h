@@ -15,7 +15,8 @@
 // the exact CUresult can be returned to the application.
 //
 // Thread safety: all methods may be called from many threads at once. Each
-// thread that calls in must first call BindThread().
+// thread that calls in must first call BindThread(), and again after a
+// ResetContext(). ResetContext() is the exception: it must run alone.
 #ifndef WOOLY_SERVER_GPU_BACKEND_H_
 #define WOOLY_SERVER_GPU_BACKEND_H_
 
@@ -116,6 +117,17 @@ class GpuBackend {
 
   // Makes the backend's single context current on the calling thread.
   virtual absl::Status BindThread() = 0;
+
+  // Recovers from a sticky error (IsStickyContextError in cu_status.h), after
+  // which every call in the context fails: destroys the context with
+  // everything created in it and makes a fresh one. Objects that would
+  // outlive the context (libraries, memory pools, VMM handles) are released
+  // too. Afterwards every handle and device pointer issued before is invalid
+  // and must never be passed in again, not even to free it; each thread must
+  // call BindThread() again before its next call. The caller guarantees that
+  // no other method runs while this one does. On failure the context stays
+  // unusable and the reset may be retried.
+  virtual absl::Status ResetContext() = 0;
 
   // Device description: name, UUID, memory, every attribute, priorities.
   virtual absl::StatusOr<wire::DeviceInfo> GetDeviceInfo() = 0;

@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "wooly/server/client_session.h"
 #include "wooly/server/gpu_backend.h"
+#include "wooly/server/shared_context.h"
 
 namespace grpc {
 class Server;
@@ -63,6 +64,8 @@ struct StatusSnapshot {
   std::string admin_address;
   int64_t uptime_seconds = 0;
   std::vector<ClientStatus> clients;  // clients past Hello, by id
+  // Times the shared GPU context was reset after a sticky error.
+  uint64_t context_resets = 0;
 };
 
 namespace internal {
@@ -105,6 +108,8 @@ class Server {
   bool WaitForSessionCount(size_t count, absl::Duration timeout) const;
   const wire::DeviceInfo& device_info() const { return env_.device; }
   GpuBackend* backend() const { return backend_.get(); }
+  // The shared context's guard (fault recovery); null before Start succeeds.
+  SharedContext* context() const { return context_.get(); }
 
  private:
   friend class internal::AdminService;
@@ -137,6 +142,7 @@ class Server {
 
   const ServerOptions options_;
   std::unique_ptr<GpuBackend> backend_;
+  std::unique_ptr<SharedContext> context_;  // set by Init, before any session
   std::atomic<uint64_t> next_handle_id_{0x100};
   std::atomic<uint64_t> next_client_id_{1};
   SessionEnv env_;

@@ -22,11 +22,26 @@
 // fetched and again at launch); a `global` line reserves a zeroed device
 // variable of that size. Libraries use the same format.
 //
-// Thread safety: every method may be called from any thread at once. Kernels
-// run without the backend's lock held; their `host` translator is safe to call.
+// Sticky errors: a kernel that fails with a sticky result (a fault such as
+// CUDA_ERROR_ILLEGAL_ADDRESS; see IsStickyContextError) loses the fake
+// context as a GPU fault loses a real one: from then on every method of
+// fake_backend.cc fails with that result until ResetContext, which frees
+// everything (memory, streams, events, modules, libraries, graphs, pools,
+// VMM objects, limits) and starts afresh. Addresses and handles are never
+// reused, so a stale one from before a reset is always unknown afterwards.
+// (The graph and memory-extension methods do not check the sticky state;
+// woolyd never calls them in a lost context.) InjectStickyError simulates a
+// fault that surfaces asynchronously, in whichever call comes next.
+//
+// Thread safety: every method may be called from any thread at once, except
+// ResetContext, which must run alone (as GpuBackend requires). Kernels run
+// without the backend's lock held; their `host` translator is safe to call.
 #ifndef WOOLY_FAKE_FAKE_BACKEND_H_
 #define WOOLY_FAKE_FAKE_BACKEND_H_
 
+#include <cuda.h>
+
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -117,9 +132,17 @@ class FakeBackend : public server::GpuBackend {
   // Host memory behind a device range, as a kernel's `host` would give it;
   // nullptr when out of bounds. For tests.
   void* HostPointer(server::DevPtr ptr, uint64_t bytes);
+  // Loses the context with `result` (a sticky CUresult) as if a kernel had
+  // faulted; the next call sees it. For tests.
+  void InjectStickyError(CUresult result);
+  // The sticky result the context is lost to; CUDA_SUCCESS while usable.
+  CUresult sticky_error() const;
+  // Successful ResetContext calls.
+  uint64_t context_resets() const;
 
   std::string Name() const override { return "fake"; }
   absl::Status BindThread() override { return absl::OkStatus(); }
+  absl::Status ResetContext() override;
   absl::StatusOr<wire::DeviceInfo> GetDeviceInfo() override;
   absl::StatusOr<server::MemInfo> MemGetInfo() override;
 
@@ -225,7 +248,7 @@ class FakeBackend : public server::GpuBackend {
   absl::Status EventQuery(server::Handle event) override;
   absl::StatusOr<float> EventElapsedTime(server::Handle start, server::Handle end) override;
   absl::Status EventDestroy(server::Handle event) override;
-  absl::Status CtxSynchronize() override { return absl::OkStatus(); }
+  absl::Status CtxSynchronize() override { return StickyStatus(); }
 
   // Stream capture and graphs (fake_graphs.cc). Work enqueued on a capturing
   // stream becomes graph nodes instead of running: kernel launches, memsets
@@ -299,6 +322,10 @@ class FakeBackend : public server::GpuBackend {
   };
 
   server::Handle NewHandle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_handle_++; }
+  // The sticky error every call returns once the context is lost; OK before.
+  absl::Status StickyStatus() const;
+  // Loses the context to `result` when it is sticky (keeps the first one).
+  void NoteKernelResult(const absl::Status& status);
   absl::Status CheckStream(server::Handle stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Host bytes behind [ptr, ptr + bytes) inside one block, allocating them on
   // first touch. Errors: INVALID_VALUE out of bounds, OUT_OF_MEMORY when the
@@ -317,6 +344,11 @@ class FakeBackend : public server::GpuBackend {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const FakeBackendOptions options_;
+
+  // The CUresult the context is lost to (CUDA_SUCCESS while usable). Atomic
+  // so that the check every method starts with takes no lock.
+  std::atomic<int> sticky_{CUDA_SUCCESS};
+  std::atomic<uint64_t> resets_{0};
 
   mutable absl::Mutex mu_;
   server::Handle next_handle_ ABSL_GUARDED_BY(mu_) = 0x1000;
