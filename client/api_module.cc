@@ -48,6 +48,19 @@ CUresult FileImage(const char* path, std::vector<uint8_t>* bytes, ImageSpan* spa
   return CUDA_SUCCESS;
 }
 
+// Load options are not sent to woolyd (its driver loads with defaults), so
+// only the option arrays are checked: libcudart passes library options
+// without a value array.
+CUresult CheckLoadOptions(unsigned num_jit, const CUjit_option* jit, unsigned num_lib,
+                          const CUlibraryOption* lib) {
+  if (num_jit > 0 && jit == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (num_lib > 0 && lib == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  for (unsigned i = 0; i < num_lib; ++i) {
+    WLOG_DEBUG("library load option %d ignored", static_cast<int>(lib[i]));
+  }
+  return CUDA_SUCCESS;
+}
+
 CUresult MemoryImage(const void* image, ImageSpan* span) {
   if (image == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (!DetermineImage(image, span)) return CUDA_ERROR_INVALID_IMAGE;
@@ -442,11 +455,10 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryLoadData(CUlibrary* library, const void* 
   WOOLY_API_BODY({
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     if (library == nullptr) return CUDA_ERROR_INVALID_VALUE;
-    if (numJitOptions > 0 && (jitOptions == nullptr || jitOptionsValues == nullptr)) {
-      return CUDA_ERROR_INVALID_VALUE;
-    }
-    if (numLibraryOptions > 0 && (libraryOptions == nullptr || libraryOptionValues == nullptr)) {
-      return CUDA_ERROR_INVALID_VALUE;
+    if (CUresult r = CheckLoadOptions(numJitOptions, jitOptions, numLibraryOptions,
+                                      libraryOptions);
+        r != CUDA_SUCCESS) {
+      return r;
     }
     ImageSpan span;
     if (CUresult r = MemoryImage(code, &span); r != CUDA_SUCCESS) return r;
@@ -467,11 +479,10 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryLoadFromFile(
   WOOLY_API_BODY({
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     if (library == nullptr) return CUDA_ERROR_INVALID_VALUE;
-    if (numJitOptions > 0 && (jitOptions == nullptr || jitOptionsValues == nullptr)) {
-      return CUDA_ERROR_INVALID_VALUE;
-    }
-    if (numLibraryOptions > 0 && (libraryOptions == nullptr || libraryOptionValues == nullptr)) {
-      return CUDA_ERROR_INVALID_VALUE;
+    if (CUresult r = CheckLoadOptions(numJitOptions, jitOptions, numLibraryOptions,
+                                      libraryOptions);
+        r != CUDA_SUCCESS) {
+      return r;
     }
     std::vector<uint8_t> bytes;
     ImageSpan span;
