@@ -384,7 +384,10 @@ CUresult WritePointerAttribute(const PointerInfo& info, uint64_t ptr, CUpointer_
       // channel; until then only copies reach it.
       return put(known, CUdeviceptr{ptr}, CUdeviceptr{0});
     case CU_POINTER_ATTRIBUTE_HOST_POINTER:
-      return put(host, reinterpret_cast<void*>(ptr), static_cast<void*>(nullptr));
+      // Memory the driver does not know is plain host memory: in the lenient
+      // batch query the real driver reports its host pointer as itself.
+      return put(host || (!known && lenient), reinterpret_cast<void*>(ptr),
+                 static_cast<void*>(nullptr));
     case CU_POINTER_ATTRIBUTE_P2P_TOKENS:
       return CUDA_ERROR_NOT_SUPPORTED;  // the nv-p2p kernel interface is the server's
     case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS:
