@@ -16,38 +16,6 @@
 namespace wooly::client {
 namespace {
 
-// Like wire::WriteFrame, but with MSG_NOSIGNAL: a server that went away must
-// turn into an error code, never into a SIGPIPE that kills the application.
-bool SendFrame(int fd, uint16_t op, uint32_t seq, const void* body, size_t body_len,
-               const void* tail, size_t tail_len) {
-  wire::FrameHeader h{wire::kMagic, op, 0, static_cast<uint32_t>(body_len + tail_len), seq};
-  iovec iov[3] = {
-      {&h, sizeof(h)}, {const_cast<void*>(body), body_len}, {const_cast<void*>(tail), tail_len}};
-  int idx = 0;
-  int cnt = 3;
-  while (cnt > 0) {
-    msghdr msg{};
-    msg.msg_iov = iov + idx;
-    msg.msg_iovlen = static_cast<size_t>(cnt);
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    size_t left = static_cast<size_t>(n);
-    while (cnt > 0 && left >= iov[idx].iov_len) {
-      left -= iov[idx].iov_len;
-      ++idx;
-      --cnt;
-    }
-    if (cnt > 0) {
-      iov[idx].iov_base = static_cast<char*>(iov[idx].iov_base) + left;
-      iov[idx].iov_len -= left;
-    }
-  }
-  return true;
-}
-
 std::string ProgramName() {
   // Plain read(2): iostreams would pull libstdc++'s locale machinery into
   // the library for one line of text.
@@ -207,7 +175,8 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
                body.size() + tail_len);
     return CUDA_ERROR_INVALID_VALUE;
   }
-  if (!SendFrame(fd_, op_code, seq, body.data().data(), body.size(), tail, tail_len)) {
+  // WriteFrame uses MSG_NOSIGNAL: a vanished server is an error, not a SIGPIPE.
+  if (!wire::WriteFrame(fd_, op_code, seq, body.data().data(), body.size(), tail, tail_len)) {
     BreakLocked(std::strerror(errno));
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
