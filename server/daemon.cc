@@ -1,14 +1,26 @@
 #include "wooly/server/daemon.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <initializer_list>
+#include <map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 #include "wooly/proto/defaults.h"
@@ -42,12 +54,254 @@ bool WriteReadyFile(const std::string& path, const Server& server) {
     if (!out) return false;
     for (const std::string& a : server.listen_addresses()) out << "listen " << a << "\n";
     if (!server.admin_address().empty()) out << "admin " << server.admin_address() << "\n";
+    out << "pid " << ::getpid() << "\n";
     if (!out.flush()) return false;
   }
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+void FlushOutput() {
+  if (auto logger = spdlog::default_logger()) logger->flush();
+  std::fflush(stdout);
+  std::fflush(stderr);
+}
+
+// A signal set of `signals`.
+sigset_t SignalSet(std::initializer_list<int> signals) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : signals) sigaddset(&set, s);
+  return set;
+}
+
+// Runs the server in this process until SIGINT/SIGTERM (returns 0) or until
+// its context is lost for good (exits with kExitContextLost at once). The
+// stop signals and SIGUSR1 must be blocked in every thread (the caller
+// blocks them before this starts any thread).
+int RunServer(const DaemonFlags& flags, const std::string& program,
+              const BackendFactory& make_backend, const std::map<std::string, int>& bound) {
+  absl::StatusOr<std::unique_ptr<GpuBackend>> backend = make_backend(flags.device);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "%s: no usable GPU: %s\n", program.c_str(),
+                 std::string(backend.status().message()).c_str());
+    return 1;
+  }
+  ServerOptions options;
+  options.listen = flags.listen;
+  options.admin = flags.admin;
+  options.bound_listeners = bound;
+  // The server thread that finds the context lost for good wakes this one,
+  // which shuts the server down (that joins the server threads).
+  const pthread_t main_thread = ::pthread_self();
+  options.on_context_unrecoverable = [main_thread](CUresult) {
+    ::pthread_kill(main_thread, SIGUSR1);
+  };
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(*backend));
+  if (!server.ok()) {
+    std::fprintf(stderr, "%s: cannot start: %s\n", program.c_str(),
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  if (!flags.ready_file.empty() && !WriteReadyFile(flags.ready_file, **server)) {
+    spdlog::error("cannot write the ready file {}", flags.ready_file);
+    (*server)->Shutdown();
+    return 1;
+  }
+  const sigset_t wait_for = SignalSet({SIGINT, SIGTERM, SIGUSR1});
+  int signal_number = 0;
+  bool stop_requested = false;
+  for (;;) {
+    if (sigwait(&wait_for, &signal_number) != 0) continue;
+    if (signal_number != SIGUSR1) {
+      stop_requested = true;
+      break;
+    }
+    if ((*server)->context_unrecoverable()) break;
+    // Otherwise a stray SIGUSR1: keep serving.
+  }
+  if (stop_requested) {
+    spdlog::info("received signal {}; shutting down", signal_number);
+  } else {
+    spdlog::info(
+        "shutting down: answering the commands in flight, closing every session, then exiting "
+        "with status {} for a new process to serve",
+        kExitContextLost);
+    if (!flags.ready_file.empty()) ::unlink(flags.ready_file.c_str());  // not serving any more
+  }
+  (*server)->Shutdown();
+  if (!(*server)->context_unrecoverable()) return 0;
+  // The backend is not destroyed: the driver cannot be trusted to tear down
+  // a faulted context, and the process ends anyway.
+  (void)server->release();
+  FlushOutput();
+  ::_exit(stop_requested ? 0 : kExitContextLost);
+}
+
+// Waits for `worker` to exit and returns its wait status, forwarding SIGINT
+// and SIGTERM to it (*stop_requested is then set). SIGINT, SIGTERM and
+// SIGCHLD must be blocked.
+int WaitForWorker(pid_t worker, bool* stop_requested) {
+  const sigset_t wait_for = SignalSet({SIGINT, SIGTERM, SIGCHLD});
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(worker, &status, WNOHANG);
+    if (r == worker) return status;
+    if (r < 0 && errno != EINTR) {
+      spdlog::error("waiting for worker pid {}: {}", worker, std::strerror(errno));
+      return W_EXITCODE(1, 0);
+    }
+    // SIGCHLD ends the wait; the timeout only guards against a lost one.
+    const timespec timeout{1, 0};
+    const int sig = ::sigtimedwait(&wait_for, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      if (!*stop_requested) {
+        spdlog::info("received signal {}; stopping worker pid {}", sig, worker);
+      }
+      *stop_requested = true;
+      ::kill(worker, sig);
+    }
+  }
+}
+
+// Sleeps for `delay` unless SIGINT or SIGTERM comes first (true then).
+bool StopRequestedWithin(absl::Duration delay) {
+  const sigset_t wait_for = SignalSet({SIGINT, SIGTERM});
+  const absl::Time deadline = absl::Now() + delay;
+  for (;;) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    const timespec timeout = absl::ToTimespec(left);
+    const int sig = ::sigtimedwait(&wait_for, nullptr, &timeout);
+    if (sig == SIGINT || sig == SIGTERM) {
+      spdlog::info("received signal {}; not starting another worker", sig);
+      return true;
+    }
+  }
+}
+
+// The supervisor: binds the session sockets, then runs workers on them
+// (RunDaemon). Creates no thread and never touches the GPU, so forking is
+// safe.
+int Supervise(const DaemonFlags& flags, const std::string& program,
+              const BackendFactory& make_backend) {
+  const ServerOptions defaults;
+  std::vector<BoundSocket> sockets;
+  std::map<std::string, int> bound;
+  auto close_sockets = [&sockets] {
+    for (BoundSocket& s : sockets) CloseBoundSocket(&s);
+  };
+  for (const std::string& endpoint : flags.listen) {
+    absl::StatusOr<BoundSocket> s =
+        BindSessionSocket(endpoint, defaults.socket_mode, defaults.socket_dir_mode);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s: cannot start: %s\n", program.c_str(),
+                   std::string(s.status().message()).c_str());
+      close_sockets();
+      return 1;
+    }
+    sockets.push_back(std::move(*s));
+    if (!bound.emplace(endpoint, sockets.back().fd).second) {
+      std::fprintf(stderr, "%s: cannot start: --listen %s is given twice\n", program.c_str(),
+                   endpoint.c_str());
+      close_sockets();
+      return 1;
+    }
+  }
+  const pid_t supervisor = ::getpid();
+  RestartPolicy policy;
+  int restarts = 0;
+  int code = 0;
+  for (;;) {
+    if (!flags.ready_file.empty()) ::unlink(flags.ready_file.c_str());
+    FlushOutput();
+    const pid_t worker = ::fork();
+    if (worker < 0) {
+      std::fprintf(stderr, "%s: cannot start: fork: %s\n", program.c_str(), std::strerror(errno));
+      code = 1;
+      break;
+    }
+    if (worker == 0) {
+      // The worker ends with its supervisor, however that ends.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != supervisor) ::_exit(1);
+      const sigset_t child = SignalSet({SIGCHLD});
+      pthread_sigmask(SIG_UNBLOCK, &child, nullptr);
+      const int rc = RunServer(flags, program, make_backend, bound);
+      FlushOutput();
+      std::exit(rc);
+    }
+    if (restarts == 0) {
+      spdlog::debug("supervisor pid {}: worker pid {} started", supervisor, worker);
+    } else {
+      spdlog::info("worker pid {} started (restart {})", worker, restarts);
+    }
+    bool stop_requested = false;
+    const int status = WaitForWorker(worker, &stop_requested);
+    if (WIFSIGNALED(status)) {
+      spdlog::error("worker pid {} was killed by signal {}", worker, WTERMSIG(status));
+      code = 128 + WTERMSIG(status);
+      break;
+    }
+    const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (rc != kExitContextLost) {
+      code = rc;  // its reason, if any, is already printed
+      break;
+    }
+    if (stop_requested) {  // the stop was asked for; the loss does not matter
+      code = 0;
+      break;
+    }
+    const RestartPolicy::Decision decision = policy.OnWorkerLost(absl::Now());
+    if (decision.give_up) {
+      std::fprintf(stderr,
+                   "%s: giving up: worker pid %d lost the shared GPU context again after %d "
+                   "restarts within %d minutes\n",
+                   program.c_str(), static_cast<int>(worker), policy.recent_restarts(),
+                   static_cast<int>(absl::ToInt64Minutes(RestartPolicy::kGiveUpWindow)));
+      code = kExitContextLost;
+      break;
+    }
+    ++restarts;
+    if (decision.delay > absl::ZeroDuration()) {
+      spdlog::warn(
+          "worker pid {} exited: the shared GPU context was lost and could not be reset "
+          "in-process; starting a new worker in {} ({} restarts within {} minutes)",
+          worker, absl::FormatDuration(decision.delay), policy.recent_restarts(),
+          absl::ToInt64Minutes(RestartPolicy::kGiveUpWindow));
+      if (StopRequestedWithin(decision.delay)) {
+        code = 0;
+        break;
+      }
+    } else {
+      spdlog::warn(
+          "worker pid {} exited: the shared GPU context was lost and could not be reset "
+          "in-process; starting a new worker",
+          worker);
+    }
+  }
+  close_sockets();
+  return code;
+}
+
 }  // namespace
+
+RestartPolicy::Decision RestartPolicy::OnWorkerLost(absl::Time now) {
+  while (!restarts_.empty() && now - restarts_.front() >= kGiveUpWindow) restarts_.pop_front();
+  Decision d;
+  if (static_cast<int>(restarts_.size()) >= kMaxRestarts) {
+    d.give_up = true;
+    return d;
+  }
+  const int in_free_window = static_cast<int>(std::count_if(
+      restarts_.begin(), restarts_.end(), [&](absl::Time t) { return now - t < kFreeWindow; }));
+  if (in_free_window >= kFreeRestarts) {
+    d.delay = kFirstDelay;
+    for (int i = kFreeRestarts; i < in_free_window && d.delay < kMaxDelay; ++i) d.delay *= 2;
+    d.delay = std::min(d.delay, kMaxDelay);
+  }
+  restarts_.push_back(now);
+  return d;
+}
 
 std::string DaemonUsage(const std::string& program) {
   return absl::StrCat(
@@ -64,6 +318,9 @@ std::string DaemonUsage(const std::string& program) {
       "  --device N          GPU ordinal (default 0)\n"
       "  --log-level LEVEL   trace|debug|info|warn|error (default info)\n"
       "  --ready-file PATH   write the bound endpoints to PATH once serving\n"
+      "  --no-supervisor     serve in this process; by default a supervisor runs the\n"
+      "                      server in a worker process and restarts it when the GPU\n"
+      "                      context is lost\n"
       "  --version           print the version and exit\n"
       "  --help              print this help and exit\n");
 }
@@ -79,6 +336,10 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
     }
     if (arg == "--help" || arg == "-h") {
       flags.help = true;
+      continue;
+    }
+    if (arg == "--no-supervisor") {
+      flags.supervise = false;
       continue;
     }
     if (!absl::StartsWith(arg, "--")) {
@@ -174,39 +435,19 @@ int RunDaemon(int argc, char** argv, const std::string& program,
   logger->set_level(level);
   spdlog::set_default_logger(logger);
 
-  // Signals are taken synchronously by this thread; block them before any
-  // other thread exists so none of those receives them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Signals are taken synchronously (sigwait); block them before any other
+  // thread exists so none of those receives them. SIGUSR1 is the server's
+  // own "context lost for good" wake-up (RunServer); SIGCHLD the
+  // supervisor's.
+  const sigset_t blocked = SignalSet({SIGINT, SIGTERM, SIGUSR1, SIGCHLD});
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
 
-  absl::StatusOr<std::unique_ptr<GpuBackend>> backend = make_backend(flags->device);
-  if (!backend.ok()) {
-    std::fprintf(stderr, "%s: no usable GPU: %s\n", program.c_str(),
-                 std::string(backend.status().message()).c_str());
-    return 1;
+  if (!flags->supervise) {
+    const sigset_t child = SignalSet({SIGCHLD});
+    pthread_sigmask(SIG_UNBLOCK, &child, nullptr);
+    return RunServer(*flags, program, make_backend, {});
   }
-  ServerOptions options;
-  options.listen = flags->listen;
-  options.admin = flags->admin;
-  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(*backend));
-  if (!server.ok()) {
-    std::fprintf(stderr, "%s: cannot start: %s\n", program.c_str(),
-                 std::string(server.status().message()).c_str());
-    return 1;
-  }
-  if (!flags->ready_file.empty() && !WriteReadyFile(flags->ready_file, **server)) {
-    spdlog::error("cannot write the ready file {}", flags->ready_file);
-    (*server)->Shutdown();
-    return 1;
-  }
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  spdlog::info("received signal {}; shutting down", signal_number);
-  (*server)->Shutdown();
-  return 0;
+  return Supervise(*flags, program, make_backend);
 }
 
 }  // namespace wooly::server

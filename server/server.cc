@@ -3,8 +3,11 @@
 #include <arpa/inet.h>
 #include <cuda.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -12,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <system_error>
@@ -128,6 +132,62 @@ std::string PeerOf(int fd, bool is_unix) {
   return absl::StrCat("[", host, "]:", ntohs(in6->sin6_port));
 }
 
+constexpr int kListenBacklog = 128;
+
+// Binds a unix stream socket at `path` under a restrictive umask (so the file
+// is never briefly open to all), replacing a stale file, then gives it `mode`.
+int BindUnix(const std::string& path, uint32_t mode, std::string* error) {
+  sockaddr_un sa{};
+  if (path.size() >= sizeof(sa.sun_path)) {
+    *error = absl::StrCat("unix socket path too long (", path.size(), " bytes): ", path);
+    return -1;
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = absl::StrCat("socket: ", std::strerror(errno));
+    return -1;
+  }
+  ::unlink(path.c_str());
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+  const mode_t old = ::umask(0177);
+  const int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  ::umask(old);
+  if (rc != 0 || ::chmod(path.c_str(), mode) != 0) {
+    *error = absl::StrCat(rc != 0 ? "bind " : "chmod ", path, ": ", std::strerror(errno));
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int BindTcp(const std::string& host, uint16_t port, std::string* error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  const std::string port_text = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res); rc != 0) {
+    *error = absl::StrCat("resolve ", host, ": ", gai_strerror(rc));
+    return -1;
+  }
+  int fd = -1;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+    *error = absl::StrCat("bind ", host, ":", port_text, ": ", std::strerror(errno));
+    ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0 && error->empty()) *error = absl::StrCat("no address for ", host);
+  return fd;
+}
+
 uint16_t BoundPort(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
@@ -144,10 +204,47 @@ std::string FormatGpuUuid(const uint8_t u[16]) {
                          u[12], u[13], u[14], u[15]);
 }
 
+absl::StatusOr<BoundSocket> BindSessionSocket(const std::string& endpoint, uint32_t socket_mode,
+                                              uint32_t socket_dir_mode) {
+  wire::Endpoint ep;
+  std::string error;
+  if (!ParseListenEndpoint(endpoint, &ep, &error)) return absl::InvalidArgumentError(error);
+  BoundSocket bound;
+  bound.endpoint = endpoint;
+  if (ep.is_unix) {
+    if (absl::Status s = EnsureDirectory(ParentDir(ep.path), socket_dir_mode); !s.ok()) return s;
+    if (absl::Status s = CheckUnixSocketFree(ep.path); !s.ok()) return s;
+    bound.fd = BindUnix(ep.path, socket_mode, &error);
+    bound.path = ep.path;
+  } else {
+    bound.fd = BindTcp(ep.host, ep.port, &error);
+  }
+  if (bound.fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", endpoint, ": ", error));
+  }
+  if (!bound.path.empty()) bound.inode = InodeOf(bound.path);
+  return bound;
+}
+
+void CloseBoundSocket(BoundSocket* socket) {
+  if (socket->fd >= 0) ::close(socket->fd);
+  socket->fd = -1;
+  if (!socket->path.empty() && InodeOf(socket->path) == socket->inode) {
+    ::unlink(socket->path.c_str());
+  }
+  socket->path.clear();
+}
+
 Server::Server(ServerOptions options, std::unique_ptr<GpuBackend> backend)
     : options_(std::move(options)), backend_(std::move(backend)) {}
 
-Server::~Server() { Shutdown(); }
+Server::~Server() {
+  Shutdown();
+  for (int& fd : wake_pipe_) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+}
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options,
                                                       std::unique_ptr<GpuBackend> backend) {
@@ -172,7 +269,8 @@ absl::Status Server::Init() {
                  info->attributes.size(), static_cast<int>(CU_DEVICE_ATTRIBUTE_MAX));
     info->attributes.resize(CU_DEVICE_ATTRIBUTE_MAX, 0);
   }
-  context_ = std::make_unique<SharedContext>(backend_.get());
+  context_ = std::make_unique<SharedContext>(
+      backend_.get(), [this](CUresult fault) { OnContextUnrecoverable(fault); });
   env_.backend = backend_.get();
   env_.context = context_.get();
   env_.device = std::move(*info);
@@ -181,6 +279,9 @@ absl::Status Server::Init() {
   env_.clock = options_.clock ? options_.clock : [] { return absl::Now(); };
   started_at_ = env_.clock();
 
+  if (::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
   for (const std::string& text : options_.listen) {
     if (absl::Status s = StartListener(text); !s.ok()) return s;
   }
@@ -200,22 +301,33 @@ absl::Status Server::StartListener(const std::string& text) {
   if (!ParseListenEndpoint(text, &ep, &error)) return absl::InvalidArgumentError(error);
   auto listener = std::make_unique<Listener>();
   listener->is_unix = ep.is_unix;
-  if (ep.is_unix) {
-    if (absl::Status s = EnsureDirectory(ParentDir(ep.path), options_.socket_dir_mode); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = CheckUnixSocketFree(ep.path); !s.ok()) return s;
-  }
-  listener->fd = wire::Listen(ep, options_.socket_mode, &error);
-  if (listener->fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", text, ": ", error));
-  }
-  if (ep.is_unix) {
-    listener->path = ep.path;
-    listener->inode = InodeOf(ep.path);
+  if (auto it = options_.bound_listeners.find(text); it != options_.bound_listeners.end()) {
+    // Bound by someone else (woolyd's supervisor), who keeps its file.
+    listener->fd = it->second;
+    adopted_fds_.push_back(it->second);
   } else {
-    ep.port = BoundPort(listener->fd);
+    absl::StatusOr<BoundSocket> bound =
+        BindSessionSocket(text, options_.socket_mode, options_.socket_dir_mode);
+    if (!bound.ok()) return bound.status();
+    listener->fd = bound->fd;
+    listener->path = bound->path;
+    listener->inode = bound->inode;
   }
+  // Only now do connections get through: a bound socket refuses them, so
+  // nobody takes a server that is still starting (or failing) for a live one.
+  // On a shared socket that already listens this only restates the backlog.
+  // Non-blocking: another process may take a connection between poll and
+  // accept.
+  if (::listen(listener->fd, kListenBacklog) != 0 ||
+      ::fcntl(listener->fd, F_SETFL, ::fcntl(listener->fd, F_GETFL) | O_NONBLOCK) != 0) {
+    const std::string reason = std::strerror(errno);
+    if (!listener->path.empty()) {
+      ::close(listener->fd);
+      if (InodeOf(listener->path) == listener->inode) ::unlink(listener->path.c_str());
+    }
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", text, ": ", reason));
+  }
+  if (!ep.is_unix) ep.port = BoundPort(listener->fd);
   listen_addresses_.push_back(wire::FormatEndpoint(ep));
   spdlog::info("listening on {}", listen_addresses_.back());
   Listener* l = listener.get();
@@ -268,13 +380,42 @@ absl::Status Server::StartGrpc() {
   return absl::OkStatus();
 }
 
+void Server::WakeAcceptLoops() {
+  const char byte = 1;
+  // Never drained: the pipe stays readable, so every loop sees it.
+  ssize_t ignored = ::write(wake_pipe_[1], &byte, 1);
+  (void)ignored;
+}
+
+void Server::OnContextUnrecoverable(CUresult fault) {
+  if (context_unrecoverable_.exchange(true)) return;
+  // Connections not yet accepted stay queued: on a listener shared with
+  // woolyd's supervisor the next worker serves them.
+  draining_.store(true);
+  WakeAcceptLoops();
+  spdlog::error(
+      "the shared GPU context is lost ({}) beyond an in-process reset: no longer "
+      "accepting connections; this process must exit and be restarted",
+      CuResultName(fault));
+  if (options_.on_context_unrecoverable) options_.on_context_unrecoverable(fault);
+}
+
 void Server::AcceptLoop(Listener* listener) {
   const std::string transport = listener->is_unix ? "unix" : "tcp";
-  while (!stopping_.load()) {
+  while (!stopping_.load() && !draining_.load()) {
+    pollfd fds[2] = {{listener->fd, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("poll on {}: {}; listener stopped", transport, std::strerror(errno));
+      break;
+    }
+    if (fds[1].revents != 0 || stopping_.load() || draining_.load()) break;
     const int fd = ::accept4(listener->fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
       if (stopping_.load()) break;
-      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN || errno == EWOULDBLOCK) {
+        continue;
+      }
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         spdlog::error("accept on {}: {}; retrying", transport, std::strerror(errno));
         std::this_thread::sleep_for(std::chrono::milliseconds(100));  // back off, not a test wait
@@ -283,7 +424,7 @@ void Server::AcceptLoop(Listener* listener) {
       spdlog::error("accept on {}: {}; listener stopped", transport, std::strerror(errno));
       break;
     }
-    if (stopping_.load()) {
+    if (stopping_.load() || draining_.load()) {
       ::close(fd);
       break;
     }
@@ -395,24 +536,45 @@ void Server::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   stopping_.store(true);
+  if (wake_pipe_[1] >= 0) WakeAcceptLoops();
+  for (auto& l : listeners_) {
+    if (l->thread.joinable()) l->thread.join();
+    ::close(l->fd);
+    if (!l->path.empty() && InodeOf(l->path) == l->inode) ::unlink(l->path.c_str());
+  }
+  listeners_.clear();
+  // Descriptors handed over for listeners that never started.
+  for (const auto& [text, fd] : options_.bound_listeners) {
+    if (std::find(adopted_fds_.begin(), adopted_fds_.end(), fd) == adopted_fds_.end()) {
+      ::close(fd);
+    }
+  }
   if (grpc_server_) {
     // Cancels open Commands streams at once; their handlers release sessions.
     grpc_server_->Shutdown(std::chrono::system_clock::now());
     grpc_server_->Wait();
     grpc_server_.reset();
   }
-  for (auto& l : listeners_) {
-    ::shutdown(l->fd, SHUT_RDWR);  // wakes accept()
-    if (l->thread.joinable()) l->thread.join();
-    ::close(l->fd);
-    if (!l->path.empty() && InodeOf(l->path) == l->inode) ::unlink(l->path.c_str());
-  }
-  listeners_.clear();
   if (!admin_unix_path_.empty()) ::unlink(admin_unix_path_.c_str());
   {
+    // Stop reading only: a reader waiting for the next command sees the end
+    // of its stream, while a command in progress still writes its reply
+    // (after a fault, that reply carries the sticky error).
     absl::MutexLock lock(&conn_mu_);
     for (auto& c : connections_) {
-      if (!c->done.load() && c->fd >= 0) ::shutdown(c->fd, SHUT_RDWR);  // wakes the reader
+      if (!c->done.load() && c->fd >= 0) ::shutdown(c->fd, SHUT_RD);
+    }
+    auto all_done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(conn_mu_) {
+      for (const auto& c : connections_) {
+        if (!c->done.load()) return false;
+      }
+      return true;
+    };
+    if (!conn_mu_.AwaitWithTimeout(absl::Condition(&all_done), options_.shutdown_grace)) {
+      // A client that does not read its reply must not hold up the stop.
+      for (auto& c : connections_) {
+        if (!c->done.load() && c->fd >= 0) ::shutdown(c->fd, SHUT_RDWR);
+      }
     }
   }
   // No accept loop runs any more, so the list only shrinks from here; join

@@ -21,8 +21,10 @@ thread_local ThreadBinding t_binding;
 
 }  // namespace
 
-SharedContext::SharedContext(GpuBackend* backend)
-    : backend_(backend), instance_(g_next_instance.fetch_add(1)) {}
+SharedContext::SharedContext(GpuBackend* backend, UnrecoverableCallback on_unrecoverable)
+    : backend_(backend),
+      on_unrecoverable_(std::move(on_unrecoverable)),
+      instance_(g_next_instance.fetch_add(1)) {}
 
 // ------------------------------------------------------------------- Access
 
@@ -94,38 +96,42 @@ bool SharedContext::Fault(uint64_t generation, CUresult result, const std::strin
 }
 
 void SharedContext::Recover(uint64_t generation) {
-  // Waits until no command is inside the context.
-  absl::MutexLock exclusive(&access_mu_);
   CUresult fault = CUDA_SUCCESS;
-  std::string who;
   {
+    // Waits until no command is inside the context.
+    absl::MutexLock exclusive(&access_mu_);
+    std::string who;
+    {
+      absl::MutexLock lock(&state_mu_);
+      // Already reset, or lost for good (a failed reset is not retried).
+      if (generation != generation_ || fault_ == CUDA_SUCCESS || unrecoverable_) return;
+      fault = fault_;
+      who = fault_who_;
+    }
+    const absl::Status s = backend_->ResetContext();
     absl::MutexLock lock(&state_mu_);
-    if (generation != generation_ || fault_ == CUDA_SUCCESS) return;  // already reset
-    fault = fault_;
-    who = fault_who_;
-  }
-  const absl::Status s = backend_->ResetContext();
-  absl::MutexLock lock(&state_mu_);
-  if (!s.ok()) {
-    ++failed_resets_;
+    if (s.ok()) {
+      lost_.push_back(fault);
+      ++generation_;
+      fault_ = CUDA_SUCCESS;
+      fault_who_.clear();
+      const size_t poisoned = bound_;
+      bound_ = 0;
+      ++resets_;
+      spdlog::warn(
+          "GPU context reset (reset #{}, after {} in {}): {} session(s) lost their GPU state and "
+          "keep getting {}; new sessions are served normally",
+          resets_, CuResultName(fault), who, poisoned, CuResultName(fault));
+      return;
+    }
+    unrecoverable_ = true;
     spdlog::error(
-        "resetting the GPU context after {} failed ({}): every command gets {} until a reset "
-        "succeeds; it is retried when a client connects (failed {} time(s); if this persists, "
-        "restart woolyd)",
-        CuResultName(fault), s.ToString(), CuResultName(fault), failed_resets_);
-    return;
+        "resetting the GPU context after {} failed ({}): the context cannot be recovered in this "
+        "process; every command and new session gets {} until the process is restarted",
+        CuResultName(fault), s.ToString(), CuResultName(fault));
   }
-  lost_.push_back(fault);
-  ++generation_;
-  fault_ = CUDA_SUCCESS;
-  fault_who_.clear();
-  const size_t poisoned = bound_;
-  bound_ = 0;
-  ++resets_;
-  spdlog::warn(
-      "GPU context reset (reset #{}, after {} in {}): {} session(s) lost their GPU state and "
-      "keep getting {}; new sessions are served normally",
-      resets_, CuResultName(fault), who, poisoned, CuResultName(fault));
+  // Outside the locks: the owner starts shutting the process down.
+  if (on_unrecoverable_) on_unrecoverable_(fault);
 }
 
 absl::Status SharedContext::EnsureUsable() {
@@ -133,12 +139,20 @@ absl::Status SharedContext::EnsureUsable() {
   {
     absl::MutexLock lock(&state_mu_);
     if (fault_ == CUDA_SUCCESS) return absl::OkStatus();
+    if (unrecoverable_) {
+      return CuError(fault_, "the shared GPU context is lost and could not be reset");
+    }
     generation = generation_;
   }
   Recover(generation);
   absl::MutexLock lock(&state_mu_);
   if (fault_ == CUDA_SUCCESS) return absl::OkStatus();
   return CuError(fault_, "the shared GPU context is unusable and could not be reset");
+}
+
+bool SharedContext::unrecoverable() const {
+  absl::ReaderMutexLock lock(&state_mu_);
+  return unrecoverable_;
 }
 
 void SharedContext::Bind(uint64_t generation) {

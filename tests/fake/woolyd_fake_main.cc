@@ -1,7 +1,12 @@
 // woolyd-fake: woolyd on the fake backend (host memory, CPU kernels), for CI
-// and integration tests. Same flags as woolyd; the fake's memory capacity
-// can be set with $WOOLY_FAKE_MEMORY_BYTES (default 16 GiB).
+// and integration tests. Same flags as woolyd. Environment:
+//   WOOLY_FAKE_MEMORY_BYTES  the fake's memory capacity (default 16 GiB)
+//   WOOLY_FAKE_RESET_FAILS=1 resetting a faulted context fails, as it does on
+//                            the real driver after a kernel fault, so the
+//                            worker exits with kExitContextLost and the
+//                            supervisor starts a new one (for tests)
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 
 #include "absl/strings/numbers.h"
@@ -12,6 +17,23 @@
 #include "wooly/fake/fake_kernels.h"
 #define WOOLY_HAVE_FAKE_KERNELS 1
 #endif
+
+namespace {
+
+// A fake whose context never comes back after a fault: ResetContext fails
+// with the sticky result, as cuDevicePrimaryCtxRetain does after a reset on
+// the real driver.
+class ResetFailsBackend : public wooly::fake::FakeBackend {
+ public:
+  using FakeBackend::FakeBackend;
+  absl::Status ResetContext() override {
+    const CUresult sticky = sticky_error();
+    return wooly::server::CuError(sticky != CUDA_SUCCESS ? sticky : CUDA_ERROR_UNKNOWN,
+                                  "cuDevicePrimaryCtxRetain (fake: WOOLY_FAKE_RESET_FAILS)");
+  }
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
 #ifdef WOOLY_HAVE_FAKE_KERNELS
@@ -30,6 +52,10 @@ int main(int argc, char** argv) {
             return absl::InvalidArgumentError("WOOLY_FAKE_MEMORY_BYTES must be a positive integer");
           }
           options.capacity_bytes = v;
+        }
+        if (const char* fails = std::getenv("WOOLY_FAKE_RESET_FAILS");
+            fails && std::strcmp(fails, "1") == 0) {
+          return std::make_unique<ResetFailsBackend>(std::move(options));
         }
         return std::make_unique<wooly::fake::FakeBackend>(std::move(options));
       });

@@ -175,6 +175,7 @@ class InFlightBackend : public FakeBackend {
     return r;
   }
   absl::Status ResetContext() override {
+    reset_attempts.fetch_add(1);
     if (in_flight.load() != 0) reset_while_busy.store(true);
     if (fail_resets.load() > 0) {
       fail_resets.fetch_sub(1);
@@ -185,6 +186,7 @@ class InFlightBackend : public FakeBackend {
   std::atomic<int> in_flight{0};
   std::atomic<bool> reset_while_busy{false};
   std::atomic<int> fail_resets{0};
+  std::atomic<int> reset_attempts{0};
   absl::Notification entered;
   absl::Notification* block = nullptr;
 };
@@ -232,25 +234,39 @@ TEST(SharedContextTest, AFaultPoisonsItsGenerationAndResets) {
   EXPECT_TRUE(context.EnsureUsable().ok());
 }
 
-TEST(SharedContextTest, AFailedResetIsRetriedByEnsureUsable) {
+// A failed reset is final (a real driver cannot bring the context back in
+// the process): the owner is told once, and nothing retries the reset.
+TEST(SharedContextTest, AFailedResetIsFinalAndReported) {
   InFlightBackend backend;
-  backend.fail_resets.store(2);
-  SharedContext context(&backend);
+  backend.fail_resets.store(1);
+  std::atomic<int> reported{0};
+  CUresult reported_fault = CUDA_SUCCESS;
+  SharedContext context(&backend, [&](CUresult fault) {
+    reported_fault = fault;
+    reported.fetch_add(1);
+  });
+  EXPECT_FALSE(context.unrecoverable());
   {
     SharedContext::Access a(&context, SharedContext::kUnbound);
     a.Observe(CUDA_ERROR_ILLEGAL_ADDRESS, Who);
   }
+  EXPECT_EQ(backend.reset_attempts.load(), 1);
+  EXPECT_EQ(reported.load(), 1);
+  EXPECT_EQ(reported_fault, CUDA_ERROR_ILLEGAL_ADDRESS);
+  EXPECT_TRUE(context.unrecoverable());
   EXPECT_EQ(context.resets(), 0u);
   EXPECT_TRUE(context.IsLost(0));
   {
     SharedContext::Access a(&context, SharedContext::kUnbound);  // nothing may run
     EXPECT_EQ(a.result(), CUDA_ERROR_ILLEGAL_ADDRESS);
   }
-  EXPECT_EQ(Code(context.EnsureUsable()), CUDA_ERROR_ILLEGAL_ADDRESS);  // fails again
-  EXPECT_TRUE(context.EnsureUsable().ok());                             // succeeds
-  EXPECT_EQ(context.resets(), 1u);
-  EXPECT_EQ(context.generation(), 1u);
-  EXPECT_EQ(context.LostResult(0), CUDA_ERROR_ILLEGAL_ADDRESS);
+  // A new session is refused without another attempt, even though this
+  // fake's next reset would succeed.
+  EXPECT_EQ(Code(context.EnsureUsable()), CUDA_ERROR_ILLEGAL_ADDRESS);
+  EXPECT_EQ(Code(context.EnsureUsable()), CUDA_ERROR_ILLEGAL_ADDRESS);
+  EXPECT_EQ(backend.reset_attempts.load(), 1);
+  EXPECT_EQ(reported.load(), 1);
+  EXPECT_EQ(context.generation(), 0u);
 }
 
 TEST(SharedContextTest, TheResetWaitsForBackendCallsInFlight) {
@@ -306,6 +322,10 @@ class ServerStickyTest : public ::testing::Test {
     ServerOptions options;
     options.listen = {"unix:" + dir_ + "/woolyd.sock"};
     options.admin = "unix:" + dir_ + "/admin.sock";
+    options.on_context_unrecoverable = [this](CUresult fault) {
+      unrecoverable_fault_ = fault;
+      unrecoverable_.Notify();  // a second call would abort the test
+    };
     auto backend = std::make_unique<StickyTestBackend>();
     fake_ = backend.get();
     absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(backend));
@@ -365,6 +385,8 @@ class ServerStickyTest : public ::testing::Test {
   }
 
   std::string dir_;
+  absl::Notification unrecoverable_;
+  CUresult unrecoverable_fault_ = CUDA_SUCCESS;
   StickyTestBackend* fake_ = nullptr;  // owned by server_
   std::unique_ptr<Server> server_;
   std::string endpoint_;
@@ -514,28 +536,61 @@ TEST_F(ServerStickyTest, AFaultSeenDuringCleanupResetsTheContext) {
   ExpectNewClientWorks("tenant-c");
 }
 
-// When the reset itself fails, everyone keeps getting the sticky error and
-// new clients are refused with it; the next client to connect retries.
-TEST_F(ServerStickyTest, AFailedResetIsRetriedWhenAClientConnects) {
-  fake_->fail_resets.store(2);
+// When the reset itself fails (as it does on the real driver), the context
+// is lost for good in this process: everyone keeps getting the sticky error,
+// the server stops accepting and tells its owner that the process must exit
+// (woolyd then exits with kExitContextLost; server_supervisor_test.cc).
+// Shutting down still delivers the replies of commands in flight.
+TEST_F(ServerStickyTest, AFailedResetMakesTheServerAskToExit) {
+  fake_->fail_resets.store(1);
+  std::unique_ptr<TestClient> a = Hello("tenant-a");
+  std::unique_ptr<TestClient> b = Hello("tenant-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  uint64_t fault = 0, invalid = 0, fill = 0;
+  ASSERT_TRUE(LoadKernels(*a, &fault, &invalid, &fill));
+  uint64_t pb = 0;
+  ASSERT_EQ(b->MemAlloc(64, &pb), CUDA_SUCCESS);
+  // As woolyd does: the owner shuts the server down as soon as it is told,
+  // racing with the faulting command's reply, which must still arrive.
+  std::thread owner([this] {
+    unrecoverable_.WaitForNotification();
+    server_->Shutdown();
+  });
+  EXPECT_EQ(a->Launch(fault, 1, 1, {}), CUDA_ERROR_ILLEGAL_ADDRESS);  // the reset fails
+  owner.join();
+  EXPECT_EQ(unrecoverable_fault_, CUDA_ERROR_ILLEGAL_ADDRESS);
+  EXPECT_TRUE(server_->context_unrecoverable());
+  EXPECT_TRUE(server_->context()->unrecoverable());
+  EXPECT_EQ(server_->context()->resets(), 0u);
+  EXPECT_EQ(fake_->reset_attempts.load(), 1);  // never retried
+  // Every session is closed; nothing was released into the lost context.
+  EXPECT_EQ(server_->session_count(), 0u);
+  EXPECT_TRUE(a->ServerClosed());
+  EXPECT_TRUE(b->ServerClosed());
+  EXPECT_EQ(fake_->frees.load(), 0);
+  EXPECT_EQ(fake_->stream_destroys.load(), 0);
+}
+
+// Until its owner shuts it down, a server whose context is lost for good
+// answers without the GPU and refuses new work.
+TEST_F(ServerStickyTest, AfterAFailedResetNothingTouchesTheGpu) {
+  fake_->fail_resets.store(1);
   std::unique_ptr<TestClient> a = Hello("tenant-a");
   ASSERT_NE(a, nullptr);
   uint64_t fault = 0, invalid = 0, fill = 0;
   ASSERT_TRUE(LoadKernels(*a, &fault, &invalid, &fill));
-  EXPECT_EQ(a->Launch(fault, 1, 1, {}), CUDA_ERROR_ILLEGAL_ADDRESS);  // reset fails
-  EXPECT_EQ(server_->context()->resets(), 0u);
-  StatusSnapshot status = server_->Status();  // answers without the GPU
-  EXPECT_EQ(status.used_memory_bytes, 0u);
-  EXPECT_TRUE(Find(status, "tenant-a")->context_lost);
-
-  std::unique_ptr<TestClient> refused = TestClient::Connect(endpoint_);
-  ASSERT_NE(refused, nullptr);
-  EXPECT_EQ(refused->Hello("tenant-b"), CUDA_ERROR_ILLEGAL_ADDRESS);  // retry fails too
-  EXPECT_TRUE(refused->ServerClosed());
-  ExpectNewClientWorks("tenant-c");  // this retry succeeds
-  EXPECT_EQ(server_->context()->resets(), 1u);
+  EXPECT_EQ(a->Launch(fault, 1, 1, {}), CUDA_ERROR_ILLEGAL_ADDRESS);
+  ASSERT_TRUE(unrecoverable_.HasBeenNotified());  // before the reply went out
   uint64_t p = 0;
   EXPECT_EQ(a->MemAlloc(16, &p), CUDA_ERROR_ILLEGAL_ADDRESS);
+  EXPECT_EQ(a->Code(wire::Op::kCtxSynchronize, wire::Writer()), CUDA_ERROR_ILLEGAL_ADDRESS);
+  StatusSnapshot status = server_->Status();  // answers without the GPU
+  EXPECT_EQ(status.used_memory_bytes, 0u);
+  EXPECT_EQ(status.context_resets, 0u);
+  EXPECT_TRUE(Find(status, "tenant-a")->context_lost);
+  EXPECT_EQ(Code(server_->context()->EnsureUsable()), CUDA_ERROR_ILLEGAL_ADDRESS);
+  EXPECT_EQ(fake_->reset_attempts.load(), 1);
 }
 
 // Commands racing with a fault get either their normal result (before it)

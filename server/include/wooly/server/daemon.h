@@ -1,17 +1,28 @@
 // The woolyd command line, shared by woolyd (CUDA backend) and woolyd-fake
-// (tests/fake backend): flag parsing and the run-until-signalled main.
+// (tests/fake backend): flag parsing, the supervisor that restarts the GPU
+// worker after a lost context, and the run-until-signalled main.
 #ifndef WOOLY_SERVER_DAEMON_H_
 #define WOOLY_SERVER_DAEMON_H_
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "wooly/server/gpu_backend.h"
 
 namespace wooly::server {
+
+// Exit status of a woolyd process whose shared GPU context was lost beyond
+// an in-process reset (a sticky error, and the reset failed, as it does on
+// the real driver: the process must be relaunched). The supervisor starts a
+// new worker when its worker exits with it. woolyd --no-supervisor exits
+// with it too, and so does the supervisor when it gives up (RestartPolicy).
+// 75 is EX_TEMPFAIL: try again.
+inline constexpr int kExitContextLost = 75;
 
 struct DaemonFlags {
   // Framed-protocol endpoints. Unless one of them is a unix socket, the
@@ -21,6 +32,9 @@ struct DaemonFlags {
   int device = 0;
   std::string log_level = "info";  // trace|debug|info|warn|error
   std::string ready_file;          // written once serving; see RunDaemon
+  // Run the server in a worker process under a supervisor (the default);
+  // --no-supervisor runs it in this process.
+  bool supervise = true;
   bool version = false;
   bool help = false;
 };
@@ -34,14 +48,63 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv);
 // The usage text for `program`.
 std::string DaemonUsage(const std::string& program);
 
+// When the supervisor starts a new worker after one exited with
+// kExitContextLost: at once for up to kFreeRestarts restarts within
+// kFreeWindow; beyond that after a delay that starts at kFirstDelay and
+// doubles with each further restart in the window, up to kMaxDelay. It gives
+// up once kMaxRestarts restarts fall within kGiveUpWindow: the context is
+// then being lost faster than restarting can help. Times are passed in, so
+// tests need no clock. Thread-compatible.
+class RestartPolicy {
+ public:
+  static constexpr int kFreeRestarts = 5;
+  static constexpr absl::Duration kFreeWindow = absl::Minutes(1);
+  static constexpr absl::Duration kFirstDelay = absl::Seconds(1);
+  static constexpr absl::Duration kMaxDelay = absl::Seconds(30);
+  static constexpr int kMaxRestarts = 20;
+  static constexpr absl::Duration kGiveUpWindow = absl::Minutes(10);
+
+  struct Decision {
+    bool give_up = false;
+    absl::Duration delay = absl::ZeroDuration();  // before the new worker starts
+  };
+
+  // A worker was lost at `now` (non-decreasing between calls).
+  Decision OnWorkerLost(absl::Time now);
+  // Restarts decided within kGiveUpWindow of the last call.
+  int recent_restarts() const { return static_cast<int>(restarts_.size()); }
+
+ private:
+  std::deque<absl::Time> restarts_;  // within kGiveUpWindow, oldest first
+};
+
 using BackendFactory =
     std::function<absl::StatusOr<std::unique_ptr<GpuBackend>>(int device_ordinal)>;
 
 // Runs the daemon until SIGINT or SIGTERM and returns the process exit code:
 // 0 after a clean stop (or --version/--help), 2 for bad flags, 1 when the
 // backend cannot be created ("<program>: no usable GPU: <reason>", one line)
-// or the server cannot start. Once serving, writes `--ready-file` (if given)
-// atomically, one line per endpoint: "listen <address>" and "admin <address>".
+// or the server cannot start ("<program>: cannot start: <reason>").
+//
+// By default the calling process becomes a supervisor: it binds the session
+// sockets (they refuse connections until a worker listens on them), then
+// forks a worker that creates the backend and serves on those sockets, so
+// the supervisor never touches the GPU. SIGINT and SIGTERM are forwarded to
+// the worker, and the supervisor returns once it has exited. A worker that
+// exits with kExitContextLost is replaced by a new one (RestartPolicy) that
+// serves on the same sockets: clients connecting meanwhile wait in the
+// backlog. Any other worker exit status (1 for no usable GPU, with the
+// worker's one line already printed) is returned as is; a worker killed by a
+// signal gives 128 + the signal. A worker dies with its supervisor
+// (PR_SET_PDEATHSIG). With --no-supervisor the server runs in this process,
+// which then _exit()s with kExitContextLost when its context is lost.
+//
+// Once serving, each worker writes `--ready-file` (if given) atomically, one
+// line per endpoint, "listen <address>" and "admin <address>", then
+// "pid <serving process id>". The supervisor removes a stale ready file
+// before it starts each worker, so waiting for the file waits for a worker
+// that serves. The gRPC admin endpoint is bound by each worker (a TCP port 0
+// may change across restarts; the ready file tells the new one).
 int RunDaemon(int argc, char** argv, const std::string& program,
               const BackendFactory& make_backend);
 

@@ -7,6 +7,8 @@
 #ifndef WOOLY_SERVER_SERVER_H_
 #define WOOLY_SERVER_SERVER_H_
 
+#include <cuda.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -48,7 +50,45 @@ struct ServerOptions {
   uint32_t socket_dir_mode = 0750;
   // Wall clock for connect times and uptime; absl::Now when unset.
   std::function<absl::Time()> clock;
+  // Session sockets bound beforehand by BindSessionSocket, keyed by their
+  // entry in `listen`. The server listens and accepts on them, takes
+  // ownership of the descriptors (closes them at shutdown), but never shuts
+  // the sockets down or removes their files: they belong to whoever bound
+  // them. woolyd's supervisor binds them once and hands them to every worker
+  // it starts, so clients that connect while a worker restarts wait in the
+  // backlog and a TCP port 0 keeps its port.
+  std::map<std::string, int> bound_listeners;
+  // Called once, from the server thread whose reset of a faulted GPU context
+  // failed (SharedContext: the context is lost for good in this process),
+  // after the server has stopped accepting connections. The owner should
+  // then Shutdown() the server and exit the process (woolyd exits with
+  // kExitContextLost, daemon.h). Must not block or call Shutdown() itself.
+  std::function<void(CUresult fault)> on_context_unrecoverable;
+  // How long Shutdown() lets connections finish their command in progress
+  // and read its reply before cutting them.
+  absl::Duration shutdown_grace = absl::Seconds(5);
 };
+
+// A session socket bound (and, for unix sockets, given its permissions) but
+// not listening yet: connecting to it is refused until a Server listens on
+// it (ServerOptions::bound_listeners), so a probe never mistakes it for a
+// serving woolyd.
+struct BoundSocket {
+  int fd = -1;
+  std::string endpoint;  // as given to BindSessionSocket
+  std::string path;      // unix socket file; empty for TCP
+  uint64_t inode = 0;    // of `path` when bound, to remove only our own file
+};
+
+// Binds `endpoint` (wire::ParseEndpoint syntax; a TCP port of 0 picks one)
+// as Server::Start would: creates missing socket directories with
+// `socket_dir_mode`, refuses a unix socket that a live server answers on,
+// replaces a stale socket file, and gives the file `socket_mode`. The caller
+// owns the result; CloseBoundSocket releases it.
+absl::StatusOr<BoundSocket> BindSessionSocket(const std::string& endpoint, uint32_t socket_mode,
+                                              uint32_t socket_dir_mode);
+// Closes the socket and removes its file if it is still the one bound.
+void CloseBoundSocket(BoundSocket* socket);
 
 // What `wooly-cli status` shows; mirrors wooly.v1.StatusReply.
 struct StatusSnapshot {
@@ -87,9 +127,12 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Stops accepting, disconnects every client (releasing what each owned),
-  // stops gRPC and removes the unix socket files. Idempotent; blocks until
-  // every serving thread has finished.
+  // Stops accepting, stops gRPC (cancelling its streams), lets every framed
+  // connection finish the command it is running and write its reply (a
+  // client that does not read it is cut after shutdown_grace), disconnects
+  // every client (releasing what each owned) and removes the unix socket
+  // files it bound. Idempotent; blocks until every serving thread has
+  // finished.
   void Shutdown();
 
   // The bound framed-protocol endpoints in FormatEndpoint form, with actual
@@ -110,6 +153,9 @@ class Server {
   GpuBackend* backend() const { return backend_.get(); }
   // The shared context's guard (fault recovery); null before Start succeeds.
   SharedContext* context() const { return context_.get(); }
+  // True once the shared context is lost beyond an in-process reset (see
+  // ServerOptions::on_context_unrecoverable); the server no longer accepts.
+  bool context_unrecoverable() const { return context_unrecoverable_.load(); }
 
  private:
   friend class internal::AdminService;
@@ -118,7 +164,7 @@ class Server {
   struct Listener {
     int fd = -1;
     bool is_unix = false;
-    std::string path;  // unix socket file, removed at shutdown
+    std::string path;  // unix socket file we bound, removed at shutdown
     uint64_t inode = 0;
     std::thread thread;
   };
@@ -133,6 +179,10 @@ class Server {
   absl::Status StartListener(const std::string& text);
   absl::Status StartGrpc();
   void AcceptLoop(Listener* listener);
+  // Wakes every accept loop, which then returns (stopping_ or draining_).
+  void WakeAcceptLoops();
+  // SharedContext's callback: stop accepting, tell the owner.
+  void OnContextUnrecoverable(CUresult fault);
   void ServeConnection(Connection* conn, std::shared_ptr<ClientSession> session);
   void ReapConnections() ABSL_EXCLUSIVE_LOCKS_REQUIRED(conn_mu_);
 
@@ -152,6 +202,16 @@ class Server {
   std::string admin_unix_path_;
 
   std::atomic<bool> stopping_{false};
+  // No more connections are accepted (the context is lost for good); those
+  // already queued are left to the next worker on a shared listener.
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> context_unrecoverable_{false};
+  // Accept loops poll this pipe's read end with their socket; Shutdown and
+  // OnContextUnrecoverable write to it. A shared listener must never be
+  // shut down to wake them: that would stop it for every process.
+  int wake_pipe_[2] = {-1, -1};
+  // bound_listeners descriptors taken over by a listener (closed with it).
+  std::vector<int> adopted_fds_;
   absl::Mutex shutdown_mu_;  // serializes Shutdown
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   bool serving_ = false;                              // Init succeeded

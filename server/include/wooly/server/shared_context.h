@@ -20,9 +20,13 @@
 //  - The Access that saw the fault first resets the context when it closes:
 //    it waits until no other Access is open (the exclusive side of the same
 //    lock), calls GpuBackend::ResetContext, and starts the next generation.
-//    Threads bind to the new context lazily, on their next Access. If the
-//    reset fails, every command keeps getting the fault's CUresult and the
-//    next session to connect retries it (EnsureUsable).
+//    Threads bind to the new context lazily, on their next Access.
+//  - A failed reset is final: on a real driver the context cannot come back
+//    in this process (cuda.h: after such errors "the process must be
+//    terminated and relaunched"). Every command keeps getting the fault's
+//    CUresult, new sessions are refused with it, nothing retries the reset,
+//    and the `on_unrecoverable` callback tells the owner, which exits the
+//    process (woolyd's supervisor then starts a new worker; daemon.h).
 //
 // Lock order: a session's mutex, then the access lock (shared by an Access,
 // exclusive by a reset), then state_mu_, which is a leaf. A thread never opens
@@ -36,6 +40,7 @@
 #include <cuda.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -52,8 +57,14 @@ class SharedContext {
   // The generation of a session that has not bound to one yet.
   static constexpr uint64_t kUnbound = ~uint64_t{0};
 
+  // Called once, without any of this object's locks held, on the thread
+  // whose reset of a faulted context failed; gets the fault's CUresult. It
+  // must not block on server threads (they may be waiting for it) and must
+  // not open an Access.
+  using UnrecoverableCallback = std::function<void(CUresult fault)>;
+
   // `backend` is not owned and must outlive this object.
-  explicit SharedContext(GpuBackend* backend);
+  explicit SharedContext(GpuBackend* backend, UnrecoverableCallback on_unrecoverable = nullptr);
 
   SharedContext(const SharedContext&) = delete;
   SharedContext& operator=(const SharedContext&) = delete;
@@ -100,9 +111,14 @@ class SharedContext {
   };
 
   // For a session about to start: resets the context when its generation
-  // faulted and no reset has succeeded since (retrying a failed one). Returns
-  // the fault's CUresult as an error when the context stays unusable.
+  // faulted and no reset has run since (waiting for one in progress).
+  // Returns the fault's CUresult as an error when the context is unusable,
+  // at once once a reset has failed (unrecoverable()).
   absl::Status EnsureUsable();
+
+  // True once a reset has failed: the context is lost for good in this
+  // process, which should exit (see UnrecoverableCallback).
+  bool unrecoverable() const;
 
   // A session started (Bind) or ended (Unbind) its work in `generation`; the
   // sessions bound to a generation are the ones its loss poisons.
@@ -125,11 +141,13 @@ class SharedContext {
   // Records the first fault of the current generation `generation`; true
   // when this call recorded it (the caller then owns the reset).
   bool Fault(uint64_t generation, CUresult result, const std::string& who);
-  // Resets the context if `generation` is still current and faulted.
+  // Resets the context if `generation` is still current and faulted and no
+  // reset has failed yet; calls on_unrecoverable_ when this reset fails.
   void Recover(uint64_t generation) ABSL_LOCKS_EXCLUDED(access_mu_, state_mu_);
   CUresult LostResultLocked(uint64_t generation) const ABSL_SHARED_LOCKS_REQUIRED(state_mu_);
 
   GpuBackend* const backend_;
+  const UnrecoverableCallback on_unrecoverable_;
   // Process-unique, so a thread's binding record never matches another
   // SharedContext that happens to reuse this one's address.
   const uint64_t instance_;
@@ -148,7 +166,8 @@ class SharedContext {
   std::vector<CUresult> lost_ ABSL_GUARDED_BY(state_mu_);
   size_t bound_ ABSL_GUARDED_BY(state_mu_) = 0;
   uint64_t resets_ ABSL_GUARDED_BY(state_mu_) = 0;
-  uint64_t failed_resets_ ABSL_GUARDED_BY(state_mu_) = 0;
+  // A reset failed: the fault stays for the life of this object.
+  bool unrecoverable_ ABSL_GUARDED_BY(state_mu_) = false;
 };
 
 }  // namespace wooly::server
