@@ -157,35 +157,52 @@ CUresult ReadCallable(Reply& reply, wire::Op op, uint64_t* id, std::vector<wire:
   return CUDA_SUCCESS;
 }
 
+// Looks `name` up in `cache` (guarded by `mu`); on a miss asks woolyd with
+// `op` (owner id + name) and caches the new object, which `init` completes.
+// Two threads missing at once both ask: the same server id comes back and the
+// first insert wins.
+template <typename T, typename Init>
+CUresult CachedCallable(std::mutex& mu, std::unordered_map<std::string, T*>& cache, wire::Op op,
+                        uint64_t owner_id, const char* name, Init init, T** out) {
+  {
+    std::lock_guard<std::mutex> l(mu);
+    auto it = cache.find(name);
+    if (it != cache.end()) {
+      *out = it->second;
+      return CUDA_SUCCESS;
+    }
+  }
+  wire::Writer w;
+  w.Put<uint64_t>(owner_id).PutStr(name);
+  Reply reply;
+  if (CUresult r = Rpc(op, w, &reply); r != CUDA_SUCCESS) return r;
+  T* obj = new T();
+  if (CUresult r = ReadCallable(reply, op, &obj->id, &obj->layout); r != CUDA_SUCCESS) {
+    delete obj;
+    return r;
+  }
+  obj->name = name;
+  init(obj);
+  std::lock_guard<std::mutex> l(mu);
+  auto [it, inserted] = cache.emplace(name, obj);
+  if (!inserted) delete obj;
+  *out = it->second;
+  return CUDA_SUCCESS;
+}
+
 CUresult GetFunction(CUfunction* hfunc, CUmodule hmod, const char* name) {
   if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
   if (hfunc == nullptr || name == nullptr) return CUDA_ERROR_INVALID_VALUE;
   Module* m = AsModule(hmod);
   if (m == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-  {
-    std::lock_guard<std::mutex> l(m->mu);
-    auto it = m->functions.find(name);
-    if (it != m->functions.end()) {
-      *hfunc = reinterpret_cast<CUfunction>(it->second);
-      return CUDA_SUCCESS;
-    }
-  }
-  wire::Writer w;
-  w.Put<uint64_t>(m->id).PutStr(name);
-  Reply reply;
-  if (CUresult r = Rpc(wire::Op::kModuleGetFunction, w, &reply); r != CUDA_SUCCESS) return r;
-  Function* f = new Function();
-  if (CUresult r = ReadCallable(reply, wire::Op::kModuleGetFunction, &f->id, &f->layout);
+  Function* f = nullptr;
+  if (CUresult r = CachedCallable(
+          m->mu, m->functions, wire::Op::kModuleGetFunction, m->id, name,
+          [m](Function* fn) { fn->module = m; }, &f);
       r != CUDA_SUCCESS) {
-    delete f;
     return r;
   }
-  f->name = name;
-  f->module = m;
-  std::lock_guard<std::mutex> l(m->mu);
-  auto [it, inserted] = m->functions.emplace(name, f);
-  if (!inserted) delete f;  // another thread got there first; same server id
-  *hfunc = reinterpret_cast<CUfunction>(it->second);
+  *hfunc = reinterpret_cast<CUfunction>(f);
   return CUDA_SUCCESS;
 }
 
@@ -241,30 +258,14 @@ CUresult GetKernel(CUkernel* pKernel, CUlibrary library, const char* name) {
   if (pKernel == nullptr || name == nullptr) return CUDA_ERROR_INVALID_VALUE;
   Library* lib = AsLibrary(library);
   if (lib == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-  {
-    std::lock_guard<std::mutex> l(lib->mu);
-    auto it = lib->kernels.find(name);
-    if (it != lib->kernels.end()) {
-      *pKernel = reinterpret_cast<CUkernel>(it->second);
-      return CUDA_SUCCESS;
-    }
-  }
-  wire::Writer w;
-  w.Put<uint64_t>(lib->id).PutStr(name);
-  Reply reply;
-  if (CUresult r = Rpc(wire::Op::kLibraryGetKernel, w, &reply); r != CUDA_SUCCESS) return r;
-  Kernel* k = new Kernel();
-  if (CUresult r = ReadCallable(reply, wire::Op::kLibraryGetKernel, &k->id, &k->layout);
+  Kernel* k = nullptr;
+  if (CUresult r = CachedCallable(
+          lib->mu, lib->kernels, wire::Op::kLibraryGetKernel, lib->id, name,
+          [lib](Kernel* kn) { kn->library = lib; }, &k);
       r != CUDA_SUCCESS) {
-    delete k;
     return r;
   }
-  k->name = name;
-  k->library = lib;
-  std::lock_guard<std::mutex> l(lib->mu);
-  auto [it, inserted] = lib->kernels.emplace(name, k);
-  if (!inserted) delete k;
-  *pKernel = reinterpret_cast<CUkernel>(it->second);
+  *pKernel = reinterpret_cast<CUkernel>(k);
   return CUDA_SUCCESS;
 }
 
