@@ -439,6 +439,30 @@ struct StagingSlot {
   bool busy[2] = {false, false};
 };
 
+// The driver's launch configuration for `config`; `attrs` holds the
+// attributes the result points at and must outlive it.
+CUlaunchConfig ToLaunchConfig(const LaunchConfig& config, CUstream stream,
+                              std::vector<CUlaunchAttribute>* attrs) {
+  attrs->assign(config.attributes.size(), CUlaunchAttribute{});
+  for (size_t i = 0; i < attrs->size(); ++i) {
+    (*attrs)[i].id = static_cast<CUlaunchAttributeID>(config.attributes[i].id);
+    std::memcpy(&(*attrs)[i].value, config.attributes[i].value, sizeof((*attrs)[i].value));
+  }
+  CUlaunchConfig cfg;
+  std::memset(&cfg, 0, sizeof(cfg));
+  cfg.gridDimX = config.grid[0];
+  cfg.gridDimY = config.grid[1];
+  cfg.gridDimZ = config.grid[2];
+  cfg.blockDimX = config.block[0];
+  cfg.blockDimY = config.block[1];
+  cfg.blockDimZ = config.block[2];
+  cfg.sharedMemBytes = config.shared_bytes;
+  cfg.hStream = stream;
+  cfg.attrs = attrs->empty() ? nullptr : attrs->data();
+  cfg.numAttrs = static_cast<unsigned int>(attrs->size());
+  return cfg;
+}
+
 class CudaBackend final : public GpuBackend {
  public:
   CudaBackend(LoadedDriver driver, const DriverApi& api, CUdevice device, CUcontext ctx)
@@ -962,23 +986,8 @@ class CudaBackend final : public GpuBackend {
     WOOLY_REQUIRE_ENTRY(cuOccupancyMaxActiveClusters);
     absl::StatusOr<CUfunction> f = FunctionFor(function);
     if (!f.ok()) return f.status();
-    std::vector<CUlaunchAttribute> attrs(config.attributes.size());
-    for (size_t i = 0; i < attrs.size(); ++i) {
-      std::memset(&attrs[i], 0, sizeof(attrs[i]));
-      attrs[i].id = static_cast<CUlaunchAttributeID>(config.attributes[i].id);
-      std::memcpy(&attrs[i].value, config.attributes[i].value, sizeof(attrs[i].value));
-    }
-    CUlaunchConfig cfg;
-    std::memset(&cfg, 0, sizeof(cfg));
-    cfg.gridDimX = config.grid[0];
-    cfg.gridDimY = config.grid[1];
-    cfg.gridDimZ = config.grid[2];
-    cfg.blockDimX = config.block[0];
-    cfg.blockDimY = config.block[1];
-    cfg.blockDimZ = config.block[2];
-    cfg.sharedMemBytes = config.shared_bytes;
-    cfg.attrs = attrs.empty() ? nullptr : attrs.data();
-    cfg.numAttrs = static_cast<unsigned int>(attrs.size());
+    std::vector<CUlaunchAttribute> attrs;
+    CUlaunchConfig cfg = ToLaunchConfig(config, /*stream=*/nullptr, &attrs);
     int clusters = 0;
     WOOLY_RETURN_IF_CU(cu_.cuOccupancyMaxActiveClusters(&clusters, *f, &cfg),
                        "cuOccupancyMaxActiveClusters");
@@ -1183,24 +1192,8 @@ class CudaBackend final : public GpuBackend {
     absl::StatusOr<CUfunction> f = FunctionFor(function);
     if (!f.ok()) return f.status();
 
-    std::vector<CUlaunchAttribute> attrs(config.attributes.size());
-    for (size_t i = 0; i < attrs.size(); ++i) {
-      std::memset(&attrs[i], 0, sizeof(attrs[i]));
-      attrs[i].id = static_cast<CUlaunchAttributeID>(config.attributes[i].id);
-      std::memcpy(&attrs[i].value, config.attributes[i].value, sizeof(attrs[i].value));
-    }
-    CUlaunchConfig cfg;
-    std::memset(&cfg, 0, sizeof(cfg));
-    cfg.gridDimX = config.grid[0];
-    cfg.gridDimY = config.grid[1];
-    cfg.gridDimZ = config.grid[2];
-    cfg.blockDimX = config.block[0];
-    cfg.blockDimY = config.block[1];
-    cfg.blockDimZ = config.block[2];
-    cfg.sharedMemBytes = config.shared_bytes;
-    cfg.hStream = Stream(config.stream);
-    cfg.attrs = attrs.empty() ? nullptr : attrs.data();
-    cfg.numAttrs = static_cast<unsigned int>(attrs.size());
+    std::vector<CUlaunchAttribute> attrs;
+    CUlaunchConfig cfg = ToLaunchConfig(config, Stream(config.stream), &attrs);
 
     if (args.empty()) {
       return Check(cu_.cuLaunchKernelEx(&cfg, *f, nullptr, nullptr), "cuLaunchKernelEx");
