@@ -52,6 +52,11 @@ class AllocTable {
   // The record containing `ptr`; false when `ptr` is not device memory we know.
   bool Find(uint64_t ptr, Record* out) const;
   bool Contains(uint64_t ptr) const { return Find(ptr, nullptr); }
+  // True when [ptr, ptr + n) lies inside one record (n > 0).
+  bool ContainsRange(uint64_t ptr, uint64_t n) const {
+    Record r;
+    return n > 0 && Find(ptr, &r) && n <= r.size && ptr - r.base <= r.size - n;
+  }
   // Removes and returns every record of `owner`.
   std::vector<Record> RemoveOwnedBy(const void* owner);
   // Forgets everything (the child after fork: the parent's memory is not ours).

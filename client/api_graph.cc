@@ -350,7 +350,7 @@ CUresult Upload(GraphExec* e, CUstream h, bool ptds, wire::Op op) {
   if (CUresult r = CaptureCheckWork(id); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(e->id).Put<uint64_t>(id);
-  return Rpc(op, w);
+  return op == wire::Op::kGraphLaunch ? Post(op, w) : Rpc(op, w);
 }
 
 CUresult Instantiate(CUgraphExec* out, CUgraph h, uint64_t flags) {

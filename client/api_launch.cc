@@ -1,6 +1,9 @@
 // Kernel launches: arguments are packed client-side with the cached
 // parameter layout (param_pack.h) and sent with the launch configuration in
-// one kLaunchKernel request.
+// one kLaunchKernel request, without waiting for a reply. The checks the
+// driver makes at launch time on the configuration alone are made here, so
+// they still fail at the call; the rest (e.g. too much shared memory for
+// the function) are reported at the next synchronization.
 #include <cstring>
 #include <vector>
 
@@ -18,6 +21,33 @@ struct LaunchDims {
   unsigned shared_bytes;
 };
 
+// The device limits the driver checks a launch configuration against.
+CUresult CheckDims(const LaunchDims& dims) {
+  const std::vector<int32_t>& a = Device().attributes;
+  auto attr = [&](CUdevice_attribute i) {
+    return static_cast<size_t>(i) < a.size() ? a[static_cast<size_t>(i)] : 0;
+  };
+  const CUdevice_attribute grid_max[3] = {CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X,
+                                          CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y,
+                                          CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z};
+  const CUdevice_attribute block_max[3] = {CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X,
+                                           CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y,
+                                           CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z};
+  uint64_t threads = 1;
+  for (int i = 0; i < 3; ++i) {
+    if (dims.grid[i] == 0 || dims.block[i] == 0) return CUDA_ERROR_INVALID_VALUE;
+    const int32_t gmax = attr(grid_max[i]), bmax = attr(block_max[i]);
+    if (gmax > 0 && dims.grid[i] > static_cast<uint32_t>(gmax)) return CUDA_ERROR_INVALID_VALUE;
+    if (bmax > 0 && dims.block[i] > static_cast<uint32_t>(bmax)) return CUDA_ERROR_INVALID_VALUE;
+    threads *= dims.block[i];
+  }
+  const int32_t tmax = attr(CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
+  if (tmax > 0 && threads > static_cast<uint64_t>(tmax)) return CUDA_ERROR_INVALID_VALUE;
+  const int32_t smax = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
+  if (smax > 0 && dims.shared_bytes > static_cast<uint32_t>(smax)) return CUDA_ERROR_INVALID_VALUE;
+  return CUDA_SUCCESS;
+}
+
 CUresult Launch(CUfunction f, const LaunchDims& dims, CUstream stream, bool ptds,
                 const CUlaunchAttribute* attrs, unsigned n_attrs, void** kernel_params,
                 void** extra) {
@@ -25,6 +55,7 @@ CUresult Launch(CUfunction f, const LaunchDims& dims, CUstream stream, bool ptds
   Callable* c = AsCallable(f);
   if (c == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   if (n_attrs > 0 && attrs == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult r = CheckDims(dims); r != CUDA_SUCCESS) return r;
   uint64_t stream_id = 0;
   if (CUresult r = ResolveStream(stream, ptds, &stream_id); r != CUDA_SUCCESS) return r;
   if (CUresult r = CaptureCheckWork(stream_id); r != CUDA_SUCCESS) return r;
@@ -44,7 +75,7 @@ CUresult Launch(CUfunction f, const LaunchDims& dims, CUstream stream, bool ptds
   }
   // "bytes args": the length in the body, the buffer as the tail.
   w.Put<uint64_t>(args.size());
-  return Rpc(wire::Op::kLaunchKernel, w, nullptr, args.data(), args.size());
+  return Post(wire::Op::kLaunchKernel, w, args.data(), args.size());
 }
 
 CUresult LaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,

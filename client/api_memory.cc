@@ -14,6 +14,7 @@
 #include "copy3d.h"
 #include "driver.h"
 #include "log.h"
+#include "memory_ext.h"
 
 namespace wooly::client {
 namespace {
@@ -44,6 +45,15 @@ CUresult FreeImpl(CUdeviceptr dptr) {
   if (dptr == 0) return CUDA_SUCCESS;
   wire::Writer w;
   w.Put<uint64_t>(dptr);
+  // An allocation base we handed out is freed without waiting: woolyd frees
+  // it in order after the work already sent.
+  AllocTable::Record rec;
+  if (Allocations().Find(dptr, &rec) && rec.base == dptr && rec.kind == AllocTable::Kind::kAlloc &&
+      rec.owner != VmmOwner() && !MemRecords().FindPoolAllocation(dptr, rec.buffer_id, nullptr)) {
+    if (CUresult r = Post(wire::Op::kMemFree, w); r != CUDA_SUCCESS) return r;
+    Allocations().Remove(dptr);
+    return CUDA_SUCCESS;
+  }
   if (CUresult r = Rpc(wire::Op::kMemFree, w); r != CUDA_SUCCESS) {
     WLOG_DEBUG("cuMemFree(0x%llx) refused by woolyd", static_cast<unsigned long long>(dptr));
     return r;
@@ -52,18 +62,38 @@ CUresult FreeImpl(CUdeviceptr dptr) {
   return CUDA_SUCCESS;
 }
 
+bool SharedHost(const void* p, uint64_t n) {
+  return HostAllocations().SharedRange(reinterpret_cast<uint64_t>(p), n);
+}
+
 CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
   if (n == 0) return CUDA_SUCCESS;
   if (src == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (SharedHost(src, n)) {
+    // Pinned memory woolyd maps too: a DMA straight from it, nothing sent.
+    // Sync copies from pinned memory complete before returning, as CUDA's.
+    wire::Writer w;
+    w.Put<uint64_t>(dst)
+        .Put<uint64_t>(reinterpret_cast<uint64_t>(src))
+        .Put<uint64_t>(n)
+        .Put<uint64_t>(stream)
+        .Put<uint8_t>(async ? 1 : 0);
+    if (async && Allocations().ContainsRange(dst, n)) return Post(wire::Op::kMemcpyHtoDShared, w);
+    return Rpc(wire::Op::kMemcpyHtoDShared, w);
+  }
   if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
+  // The bytes travel with the request, so the source may be reused at once:
+  // to a range this process knows the copy is sent without waiting, as the
+  // driver returns from a pageable copy once it has staged the data.
+  const bool post = Allocations().ContainsRange(dst, n);
   const uint8_t* p = static_cast<const uint8_t*>(src);
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);
     wire::Writer w;
-    w.Put<uint64_t>(dst + off).Put<uint64_t>(stream).Put<uint8_t>(async ? 1 : 0);
-    if (CUresult r = Rpc(wire::Op::kMemcpyHtoD, w, nullptr, p + off, len); r != CUDA_SUCCESS) {
-      return r;
-    }
+    w.Put<uint64_t>(dst + off).Put<uint64_t>(stream).Put<uint8_t>(async || post ? 1 : 0);
+    const CUresult r = post ? Post(wire::Op::kMemcpyHtoD, w, p + off, len)
+                            : Rpc(wire::Op::kMemcpyHtoD, w, nullptr, p + off, len);
+    if (r != CUDA_SUCCESS) return r;
   }
   return CUDA_SUCCESS;
 }
@@ -71,6 +101,18 @@ CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool
 CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async) {
   if (n == 0) return CUDA_SUCCESS;
   if (dst == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (SharedHost(dst, n)) {
+    // DMA straight into pinned memory woolyd maps too; an async copy lands
+    // in stream order, as CUDA's does.
+    wire::Writer w;
+    w.Put<uint64_t>(src)
+        .Put<uint64_t>(reinterpret_cast<uint64_t>(dst))
+        .Put<uint64_t>(n)
+        .Put<uint64_t>(stream)
+        .Put<uint8_t>(async ? 1 : 0);
+    if (async && Allocations().ContainsRange(src, n)) return Post(wire::Op::kMemcpyDtoHShared, w);
+    return Rpc(wire::Op::kMemcpyDtoHShared, w);
+  }
   if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
   uint8_t* p = static_cast<uint8_t*>(dst);
   for (uint64_t off = 0; off < n; off += kChunk) {
@@ -90,6 +132,8 @@ CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async
 CUresult CopyDtoD(uint64_t dst, uint64_t src, size_t n, uint64_t stream, bool async) {
   if (n == 0) return CUDA_SUCCESS;
   if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/false); r != CUDA_SUCCESS) return r;
+  // Device-to-device copies never make the host wait natively.
+  const bool post = Allocations().ContainsRange(dst, n) && Allocations().ContainsRange(src, n);
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);
     wire::Writer w;
@@ -97,8 +141,9 @@ CUresult CopyDtoD(uint64_t dst, uint64_t src, size_t n, uint64_t stream, bool as
         .Put<uint64_t>(src + off)
         .Put<uint64_t>(len)
         .Put<uint64_t>(stream)
-        .Put<uint8_t>(async ? 1 : 0);
-    if (CUresult r = Rpc(wire::Op::kMemcpyDtoD, w); r != CUDA_SUCCESS) return r;
+        .Put<uint8_t>(async || post ? 1 : 0);
+    const CUresult r = post ? Post(wire::Op::kMemcpyDtoD, w) : Rpc(wire::Op::kMemcpyDtoD, w);
+    if (r != CUDA_SUCCESS) return r;
   }
   return CUDA_SUCCESS;
 }
@@ -313,6 +358,13 @@ CUresult Memset(CUdeviceptr dst, size_t pitch, uint32_t value, uint8_t elem, siz
       .Put<uint64_t>(height)
       .Put<uint64_t>(id)
       .Put<uint8_t>(async ? 1 : 0);
+  // Device memsets never make the host wait natively either: a range this
+  // process knows is sent without waiting (and the server need not block).
+  const uint64_t extent = (height - 1) * (height > 1 ? pitch : 0) + width * elem;
+  if (Allocations().ContainsRange(dst, extent)) {
+    w.data().back() = 1;  // async on the server
+    return Post(wire::Op::kMemset, w);
+  }
   return Rpc(wire::Op::kMemset, w);
 }
 

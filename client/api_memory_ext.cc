@@ -2,6 +2,7 @@
 // pinned and registered host memory (local), the stream-ordered allocator
 // and memory pools, virtual memory management, pitched allocation and
 // tensor maps (forwarded). See memory_ext.h for the client-side records.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 
 #include "api.h"
 #include "driver.h"
+#include "log.h"
 #include "memory_ext.h"
 #include "wooly/proto/wire_memory_ext.h"
 
@@ -30,23 +32,57 @@ uint64_t PageRound(uint64_t n) { return (n + PageSize() - 1) / PageSize() * Page
 
 // --- pinned and registered host memory
 
+// Pinned memory woolyd maps at the same address (shared-memory channel
+// only): a sealed memfd mapped here and sent over. Returns nullptr when it
+// cannot be shared; the caller then uses private memory.
+void* SharedHostAlloc(uint64_t bytes) {
+  if (!SharedMemoryChannel()) return nullptr;
+  const int fd = ::memfd_create("wooly-pinned", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return nullptr;
+  void* p = MAP_FAILED;
+  if (::ftruncate(fd, static_cast<off_t>(bytes)) == 0 &&
+      ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0) {
+    p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  if (p == MAP_FAILED) {
+    ::close(fd);
+    return nullptr;
+  }
+  wire::Writer w;
+  w.Put<uint64_t>(reinterpret_cast<uint64_t>(p)).Put<uint64_t>(bytes);
+  const CUresult r = RpcWithFd(wire::Op::kHostShmRegister, w, fd);
+  ::close(fd);
+  if (r != CUDA_SUCCESS) {
+    WLOG_DEBUG("pinned memory of %llu bytes not shared with woolyd (CUresult %d); using private "
+               "memory", static_cast<unsigned long long>(bytes), static_cast<int>(r));
+    ::munmap(p, bytes);
+    return nullptr;
+  }
+  return p;
+}
+
 CUresult HostAlloc(void** pp, size_t bytesize, unsigned flags) {
   Context* ctx = nullptr;
   if (CUresult r = RequireContext(&ctx); r != CUDA_SUCCESS) return r;
   constexpr unsigned kKnown =
       CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED;
   if (pp == nullptr || bytesize == 0 || (flags & ~kKnown) != 0) return CUDA_ERROR_INVALID_VALUE;
-  // The GPU is remote: "pinned" memory is page-aligned memory of this
-  // process, copied over the wire like any other host memory.
-  void* p = ::mmap(nullptr, PageRound(bytesize), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  // Same node: memory woolyd maps and registers, so it is really pinned.
+  // Otherwise page-aligned private memory, copied over the wire.
+  void* p = SharedHostAlloc(PageRound(bytesize));
+  const bool shared = p != nullptr;
+  if (!shared) {
+    p = ::mmap(nullptr, PageRound(bytesize), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+               -1, 0);
+    if (p == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  }
   HostAllocTable::Record rec;
   rec.base = reinterpret_cast<uint64_t>(p);
   rec.size = bytesize;
   rec.flags = flags;
   rec.kind = HostAllocTable::Kind::kAlloc;
   rec.ctx = ctx;
+  rec.shared = shared;
   if (!HostAllocations().Insert(rec)) {  // a fresh mapping cannot overlap a live record
     ::munmap(p, PageRound(bytesize));
     return CUDA_ERROR_UNKNOWN;
@@ -61,6 +97,12 @@ CUresult FreeHost(void* p) {
   if (!HostAllocations().Remove(reinterpret_cast<uint64_t>(p), HostAllocTable::Kind::kAlloc,
                                 &rec)) {
     return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (rec.shared) {
+    // woolyd unpins it (after DMA in flight) before the pages go away.
+    wire::Writer w;
+    w.Put<uint64_t>(rec.base);
+    Rpc(wire::Op::kHostShmUnregister, w);
   }
   ::munmap(p, PageRound(rec.size));
   return CUDA_SUCCESS;
@@ -111,7 +153,13 @@ CUresult FreeAsync(CUdeviceptr dptr, CUstream stream, bool ptds) {
   if (CUresult r = ResolveStream(stream, ptds, &stream_id); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(dptr).Put<uint64_t>(stream_id);
-  if (CUresult r = Rpc(wire::Op::kMemFreeAsync, w); r != CUDA_SUCCESS) return r;
+  // Known allocations are freed without waiting, in stream order.
+  AllocTable::Record rec;
+  const bool known = Allocations().Find(dptr, &rec) && rec.base == dptr;
+  if (CUresult r = known ? Post(wire::Op::kMemFreeAsync, w) : Rpc(wire::Op::kMemFreeAsync, w);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
   Allocations().Remove(dptr);
   MemRecords().RemovePoolAllocation(dptr);
   return CUDA_SUCCESS;
@@ -545,8 +593,8 @@ WOOLY_EXPORT CUresult CUDAAPI cuMemHostGetDevicePointer_v2(CUdeviceptr* pdptr, v
       return CUDA_ERROR_INVALID_VALUE;
     }
     // Unified addressing: the device sees pinned memory at its host address.
-    // Copies to and from it work; a kernel dereferencing it cannot until the
-    // same-node shared-memory channel exists (issue 4).
+    // Copies to and from it always work; kernels can dereference it when it
+    // is shared with woolyd (same node), see SharedHostAlloc.
     *pdptr = reinterpret_cast<CUdeviceptr>(p);
     return CUDA_SUCCESS;
   });

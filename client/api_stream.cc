@@ -76,7 +76,7 @@ CUresult WaitEvent(CUstream h, CUevent ev, unsigned flags, bool ptds) {
   if (CUresult r = CaptureCheckWork(id); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(id).Put<uint64_t>(e->id).Put<uint32_t>(flags);
-  if (CUresult r = Rpc(wire::Op::kStreamWaitEvent, w); r != CUDA_SUCCESS) return r;
+  if (CUresult r = Post(wire::Op::kStreamWaitEvent, w); r != CUDA_SUCCESS) return r;
   CaptureNoteStreamWait(h, id, e->id);  // may join the stream to a capture
   return CUDA_SUCCESS;
 }
@@ -195,7 +195,7 @@ CUresult RecordEvent(CUevent ev, CUstream h, unsigned flags, bool ptds) {
   if (CUresult r = CaptureCheckWork(id); r != CUDA_SUCCESS) return r;
   wire::Writer w;
   w.Put<uint64_t>(e->id).Put<uint64_t>(id).Put<uint32_t>(flags);
-  if (CUresult r = Rpc(wire::Op::kEventRecord, w); r != CUDA_SUCCESS) return r;
+  if (CUresult r = Post(wire::Op::kEventRecord, w); r != CUDA_SUCCESS) return r;
   CaptureNoteEventRecord(e->id, id);
   return CUDA_SUCCESS;
 }

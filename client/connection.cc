@@ -58,6 +58,7 @@ Connection::Connection(std::string endpoint, ClientIdentity identity)
     : endpoint_(std::move(endpoint)), identity_(std::move(identity)) {}
 
 Connection::~Connection() {
+  chan_.reset();
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -67,6 +68,8 @@ CUresult Connection::Start(SessionInfo* info, std::string* error) {
 }
 
 CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
+  chan_.reset();
+  shm_active_.store(false, std::memory_order_release);
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -81,6 +84,8 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
     return CUDA_ERROR_NO_DEVICE;
   }
   fd_ = fd;
+  is_unix_ = ep.is_unix;
+  chan_ = std::make_unique<wire::SocketChannel>(fd_);
   state_ = State::kHandshake;
 
   wire::Writer w;
@@ -131,7 +136,45 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
             identity_.priority);
   if (info != nullptr) *info = std::move(si);
   state_ = State::kReady;
+  AttachShmLocked();
   return CUDA_SUCCESS;
+}
+
+void Connection::AttachShmLocked() {
+  if (!is_unix_) return;
+  if (const char* e = std::getenv(wire::kEnvShm); e != nullptr && std::strcmp(e, "0") == 0) {
+    WLOG_INFO("%s=0: staying on the socket", wire::kEnvShm);
+    return;
+  }
+  std::string error;
+  std::unique_ptr<wire::ShmChannel> shm = wire::ShmChannel::Create(8u << 20, fd_, &error);
+  if (shm == nullptr) {
+    WLOG_WARN("no shared-memory channel (%s); staying on the socket", error.c_str());
+    return;
+  }
+  wire::Writer w;
+  const uint32_t seq = ++seq_;
+  const uint16_t op = static_cast<uint16_t>(wire::Op::kShmAttach);
+  if (!wire::WriteFrameTo(*chan_, op, 0, seq, w.data().data(), 0) ||
+      !wire::SendFd(fd_, shm->memfd())) {
+    BreakLocked(std::strerror(errno));
+    return;
+  }
+  wire::FrameHeader h;
+  int32_t result = 0;
+  if (!wire::ReadHeader(fd_, &h) || h.op != (op | wire::kReplyBit) || h.seq != seq ||
+      h.length != sizeof(int32_t) || !wire::ReadFull(fd_, &result, sizeof(result))) {
+    BreakLocked("bad reply to the shared-memory attach");
+    return;
+  }
+  if (result != CUDA_SUCCESS) {
+    WLOG_INFO("woolyd declined the shared-memory channel (CUresult %d); staying on the socket",
+              static_cast<int>(result));
+    return;
+  }
+  chan_ = std::move(shm);
+  shm_active_.store(true, std::memory_order_release);
+  WLOG_INFO("using the shared-memory channel");
 }
 
 void Connection::BreakLocked(const char* why) {
@@ -141,6 +184,8 @@ void Connection::BreakLocked(const char* why) {
         "CUDA_ERROR_DEVICE_UNAVAILABLE",
         endpoint_.c_str(), why);
   }
+  chan_.reset();
+  shm_active_.store(false, std::memory_order_release);
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
@@ -148,9 +193,7 @@ void Connection::BreakLocked(const char* why) {
   state_ = State::kBroken;
 }
 
-CUresult Connection::Call(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail,
-                          size_t tail_len, void* out_tail, size_t out_tail_len) {
-  std::lock_guard<std::mutex> lock(mu_);
+CUresult Connection::ReconnectIfNeededLocked() {
   if (state_ == State::kReconnect) {
     std::string error;
     if (ConnectLocked(nullptr, &error) != CUDA_SUCCESS) {
@@ -159,7 +202,46 @@ CUresult Connection::Call(wire::Op op, const wire::Writer& body, Reply* reply, c
       state_ = State::kBroken;
     }
   }
-  if (state_ != State::kReady) return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  return state_ == State::kReady ? CUDA_SUCCESS : CUDA_ERROR_DEVICE_UNAVAILABLE;
+}
+
+CUresult Connection::Post(wire::Op op, const wire::Writer& body, const void* tail,
+                          size_t tail_len) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (CUresult r = ReconnectIfNeededLocked(); r != CUDA_SUCCESS) return r;
+  if (body.size() + tail_len > wire::kMaxPayload) return CUDA_ERROR_INVALID_VALUE;
+  if (!wire::WriteFrameTo(*chan_, static_cast<uint16_t>(op), wire::kFlagNoReply, ++seq_,
+                          body.data().data(), body.size(), tail, tail_len)) {
+    BreakLocked(std::strerror(errno));
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  return CUDA_SUCCESS;
+}
+
+void Connection::GoodbyeAtExit() {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || state_ != State::kReady || !shm_active_.load()) return;
+  wire::WriteFrameTo(*chan_, static_cast<uint16_t>(wire::Op::kGoodbye), wire::kFlagNoReply, ++seq_,
+                     nullptr, 0);
+}
+
+CUresult Connection::CallWithFd(wire::Op op, const wire::Writer& body, int fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (CUresult r = ReconnectIfNeededLocked(); r != CUDA_SUCCESS) return r;
+  if (!is_unix_) return CUDA_ERROR_NOT_SUPPORTED;
+  // The fd goes first: woolyd takes it from the socket when it reaches the
+  // request, whichever channel carries the request.
+  if (!wire::SendFd(fd_, fd)) {
+    BreakLocked(std::strerror(errno));
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  return CallLocked(op, body, nullptr, nullptr, 0, nullptr, 0);
+}
+
+CUresult Connection::Call(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail,
+                          size_t tail_len, void* out_tail, size_t out_tail_len) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (CUresult r = ReconnectIfNeededLocked(); r != CUDA_SUCCESS) return r;
   return CallLocked(op, body, reply, tail, tail_len, out_tail, out_tail_len);
 }
 
@@ -176,12 +258,14 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
     return CUDA_ERROR_INVALID_VALUE;
   }
   // WriteFrame uses MSG_NOSIGNAL: a vanished server is an error, not a SIGPIPE.
-  if (!wire::WriteFrame(fd_, op_code, seq, body.data().data(), body.size(), tail, tail_len)) {
+  if (!wire::WriteFrameTo(*chan_, op_code, 0, seq, body.data().data(), body.size(), tail,
+                          tail_len)) {
     BreakLocked(std::strerror(errno));
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
   wire::FrameHeader h;
-  if (!wire::ReadHeader(fd_, &h)) {
+  if (!chan_->Read(&h, sizeof(h)) || h.magic != wire::kMagic ||
+      h.length > wire::kMaxPayload + 4096) {
     BreakLocked("connection closed by woolyd");
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
@@ -190,7 +274,7 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
   int32_t result = 0;
-  if (!wire::ReadFull(fd_, &result, sizeof(result))) {
+  if (!chan_->Read(&result, sizeof(result))) {
     BreakLocked("connection closed by woolyd");
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
@@ -206,8 +290,8 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
   std::vector<uint8_t> scratch;
   std::vector<uint8_t>& fields = reply != nullptr ? reply->fields : scratch;
   fields.resize(rest - direct);
-  if ((!fields.empty() && !wire::ReadFull(fd_, fields.data(), fields.size())) ||
-      (direct > 0 && !wire::ReadFull(fd_, out_tail, direct))) {
+  if ((!fields.empty() && !chan_->Read(fields.data(), fields.size())) ||
+      (direct > 0 && !chan_->Read(out_tail, direct))) {
     BreakLocked("connection closed by woolyd");
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
@@ -220,7 +304,10 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
 
 std::unique_ptr<Connection> Connection::ForkChild() {
   // Only the forking thread exists in the child, so reading these without
-  // the (possibly held) mutex is safe.
+  // the (possibly held) mutex is safe. Unmapping the rings here leaves the
+  // parent's mapping alone.
+  chan_.reset();
+  shm_active_.store(false, std::memory_order_relaxed);
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;

@@ -11,12 +11,14 @@
 
 #include <cuda.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "wooly/proto/channel.h"
 #include "wooly/proto/wire.h"
 
 namespace wooly::client {
@@ -67,6 +69,24 @@ class Connection {
   CUresult Call(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail = nullptr,
                 size_t tail_len = 0, void* out_tail = nullptr, size_t out_tail_len = 0);
 
+  // Sends one request without waiting (wire::kFlagNoReply): for ops CUDA
+  // itself runs asynchronously. An error it causes is reported by the next
+  // synchronizing call. Returns CUDA_ERROR_DEVICE_UNAVAILABLE when the
+  // connection is unusable.
+  CUresult Post(wire::Op op, const wire::Writer& body, const void* tail = nullptr,
+                size_t tail_len = 0);
+  // Call() that also passes file descriptor `fd` to woolyd (unix sockets
+  // only); the fd stays owned by the caller.
+  CUresult CallWithFd(wire::Op op, const wire::Writer& body, int fd);
+  // True when the same-node shared-memory channel is in use (so shared
+  // pinned memory can be registered with woolyd).
+  bool shared_memory() const { return shm_active_.load(std::memory_order_acquire); }
+
+  // At process exit: tells woolyd the client is leaving, so a session on
+  // the shared-memory channel ends at once rather than when woolyd next
+  // checks the socket. Skipped when another thread holds the connection.
+  void GoodbyeAtExit();
+
   // For the child of fork(): closes this (inherited) socket without taking
   // the mutex and returns a new Connection that reconnects, with a fresh
   // Hello carrying the child's pid, on its first Call.
@@ -81,11 +101,18 @@ class Connection {
   CUresult CallLocked(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail,
                       size_t tail_len, void* out_tail, size_t out_tail_len);
   void BreakLocked(const char* why);
+  CUresult ReconnectIfNeededLocked();
+  // Switches to the shared-memory channel when the endpoint is a unix
+  // socket and $WOOLY_SHM is not 0; stays on the socket otherwise.
+  void AttachShmLocked();
 
   const std::string endpoint_;
   ClientIdentity identity_;
   std::mutex mu_;
   int fd_ = -1;                // guarded by mu_
+  bool is_unix_ = false;       // guarded by mu_
+  std::unique_ptr<wire::ByteChannel> chan_;  // guarded by mu_; the socket or the rings
+  std::atomic<bool> shm_active_{false};
   State state_ = State::kNew;  // guarded by mu_
   uint32_t seq_ = 0;           // guarded by mu_
 };

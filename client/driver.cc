@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -156,6 +158,41 @@ CUresult Rpc(wire::Op op, const wire::Writer& body, Reply* reply, const void* ta
   const CUresult r = c->Call(op, body, reply, tail, tail_len, out_tail, out_tail_len);
   CaptureNoteResult(r);  // woolyd's driver may have invalidated a capture
   return r;
+}
+
+namespace {
+// Runs at exit (and at dlclose, which never happens to a libcuda).
+__attribute__((destructor)) void SayGoodbye() {
+  if (Connection* c = g_conn.load(std::memory_order_acquire)) c->GoodbyeAtExit();
+}
+
+bool AsyncEnabled() {
+  static const bool on = [] {
+    const char* e = std::getenv(wire::kEnvAsync);
+    return e == nullptr || std::strcmp(e, "0") != 0;
+  }();
+  return on;
+}
+}  // namespace
+
+CUresult Post(wire::Op op, const wire::Writer& body, const void* tail, size_t tail_len) {
+  // While a capture is in progress every call waits: woolyd's answer may
+  // invalidate the capture, which the application must see at the call.
+  if (!AsyncEnabled() || AnyCaptureInProgress()) return Rpc(op, body, nullptr, tail, tail_len);
+  Connection* c = g_conn.load(std::memory_order_acquire);
+  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+  return c->Post(op, body, tail, tail_len);
+}
+
+CUresult RpcWithFd(wire::Op op, const wire::Writer& body, int fd) {
+  Connection* c = g_conn.load(std::memory_order_acquire);
+  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+  return c->CallWithFd(op, body, fd);
+}
+
+bool SharedMemoryChannel() {
+  Connection* c = g_conn.load(std::memory_order_acquire);
+  return c != nullptr && c->shared_memory();
 }
 
 CUresult BadReply(wire::Op op) {

@@ -51,6 +51,15 @@ int DriverVersion();
 CUresult Rpc(wire::Op op, const wire::Writer& body, Reply* reply = nullptr,
              const void* tail = nullptr, size_t tail_len = 0, void* out_tail = nullptr,
              size_t out_tail_len = 0);
+// Sends a request whose reply has no fields without waiting for it: for
+// calls CUDA runs asynchronously. Its error is reported by the next
+// synchronizing call. Behaves as Rpc when $WOOLY_ASYNC=0.
+CUresult Post(wire::Op op, const wire::Writer& body, const void* tail = nullptr,
+              size_t tail_len = 0);
+// Rpc that also passes file descriptor `fd` (kept by the caller).
+CUresult RpcWithFd(wire::Op op, const wire::Writer& body, int fd);
+// True when the session runs over the same-node shared-memory channel.
+bool SharedMemoryChannel();
 // Logs a successful reply whose fields do not parse and returns
 // CUDA_ERROR_UNKNOWN.
 CUresult BadReply(wire::Op op);

@@ -31,6 +31,9 @@ class HostAllocTable {
     Kind kind = Kind::kAlloc;
     const void* ctx = nullptr;  // the Context* current when it was made
     uint64_t buffer_id = 0;     // set by Insert when 0
+    // Shared with woolyd (same address there, registered with the driver):
+    // copies need no data on the wire and the device can dereference it.
+    bool shared = false;
   };
 
   // Records `r` ([base, base + size), size > 0). False, changing nothing,
@@ -41,6 +44,11 @@ class HostAllocTable {
   bool Remove(uint64_t base, Kind kind, Record* removed = nullptr);
   // The record containing `ptr`.
   bool Find(uint64_t ptr, Record* out) const;
+  // True when [ptr, ptr + n) lies inside one shared record (n > 0).
+  bool SharedRange(uint64_t ptr, uint64_t n) const {
+    Record r;
+    return n > 0 && Find(ptr, &r) && r.shared && n <= r.size && ptr - r.base <= r.size - n;
+  }
   size_t size() const;
   void Clear();
 

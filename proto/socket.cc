@@ -1,5 +1,7 @@
 #include "wooly/proto/socket.h"
 
+#include "wooly/proto/channel.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -176,35 +178,8 @@ int Listen(const Endpoint& ep, unsigned mode, std::string* error) {
 
 bool WriteFrame(int fd, uint16_t op, uint32_t seq, const void* body, size_t body_len,
                 const void* tail, size_t tail_len) {
-  FrameHeader h{kMagic, op, 0, static_cast<uint32_t>(body_len + tail_len), seq};
-  iovec iov[3] = {{&h, sizeof(h)},
-                  {const_cast<void*>(body), body_len},
-                  {const_cast<void*>(tail), tail_len}};
-  int idx = 0;
-  int cnt = 3;
-  while (cnt > 0) {
-    // sendmsg with MSG_NOSIGNAL: a vanished peer must give EPIPE, never a
-    // SIGPIPE that would kill woolyd (or the application hosting libwooly).
-    msghdr msg{};
-    msg.msg_iov = iov + idx;
-    msg.msg_iovlen = static_cast<size_t>(cnt);
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    size_t left = static_cast<size_t>(n);
-    while (cnt > 0 && left >= iov[idx].iov_len) {
-      left -= iov[idx].iov_len;
-      ++idx;
-      --cnt;
-    }
-    if (cnt > 0) {
-      iov[idx].iov_base = static_cast<char*>(iov[idx].iov_base) + left;
-      iov[idx].iov_len -= left;
-    }
-  }
-  return true;
+  SocketChannel ch(fd);
+  return WriteFrameTo(ch, op, 0, seq, body, body_len, tail, tail_len);
 }
 
 bool ReadFull(int fd, void* p, size_t n) {
@@ -234,6 +209,7 @@ const char* OpName(uint16_t op) {
     return #x + 1;
     WOOLY_OP_NAME(kHello)
     WOOLY_OP_NAME(kGoodbye)
+    WOOLY_OP_NAME(kShmAttach)
     WOOLY_OP_NAME(kMemAlloc)
     WOOLY_OP_NAME(kMemFree)
     WOOLY_OP_NAME(kMemGetInfo)
@@ -243,6 +219,10 @@ const char* OpName(uint16_t op) {
     WOOLY_OP_NAME(kMemcpyDtoD)
     WOOLY_OP_NAME(kMemset)
     WOOLY_OP_NAME(kMemcpy3D)
+    WOOLY_OP_NAME(kMemcpyHtoDShared)
+    WOOLY_OP_NAME(kMemcpyDtoHShared)
+    WOOLY_OP_NAME(kHostShmRegister)
+    WOOLY_OP_NAME(kHostShmUnregister)
     WOOLY_OP_NAME(kModuleLoadData)
     WOOLY_OP_NAME(kModuleGetFunction)
     WOOLY_OP_NAME(kModuleGetGlobal)

@@ -1,6 +1,7 @@
 #include "wooly/server/client_session.h"
 
 #include <cuda.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "wooly/scheduler/stream_priority.h"
@@ -127,9 +129,42 @@ void ClientSession::PublishStats() {
   stats_.modules = modules;
 }
 
+namespace {
+// Requests that report an error left by an earlier request sent without a
+// reply, as CUDA reports asynchronous errors at synchronization.
+bool ReportsDeferredErrors(uint16_t op) {
+  switch (static_cast<Op>(op)) {
+    case Op::kStreamSynchronize:
+    case Op::kStreamQuery:
+    case Op::kEventSynchronize:
+    case Op::kEventQuery:
+    case Op::kCtxSynchronize:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
+void ClientSession::SetPendingFd(int fd) {
+  absl::MutexLock lock(&mu_);
+  if (pending_fd_ >= 0) ::close(pending_fd_);
+  pending_fd_ = fd;
+}
+
+void ClientSession::set_transport(std::string transport) {
+  absl::MutexLock lock(&stats_mu_);
+  stats_.transport = std::move(transport);
+}
+
 ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
                                            absl::Span<const uint8_t> payload) {
   absl::MutexLock lock(&mu_);
+  // A descriptor that came with this request and was not taken is closed.
+  absl::Cleanup close_fd = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (pending_fd_ >= 0) ::close(pending_fd_);
+    pending_fd_ = -1;
+  };
   Reply reply;
   reply.op = static_cast<uint16_t>(header.op | wire::kReplyBit);
   reply.seq = header.seq;
@@ -151,6 +186,9 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
   switch (static_cast<Op>(op)) {
     case Op::kHello:
       reply.payload = ResultOnly(CUDA_ERROR_INVALID_VALUE);  // said hello already
+      return reply;
+    case Op::kShmAttach:  // handled by the transport
+      reply.payload = ResultOnly(CUDA_ERROR_NOT_SUPPORTED);
       return reply;
     case Op::kGoodbye:
       reply.payload = ResultOnly(CUDA_SUCCESS);
@@ -197,6 +235,10 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
       WOOLY_OP(EventElapsedTime)
       WOOLY_OP(EventDestroy)
       WOOLY_OP(CtxSynchronize)
+      WOOLY_OP(HostShmRegister)
+      WOOLY_OP(HostShmUnregister)
+      WOOLY_OP(MemcpyHtoDShared)
+      WOOLY_OP(MemcpyDtoHShared)
 #undef WOOLY_OP
   }
   if (handler == nullptr) {  // unknown op, or a reply sent as a request
@@ -226,7 +268,19 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
   } catch (const std::exception& e) {
     status = CuError(CUDA_ERROR_UNKNOWN, e.what());
   }
-  const CUresult result = ToCuResult(status);
+  CUresult result = ToCuResult(status);
+  const bool no_reply = (header.flags & wire::kFlagNoReply) != 0;
+  if (no_reply && result != CUDA_SUCCESS) {
+    spdlog::debug("client {}: {} seq {} (no reply) -> CUresult {} ({}); reported at the next "
+                  "synchronization",
+                  id_, wire::OpName(op), header.seq, static_cast<int>(result), status.ToString());
+    if (deferred_error_ == CUDA_SUCCESS) deferred_error_ = result;
+  } else if (!no_reply && result == CUDA_SUCCESS && deferred_error_ != CUDA_SUCCESS &&
+             ReportsDeferredErrors(op)) {
+    result = deferred_error_;
+    deferred_error_ = CUDA_SUCCESS;
+    status = CuError(result, "an earlier asynchronous command failed");
+  }
   // A sticky result faults the context; the access resets it on return, so
   // this reply goes out once the server can serve new sessions again.
   access.Observe(result, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return DescribeLocked(op); });
@@ -441,9 +495,13 @@ bool ClientSession::ReleaseAllLocked(SharedContext::Access& access, std::string*
   allocations_.Clear();
   // 6. Mappings, allocation handles, reservations and pools.
   CloseMemoryExtLocked();
+  // 7. Shared pinned memory (its copies finished with the streams).
+  const size_t n_shared = shared_host_.size();
+  ReleaseSharedHostLocked(/*unregister=*/true);
   *summary =
       absl::StrCat(n_allocations, " allocations (", bytes, " bytes), ", n_modules, " modules, ",
-                   n_libraries, " libraries, ", n_streams + 1, " streams, ", n_events, " events");
+                   n_libraries, " libraries, ", n_streams + 1, " streams, ", n_events, " events, ",
+                   n_shared, " shared host regions");
   return true;
 }
 
@@ -466,6 +524,7 @@ std::string ClientSession::DropAllLocked() {
   globals_.Clear();
   global_refs_.clear();
   allocations_.Clear();
+  ReleaseSharedHostLocked(/*unregister=*/false);
   graphs_ = SessionGraphs{};
   mem_ext_.reset();  // bookkeeping only: its deleter calls nothing
   return summary;

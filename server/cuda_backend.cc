@@ -77,6 +77,8 @@ constexpr int kMaxStagingSlots = 4;
   X(cuMemFree, PFN_cuMemFree_v3020)                                            \
   X(cuMemHostAlloc, PFN_cuMemHostAlloc_v2020)                                  \
   X(cuMemFreeHost, PFN_cuMemFreeHost_v2000)                                    \
+  X(cuMemHostRegister, PFN_cuMemHostRegister_v6050)                            \
+  X(cuMemHostUnregister, PFN_cuMemHostUnregister_v4000)                        \
   X(cuMemcpyHtoD, PFN_cuMemcpyHtoD_v3020)                                      \
   X(cuMemcpyDtoH, PFN_cuMemcpyDtoH_v3020)                                      \
   X(cuMemcpyDtoD, PFN_cuMemcpyDtoD_v3020)                                      \
@@ -636,6 +638,28 @@ class CudaBackend final : public GpuBackend {
     WOOLY_RETURN_IF_CU(cu_.cuMemcpyDtoHAsync(dst, src, size, Stream(stream)), "cuMemcpyDtoHAsync");
     // The interface promises the bytes are in `dst` on return.
     return Check(cu_.cuStreamSynchronize(Stream(stream)), "cuStreamSynchronize");
+  }
+
+  absl::Status HostRegister(void* ptr, uint64_t size) override {
+    return Check(cu_.cuMemHostRegister(ptr, size,
+                                       CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP),
+                 "cuMemHostRegister");
+  }
+
+  absl::Status HostUnregister(void* ptr) override {
+    return Check(cu_.cuMemHostUnregister(ptr), "cuMemHostUnregister");
+  }
+
+  absl::Status MemcpyHtoDRegistered(DevPtr dst, const void* src, uint64_t size, Handle stream,
+                                    bool async) override {
+    WOOLY_RETURN_IF_CU(cu_.cuMemcpyHtoDAsync(dst, src, size, Stream(stream)), "cuMemcpyHtoDAsync");
+    return SyncUnlessAsync(stream, async);
+  }
+
+  absl::Status MemcpyDtoHRegistered(void* dst, DevPtr src, uint64_t size, Handle stream,
+                                    bool async) override {
+    WOOLY_RETURN_IF_CU(cu_.cuMemcpyDtoHAsync(dst, src, size, Stream(stream)), "cuMemcpyDtoHAsync");
+    return SyncUnlessAsync(stream, async);
   }
 
   absl::Status MemcpyDtoD(DevPtr dst, DevPtr src, uint64_t size, Handle stream,

@@ -162,6 +162,8 @@ API mMemFreeHost(void* p) {
   std::free(p);
   return CUDA_SUCCESS;
 }
+API mMemHostRegister(void*, size_t, unsigned) { return CUDA_SUCCESS; }
+API mMemHostUnregister(void*) { return CUDA_SUCCESS; }
 void* D(CUdeviceptr p) { return reinterpret_cast<void*>(p); }
 API mMemcpyHtoD(CUdeviceptr d, const void* s, size_t n) {
   ++g_stats.htod_sync;
@@ -417,6 +419,8 @@ const Entry kEntries[] = {
     E(cuMemFree, mMemFree),
     E(cuMemHostAlloc, mMemHostAlloc),
     E(cuMemFreeHost, mMemFreeHost),
+    E(cuMemHostRegister, mMemHostRegister),
+    E(cuMemHostUnregister, mMemHostUnregister),
     E(cuMemcpyHtoD, mMemcpyHtoD),
     E(cuMemcpyDtoH, mMemcpyDtoH),
     E(cuMemcpyDtoD, mMemcpyDtoD),

@@ -28,6 +28,7 @@
 #include "grpc_services.h"
 #include "grpcpp/grpcpp.h"
 #include "spdlog/spdlog.h"
+#include "wooly/proto/channel.h"
 #include "wooly/proto/socket.h"
 #include "wooly/server/cu_status.h"
 
@@ -466,13 +467,18 @@ void Server::ReapConnections() {
 void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> session) {
   const int fd = conn->fd;
   std::string reason = "client closed the connection";
+  // Frames come over the socket until the client switches to the
+  // shared-memory channel (kShmAttach); the socket then only carries file
+  // descriptors and tells when the client is gone.
+  std::unique_ptr<wire::ByteChannel> chan = std::make_unique<wire::SocketChannel>(fd);
+  const bool is_unix = session->transport() == "unix";
   // The thread binds to the GPU context lazily, in each command's
   // SharedContext::Access (the context may be replaced after a fault).
   {
     std::vector<uint8_t> buffer;
     for (;;) {
       wire::FrameHeader h;
-      if (!wire::ReadFull(fd, &h, sizeof(h))) {
+      if (!chan->Read(&h, sizeof(h))) {
         if (stopping_.load()) reason = "server shutting down";
         break;
       }
@@ -489,12 +495,43 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
         reason = "out of host memory for a frame";
         break;
       }
-      if (!wire::ReadFull(fd, buffer.data(), h.length)) {
+      if (!chan->Read(buffer.data(), h.length)) {
         reason = "connection lost mid-frame";
         break;
       }
+      const auto op = static_cast<wire::Op>(h.op);
+      if (op == wire::Op::kShmAttach) {
+        // Transport-level: switch this connection to the rings.
+        const int memfd = wire::RecvFd(fd);
+        std::unique_ptr<wire::ShmChannel> shm;
+        std::string error = "not a unix-socket session, or before hello";
+        if (memfd >= 0 && is_unix && session->hello_done() &&
+            dynamic_cast<wire::SocketChannel*>(chan.get()) != nullptr) {
+          shm = wire::ShmChannel::Attach(memfd, fd, &error);
+        } else if (memfd >= 0) {
+          ::close(memfd);
+        }
+        const int32_t result = shm ? CUDA_SUCCESS : CUDA_ERROR_NOT_SUPPORTED;
+        if (!shm) spdlog::info("client {}: no shared-memory channel: {}", session->id(), error);
+        if (!wire::WriteFrame(fd, static_cast<uint16_t>(h.op | wire::kReplyBit), h.seq, &result,
+                              sizeof(result))) {
+          reason = "connection lost while replying";
+          break;
+        }
+        if (shm) {
+          chan = std::move(shm);
+          session->set_transport("unix+shm");
+          spdlog::info("client {}: switched to the shared-memory channel", session->id());
+        }
+        continue;
+      }
+      if (op == wire::Op::kHostShmRegister) {
+        // The memfd travels beside the request on the socket.
+        session->SetPendingFd(is_unix ? wire::RecvFd(fd) : -1);
+      }
       ClientSession::Reply r = session->Handle(h, buffer);
-      if (!wire::WriteFrame(fd, r.op, r.seq, r.payload.data(), r.payload.size())) {
+      if ((h.flags & wire::kFlagNoReply) == 0 &&
+          !wire::WriteFrameTo(*chan, r.op, 0, r.seq, r.payload.data(), r.payload.size())) {
         reason = "connection lost while replying";
         break;
       }
@@ -510,6 +547,7 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
     }
   }
   EndSession(session, reason);
+  chan.reset();
   absl::MutexLock lock(&conn_mu_);
   ::close(fd);
   conn->fd = -1;

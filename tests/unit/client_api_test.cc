@@ -321,11 +321,14 @@ TEST_F(ClientApiTest, MemoryRoundTrip) {
   ASSERT_EQ(cuMemcpyDtoH(out.data(), d, out.size()), CUDA_SUCCESS);
   EXPECT_EQ(in, out);
 
-  // Sync copies ride the null stream with async=0.
-  for (auto [stream, async] : server_->copy_streams()) {
-    EXPECT_EQ(stream, wire::kStreamNull);
-    EXPECT_EQ(async, 0);
-  }
+  // Sync copies ride the null stream. The host-to-device one carries its
+  // bytes, so it is sent without waiting and runs async on the server; the
+  // device-to-host one waits (async=0).
+  const auto copies = server_->copy_streams();
+  ASSERT_EQ(copies.size(), 2u);
+  for (auto [stream, async] : copies) EXPECT_EQ(stream, wire::kStreamNull);
+  EXPECT_EQ(copies[0].second, 1);
+  EXPECT_EQ(copies[1].second, 0);
 
   // Address ranges are answered locally.
   server_->ClearOps();
@@ -357,6 +360,8 @@ TEST_F(ClientApiTest, MemoryRoundTrip) {
 
   ASSERT_EQ(cuMemFree(d), CUDA_SUCCESS);
   ASSERT_EQ(cuMemFree(d2), CUDA_SUCCESS);
+  // Frees of known allocations do not wait; a synchronize does.
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
   EXPECT_EQ(server_->live_allocations(), 0u);
   EXPECT_EQ(cuMemFree(d), CUDA_ERROR_INVALID_VALUE);  // the server's verdict
 }
@@ -411,6 +416,7 @@ TEST_F(ClientApiTest, Memsets) {
   CUstream s;
   ASSERT_EQ(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
   ASSERT_EQ(cuMemsetD8Async(d, 1, 4, s), CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);  // the memset was sent without waiting
   auto streams = server_->copy_streams();
   ASSERT_FALSE(streams.empty());
   EXPECT_NE(streams.back().first, wire::kStreamNull);
@@ -508,6 +514,7 @@ TEST_F(ClientApiTest, ModuleFunctionAndLaunch) {
   int n = 77;
   void* params[] = {&a, &b, &c, &n};
   ASSERT_EQ(cuLaunchKernel(f, 2, 1, 1, 128, 1, 1, 0, nullptr, params, nullptr), CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);  // launches do not wait for a reply
   auto launches = server_->launches();
   ASSERT_EQ(launches.size(), 1u);
   EXPECT_EQ(launches[0].grid[0], 2u);
@@ -530,6 +537,7 @@ TEST_F(ClientApiTest, ModuleFunctionAndLaunch) {
   void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, &packed, CU_LAUNCH_PARAM_BUFFER_SIZE,
                    &packed_size, CU_LAUNCH_PARAM_END};
   ASSERT_EQ(cuLaunchKernel(f, 1, 1, 1, 1, 1, 1, 0, CU_STREAM_LEGACY, nullptr, extra), CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
   launches = server_->launches();
   ASSERT_EQ(launches.size(), 2u);
   EXPECT_EQ(launches[1].stream, wire::kStreamLegacy);
@@ -630,6 +638,7 @@ TEST_F(ClientApiTest, LibraryKernelsAndFunctions) {
   ASSERT_EQ(cuLaunchKernel(reinterpret_cast<CUfunction>(k), 1, 1, 1, 1, 1, 1, 0, nullptr, params,
                            nullptr),
             CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
   ASSERT_EQ(server_->launches().size(), 1u);
   EXPECT_EQ(server_->launches()[0].args.size(), 32u);
   ASSERT_EQ(cuLibraryUnload(lib), CUDA_SUCCESS);
@@ -710,7 +719,10 @@ TEST_F(ClientApiTest, DroppedConnectionFailsCallsInsteadOfHanging) {
   CUdeviceptr d = 0;
   ASSERT_EQ(cuMemAlloc(&d, 64), CUDA_SUCCESS);
   server_->DropOnNextRequest();
-  EXPECT_EQ(cuMemsetD8(d, 0, 64), CUDA_ERROR_DEVICE_UNAVAILABLE);
+  // A memset is sent without waiting, so it may still look sent; the next
+  // call that waits must fail, not hang.
+  const CUresult posted = cuMemsetD8(d, 0, 64);
+  EXPECT_TRUE(posted == CUDA_SUCCESS || posted == CUDA_ERROR_DEVICE_UNAVAILABLE) << posted;
   EXPECT_EQ(cuMemAlloc(&d, 64), CUDA_ERROR_DEVICE_UNAVAILABLE);
   EXPECT_EQ(cuCtxSynchronize(), CUDA_ERROR_DEVICE_UNAVAILABLE);
   // Local answers keep working.

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "wooly/proto/channel.h"
 #include "wooly/proto/socket.h"
 #include "wooly/proto/wire.h"
 
@@ -163,6 +164,16 @@ class FakeWoolyd {
         return;
       }
       const wire::Op op = static_cast<wire::Op>(h.op);
+      if (op == wire::Op::kShmAttach) {
+        // This stand-in stays on the socket: take the memfd, decline.
+        const int memfd = wire::RecvFd(fd);
+        if (memfd >= 0) ::close(memfd);
+        const int32_t declined = CUDA_ERROR_NOT_SUPPORTED;
+        if (!wire::WriteFrame(fd, h.op | wire::kReplyBit, h.seq, &declined, sizeof(declined))) {
+          return;
+        }
+        continue;
+      }
       wire::Reader r(payload.data(), payload.size());
       wire::Writer out;
       std::vector<uint8_t> tail;
@@ -172,6 +183,7 @@ class FakeWoolyd {
         ops_.push_back(op);
         res = Handle(op, r, out, tail);
       }
+      if (h.flags & wire::kFlagNoReply) continue;
       wire::Writer reply;
       reply.Put<int32_t>(res);
       if (res == CUDA_SUCCESS || op == wire::Op::kHello) {

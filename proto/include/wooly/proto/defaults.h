@@ -12,6 +12,10 @@ inline constexpr char kEnvServer[] = "WOOLY_SERVER";          // session endpoin
 inline constexpr char kEnvClientName[] = "WOOLY_CLIENT_NAME";  // default: program name
 inline constexpr char kEnvPriority[] = "WOOLY_PRIORITY";       // 0 (highest) .. 4
 inline constexpr char kEnvLog[] = "WOOLY_LOG";                 // error|warn|info|debug
+// 0 keeps a same-node client on the unix socket (no shared-memory channel).
+inline constexpr char kEnvShm[] = "WOOLY_SHM";
+// 0 makes every forwarded call wait for its reply (no asynchronous commands).
+inline constexpr char kEnvAsync[] = "WOOLY_ASYNC";
 // Read by woolyd and wooly-cli.
 inline constexpr char kEnvSocketDir[] = "WOOLY_SOCKET_DIR";
 inline constexpr char kEnvAdmin[] = "WOOLY_ADMIN";             // admin gRPC endpoint

@@ -41,10 +41,16 @@ inline constexpr uint64_t kStreamNull = 0;       // the client's default stream
 inline constexpr uint64_t kStreamLegacy = 1;     // CU_STREAM_LEGACY
 inline constexpr uint64_t kStreamPerThread = 2;  // CU_STREAM_PER_THREAD (client resolves it)
 
+// A request with this flag gets no reply: the client does not wait. Its
+// error, if any, is reported by the next synchronizing command (stream,
+// event or context synchronize or query), as CUDA reports asynchronous
+// errors. Only ops whose reply carries no fields may be sent this way.
+inline constexpr uint16_t kFlagNoReply = 0x1;
+
 struct FrameHeader {
   uint32_t magic;
   uint16_t op;
-  uint16_t flags;   // reserved, 0
+  uint16_t flags;   // kFlag* bits
   uint32_t length;  // payload bytes after this header
   uint32_t seq;     // echoed in the reply
 };
@@ -60,6 +66,10 @@ enum class Op : uint16_t {
   // a str explaining it (the only error reply that carries a message).
   kHello = 1,
   kGoodbye = 2,  // () -> ()
+  // Same-node transport switch, on a unix socket only (channel.h): the
+  // client then sends the channel's memfd with SendFd. () -> (); after a
+  // successful reply both sides use the shared-memory rings.
+  kShmAttach = 3,
 
   kMemAlloc = 10,            // (u64 size) -> (u64 dptr)
   kMemFree = 11,             // (u64 dptr) -> ()
@@ -75,6 +85,17 @@ enum class Op : uint16_t {
   // packed host source rows when src is host) -> (tail packed host rows when
   // dst is host). 2D copies are sent as 3D copies of depth 1.
   kMemcpy3D = 18,
+  // Copies between device memory and the client's shared pinned memory
+  // (kHostShmRegister), which woolyd maps at the same address: no data on
+  // the wire. Both: (u64 device, u64 host, u64 size, u64 stream, u8 async)
+  //   -> ()
+  kMemcpyHtoDShared = 19,
+  kMemcpyDtoHShared = 20,
+  // (u64 addr, u64 size) -> (); the memfd follows with SendFd. woolyd maps
+  // it at `addr` and registers it with the driver (portable, mapped), so
+  // the client's pinned memory is DMA-able and its device pointer is `addr`.
+  kHostShmRegister = 21,
+  kHostShmUnregister = 22,  // (u64 addr) -> ()
 
   kModuleLoadData = 30,    // (bytes image) -> (u64 module)
   kModuleGetFunction = 31,  // (u64 module, str name) -> (u64 function, ParamLayout)

@@ -122,6 +122,14 @@ class ClientSession {
   // bookkeeping is dropped and the backend is not called.
   void Close(const std::string& reason);
 
+  // A file descriptor that arrived beside the next request (the memfd of a
+  // kHostShmRegister); the session owns it and closes it if unused.
+  void SetPendingFd(int fd);
+  // The transport as connected ("unix", "tcp", "grpc").
+  const std::string& transport() const { return transport_; }
+  // What status reports as the transport, e.g. "unix+shm" after the switch.
+  void set_transport(std::string transport);
+
   uint64_t id() const { return id_; }
   // True once Hello succeeded (the client is then listed in status).
   bool hello_done() const { return hello_done_.load(std::memory_order_acquire); }
@@ -269,6 +277,24 @@ class ClientSession {
   absl::Status OpCtxSynchronize(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Shared pinned memory (session_shared_host.cc).
+  absl::Status OpHostShmRegister(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpHostShmUnregister(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemcpyHtoDShared(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpMemcpyDtoHShared(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Both directions of a copy between device memory and shared host memory.
+  absl::Status SharedCopy(wire::Reader& in, bool to_device) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The server-side address of [addr, addr + size) when it lies inside one
+  // of the client's shared regions, else nullptr.
+  uint8_t* SharedHostRange(uint64_t addr, uint64_t size) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unmaps every shared region, unregistering it from the driver first
+  // when `unregister` (not after the context was lost).
+  void ReleaseSharedHostLocked(bool unregister) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Memory extensions (session_memory_ext.cc, session_memory_ext.h).
 #define WOOLY_DECLARE_MEMORY_EXT_OP(name) \
   absl::Status Op##name(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -343,6 +369,13 @@ class ClientSession {
   // Pools, VMM, limits: created on first use.
   std::unique_ptr<SessionMemoryExt, SessionMemoryExtDeleter> mem_ext_ ABSL_GUARDED_BY(mu_);
   SessionGraphs graphs_ ABSL_GUARDED_BY(mu_);
+  // The first error of a request sent without reply (wire::kFlagNoReply),
+  // reported by the next synchronizing request.
+  CUresult deferred_error_ ABSL_GUARDED_BY(mu_) = CUDA_SUCCESS;
+  int pending_fd_ ABSL_GUARDED_BY(mu_) = -1;
+  // Client pinned memory mapped into woolyd at the client's addresses:
+  // base -> size.
+  std::map<uint64_t, uint64_t> shared_host_ ABSL_GUARDED_BY(mu_);
 
   // What Snapshot reports, refreshed after each request; separate from mu_
   // so that status never waits behind a long synchronize.

@@ -146,6 +146,23 @@ class GpuBackend {
   virtual absl::Status MemcpyDtoD(DevPtr dst, DevPtr src, uint64_t size, Handle stream,
                                   bool async) = 0;
   virtual absl::Status Memcpy3D(const Copy3DParams& params, Handle stream, bool async) = 0;
+  // Page-locks [ptr, ptr + size) of woolyd's address space and maps it for
+  // the device (portable, device-mapped), so copies from and to it are
+  // direct DMA and kernels may dereference it at the same address. The
+  // defaults suit a backend without DMA (the fake).
+  virtual absl::Status HostRegister(void* ptr, uint64_t size) { return absl::OkStatus(); }
+  virtual absl::Status HostUnregister(void* ptr) { return absl::OkStatus(); }
+  // Copies between device memory and memory registered with HostRegister,
+  // queued on `stream` with no staging. Unless `async`, the copy has
+  // completed when the call returns; an async DtoH completes in stream order.
+  virtual absl::Status MemcpyHtoDRegistered(DevPtr dst, const void* src, uint64_t size,
+                                            Handle stream, bool async) {
+    return MemcpyHtoD(dst, src, size, stream, async);
+  }
+  virtual absl::Status MemcpyDtoHRegistered(void* dst, DevPtr src, uint64_t size, Handle stream,
+                                            bool async) {
+    return MemcpyDtoH(dst, src, size, stream, async);
+  }
   // Sets `height` rows of `width` elements of `elem_size` (1, 2 or 4) bytes,
   // rows `pitch` bytes apart (pitch is ignored when height == 1).
   virtual absl::Status Memset(DevPtr dst, uint64_t pitch, uint32_t value, uint32_t elem_size,
