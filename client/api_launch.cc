@@ -65,6 +65,7 @@ CUresult Launch(CUfunction f, const LaunchDims& dims, CUstream stream, bool ptds
     return r;
   }
   wire::Writer w;
+  w.data().reserve(64 + 68 * n_attrs);  // one allocation per launch
   w.Put<uint64_t>(c->id);
   for (unsigned g : dims.grid) w.Put<uint32_t>(g);
   for (unsigned b : dims.block) w.Put<uint32_t>(b);

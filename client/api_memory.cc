@@ -15,11 +15,15 @@
 #include "driver.h"
 #include "log.h"
 #include "memory_ext.h"
+#include "staging.h"
 
 namespace wooly::client {
 namespace {
 
 constexpr uint64_t kChunk = wire::kCopyChunk;
+// Pageable host-to-device copies from this size on use the shared staging
+// slots; smaller ones travel inside the request, which costs less.
+constexpr uint64_t kStagedMin = 256u << 10;
 
 CUresult AllocImpl(CUdeviceptr* dptr, size_t bytesize) {
   Context* ctx = nullptr;
@@ -82,6 +86,11 @@ CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool
     return Rpc(wire::Op::kMemcpyHtoDShared, w);
   }
   if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
+  // Large pageable copies on the same node: pipelined through shared
+  // staging slots (staging.h).
+  if (n >= kStagedMin && SharedMemoryChannel() && Allocations().ContainsRange(dst, n)) {
+    if (CUresult r = StagedHtoD(dst, src, n, stream); r != CUDA_ERROR_NOT_SUPPORTED) return r;
+  }
   // The bytes travel with the request, so the source may be reused at once:
   // to a range this process knows the copy is sent without waiting, as the
   // driver returns from a pageable copy once it has staged the data.
@@ -114,6 +123,10 @@ CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async
     return Rpc(wire::Op::kMemcpyDtoHShared, w);
   }
   if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
+  // Same node: woolyd DMAs into shared staging and we copy out, pipelined.
+  if (SharedMemoryChannel() && Allocations().ContainsRange(src, n)) {
+    if (CUresult r = StagedDtoH(dst, src, n, stream); r != CUDA_ERROR_NOT_SUPPORTED) return r;
+  }
   uint8_t* p = static_cast<uint8_t*>(dst);
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);

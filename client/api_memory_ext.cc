@@ -32,9 +32,10 @@ uint64_t PageRound(uint64_t n) { return (n + PageSize() - 1) / PageSize() * Page
 
 // --- pinned and registered host memory
 
-// Pinned memory woolyd maps at the same address (shared-memory channel
-// only): a sealed memfd mapped here and sent over. Returns nullptr when it
-// cannot be shared; the caller then uses private memory.
+}  // namespace
+
+// A sealed memfd mapped here and sent over: woolyd cannot shrink it away
+// from under its registration.
 void* SharedHostAlloc(uint64_t bytes) {
   if (!SharedMemoryChannel()) return nullptr;
   const int fd = ::memfd_create("wooly-pinned", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -60,6 +61,8 @@ void* SharedHostAlloc(uint64_t bytes) {
   }
   return p;
 }
+
+namespace {
 
 CUresult HostAlloc(void** pp, size_t bytesize, unsigned flags) {
   Context* ctx = nullptr;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -216,6 +217,13 @@ CUresult Connection::Post(wire::Op op, const wire::Writer& body, const void* tai
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
   return CUDA_SUCCESS;
+}
+
+bool Connection::PeerAlive() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != State::kReady || fd_ < 0) return false;
+  pollfd p{fd_, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 0 || (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)) == 0;
 }
 
 void Connection::GoodbyeAtExit() {

@@ -82,6 +82,9 @@ class Connection {
   // pinned memory can be registered with woolyd).
   bool shared_memory() const { return shm_active_.load(std::memory_order_acquire); }
 
+  // False once woolyd has gone away (the socket reports a hangup).
+  bool PeerAlive();
+
   // At process exit: tells woolyd the client is leaving, so a session on
   // the shared-memory channel ends at once rather than when woolyd next
   // checks the socket. Skipped when another thread holds the connection.

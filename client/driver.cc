@@ -190,6 +190,11 @@ CUresult RpcWithFd(wire::Op op, const wire::Writer& body, int fd) {
   return c->CallWithFd(op, body, fd);
 }
 
+bool ConnectionAlive() {
+  Connection* c = g_conn.load(std::memory_order_acquire);
+  return c != nullptr && c->PeerAlive();
+}
+
 bool SharedMemoryChannel() {
   Connection* c = g_conn.load(std::memory_order_acquire);
   return c != nullptr && c->shared_memory();

@@ -58,6 +58,8 @@ CUresult Post(wire::Op op, const wire::Writer& body, const void* tail = nullptr,
               size_t tail_len = 0);
 // Rpc that also passes file descriptor `fd` (kept by the caller).
 CUresult RpcWithFd(wire::Op op, const wire::Writer& body, int fd);
+// False once the connection to woolyd is gone.
+bool ConnectionAlive();
 // True when the session runs over the same-node shared-memory channel.
 bool SharedMemoryChannel();
 // Logs a successful reply whose fields do not parse and returns

@@ -153,6 +153,11 @@ class MemoryExtRecords {
 MemoryExtRecords& MemRecords();
 HostAllocTable& HostAllocations();
 
+// Page-multiple `bytes` of pinned memory shared with woolyd (mapped there at
+// the same address and registered with the driver), or nullptr when there
+// is no shared-memory channel or woolyd cannot map it.
+void* SharedHostAlloc(uint64_t bytes);
+
 // --- pointer attributes
 
 // What the client knows about an address.

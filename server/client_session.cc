@@ -144,6 +144,26 @@ bool ReportsDeferredErrors(uint16_t op) {
       return false;
   }
 }
+
+// Hot requests that change nothing status reports: they skip refreshing it.
+bool LeavesStatsAlone(uint16_t op) {
+  switch (static_cast<Op>(op)) {
+    case Op::kLaunchKernel:
+    case Op::kMemcpyHtoD:
+    case Op::kMemcpyDtoH:
+    case Op::kMemcpyDtoD:
+    case Op::kMemset:
+    case Op::kMemcpy3D:
+    case Op::kMemcpyHtoDShared:
+    case Op::kMemcpyDtoHShared:
+    case Op::kEventRecord:
+    case Op::kStreamWaitEvent:
+    case Op::kGraphLaunch:
+      return true;
+    default:
+      return ReportsDeferredErrors(op);
+  }
+}
 }  // namespace
 
 void ClientSession::SetPendingFd(int fd) {
@@ -292,7 +312,7 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     spdlog::trace("client {}: {} seq {} ok", id_, wire::OpName(op), header.seq);
     reply.payload = std::move(out.data());
   }
-  PublishStats();
+  if (!LeavesStatsAlone(op)) PublishStats();
   return reply;
 }
 

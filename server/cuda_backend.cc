@@ -1216,14 +1216,16 @@ class CudaBackend final : public GpuBackend {
     absl::StatusOr<CUfunction> f = FunctionFor(function);
     if (!f.ok()) return f.status();
 
-    std::vector<CUlaunchAttribute> attrs;
+    // Reused per serving thread: launches are the hottest request.
+    thread_local std::vector<CUlaunchAttribute> attrs;
     CUlaunchConfig cfg = ToLaunchConfig(config, Stream(config.stream), &attrs);
 
     if (args.empty()) {
       return Check(cu_.cuLaunchKernelEx(&cfg, *f, nullptr, nullptr), "cuLaunchKernelEx");
     }
     // Parameters may hold 8-byte fields; hand the driver an aligned buffer.
-    std::vector<uint64_t> buf((args.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+    thread_local std::vector<uint64_t> buf;
+    buf.resize((args.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
     std::memcpy(buf.data(), args.data(), args.size());
     size_t size = args.size();
     void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, buf.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size,

@@ -5,9 +5,13 @@
 // are unified, its device pointer is that same address: kernels can read
 // and write mapped host memory as on a local GPU.
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -109,18 +113,40 @@ absl::Status ClientSession::SharedCopy(wire::Reader& in, bool to_device) {
   const uint64_t host = in.Get<uint64_t>();
   const uint64_t size = in.Get<uint64_t>();
   const uint64_t stream = in.Get<uint64_t>();
-  const bool async = in.Get<uint8_t>() != 0;
+  bool async = in.Get<uint8_t>() != 0;
   if (!in.ok()) return Malformed();
-  if (size == 0) return absl::OkStatus();
-  if (absl::Status s = CheckRange(device, size); !s.ok()) return s;
-  uint8_t* p = SharedHostRange(host, size);
-  if (p == nullptr) return CuError(CUDA_ERROR_INVALID_VALUE, "not shared host memory");
-  // No capture refusal: the pages are the client's and stay valid, so a
-  // captured copy uses them at replay as CUDA's would.
-  absl::StatusOr<BackendHandle> st = StreamForWork(stream);
-  if (!st.ok()) return st.status();
-  return to_device ? backend_->MemcpyHtoDRegistered(device, p, size, *st, async)
-                   : backend_->MemcpyDtoHRegistered(p, device, size, *st, async);
+  // The optional completion word.
+  std::atomic<uint32_t>* done = nullptr;
+  uint32_t seq = 0;
+  if (in.remaining() > 0) {
+    const uint64_t done_addr = in.Get<uint64_t>();
+    seq = in.Get<uint32_t>();
+    if (!in.ok() || done_addr % 4 != 0 || SharedHostRange(done_addr, 8) == nullptr) {
+      return Malformed();
+    }
+    done = reinterpret_cast<std::atomic<uint32_t>*>(done_addr);
+    async = false;  // done means done
+  }
+  absl::Status status = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    if (size == 0) return absl::OkStatus();
+    if (absl::Status s = CheckRange(device, size); !s.ok()) return s;
+    uint8_t* p = SharedHostRange(host, size);
+    if (p == nullptr) return CuError(CUDA_ERROR_INVALID_VALUE, "not shared host memory");
+    // No capture refusal: the pages are the client's and stay valid, so a
+    // captured copy uses them at replay as CUDA's would.
+    absl::StatusOr<BackendHandle> st = StreamForWork(stream);
+    if (!st.ok()) return st.status();
+    return to_device ? backend_->MemcpyHtoDRegistered(device, p, size, *st, async)
+                     : backend_->MemcpyDtoHRegistered(p, device, size, *st, async);
+  }();
+  if (done != nullptr) {
+    // Result first, then the sequence number that publishes it.
+    reinterpret_cast<std::atomic<int32_t>*>(done + 1)->store(ToCuResult(status),
+                                                              std::memory_order_relaxed);
+    done->store(seq, std::memory_order_release);
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(done), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  }
+  return status;
 }
 
 absl::Status ClientSession::OpMemcpyHtoDShared(wire::Reader& in, wire::Writer& out) {

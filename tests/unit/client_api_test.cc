@@ -562,6 +562,7 @@ TEST_F(ClientApiTest, ModuleFunctionAndLaunch) {
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
   ASSERT_EQ(cuLaunchKernelEx(&cfg, f, params, nullptr), CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
   launches = server_->launches();
   ASSERT_EQ(launches.size(), 3u);
   EXPECT_EQ(launches[2].grid[1], 2u);
