@@ -3,12 +3,15 @@
 // cached in the client object, so parameter queries (and launches) never ask
 // woolyd again. Names, owning module/library and parameter info are local.
 #include <cstdio>
+#include <algorithm>
+#include <thread>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "api.h"
 #include "driver.h"
+#include "wooly/proto/sha256.h"
 #include "image_size.h"
 #include "log.h"
 #include "occupancy.h"
@@ -67,6 +70,9 @@ CUresult MemoryImage(const void* image, ImageSpan* span) {
   return CUDA_SUCCESS;
 }
 
+// Images from this size on are looked up in woolyd's module cache first.
+constexpr size_t kCachedImageMin = 64u << 10;
+
 // Sends an image with kModuleLoadData or kLibraryLoadData; returns the id.
 CUresult SendImage(wire::Op op, const ImageSpan& span, uint64_t* id) {
   if (span.size > wire::kMaxPayload - 64) {
@@ -74,10 +80,27 @@ CUresult SendImage(wire::Op op, const ImageSpan& span, uint64_t* id) {
                wire::kMaxPayload);
     return CUDA_ERROR_INVALID_VALUE;
   }
+  Reply reply;
+  // Large images are named by their digest first: woolyd loads them from
+  // its module cache when any process on the node has sent them before.
+  if (span.size >= kCachedImageMin) {
+    const unsigned threads = std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u);
+    const wire::Sha256Hash digest = wire::ImageDigest(span.data, span.size, threads);
+    wire::Writer q;
+    q.Put<uint8_t>(op == wire::Op::kLibraryLoadData ? 1 : 0)
+        .PutRaw(digest.data(), digest.size())
+        .Put<uint64_t>(span.size);
+    const CUresult r = Rpc(wire::Op::kImageLoadCached, q, &reply);
+    if (r == CUDA_SUCCESS) {
+      wire::Reader rd = reply.reader();
+      *id = rd.Get<uint64_t>();
+      return rd.ok() ? CUDA_SUCCESS : BadReply(wire::Op::kImageLoadCached);
+    }
+    if (r != CUDA_ERROR_FILE_NOT_FOUND) return r;  // cached, but it failed to load
+  }
   // "bytes image": the length in the body, the bytes as the tail, no copy.
   wire::Writer w;
   w.Put<uint64_t>(span.size);
-  Reply reply;
   if (CUresult r = Rpc(op, w, &reply, span.data, span.size); r != CUDA_SUCCESS) return r;
   wire::Reader rd = reply.reader();
   *id = rd.Get<uint64_t>();

@@ -1,5 +1,11 @@
 #include "wooly/proto/sha256.h"
 
+#include <algorithm>
+
+#include <vector>
+
+#include <thread>
+
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -245,6 +251,29 @@ bool FromHex(std::string_view hex, Sha256Hash* out) {
     (*out)[i] = static_cast<uint8_t>(hi << 4 | lo);
   }
   return true;
+}
+
+Sha256Hash ImageDigest(const void* data, size_t len, unsigned threads) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  const size_t chunks = (len + kImageDigestChunk - 1) / kImageDigestChunk;
+  std::vector<Sha256Hash> parts(chunks);
+  auto hash_range = [&](size_t first, size_t step) {
+    for (size_t c = first; c < chunks; c += step) {
+      const size_t off = c * kImageDigestChunk;
+      parts[c] = Sha256Digest(p + off, std::min(kImageDigestChunk, len - off));
+    }
+  };
+  threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(chunks)));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(hash_range, t, threads);
+  hash_range(0, threads);
+  for (std::thread& t : pool) t.join();
+  Sha256 top;
+  uint8_t n[8];
+  for (int i = 0; i < 8; ++i) n[i] = static_cast<uint8_t>(static_cast<uint64_t>(len) >> (8 * i));
+  top.Update(n, sizeof(n));
+  for (const Sha256Hash& h : parts) top.Update(h.data(), h.size());
+  return top.Final();
 }
 
 }  // namespace wooly::wire

@@ -223,6 +223,7 @@ const char* OpName(uint16_t op) {
     WOOLY_OP_NAME(kMemcpyDtoHShared)
     WOOLY_OP_NAME(kHostShmRegister)
     WOOLY_OP_NAME(kHostShmUnregister)
+    WOOLY_OP_NAME(kImageLoadCached)
     WOOLY_OP_NAME(kModuleLoadData)
     WOOLY_OP_NAME(kModuleGetFunction)
     WOOLY_OP_NAME(kModuleGetGlobal)

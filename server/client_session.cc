@@ -255,6 +255,7 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
       WOOLY_OP(EventElapsedTime)
       WOOLY_OP(EventDestroy)
       WOOLY_OP(CtxSynchronize)
+      WOOLY_OP(ImageLoadCached)
       WOOLY_OP(HostShmRegister)
       WOOLY_OP(HostShmUnregister)
       WOOLY_OP(MemcpyHtoDShared)
@@ -876,12 +877,9 @@ absl::Status ClientSession::OpModuleLoadData(wire::Reader& in, wire::Writer& out
   uint64_t n = 0;
   const uint8_t* image = in.GetBytes(&n);
   if (!in.ok()) return Malformed();
-  absl::StatusOr<BackendHandle> m = backend_->ModuleLoadData(absl::MakeConstSpan(image, n));
-  if (!m.ok()) return m.status();
-  const uint64_t id = NewId();
-  modules_[id].backend = *m;
-  out.Put<uint64_t>(id);
-  return absl::OkStatus();
+  absl::Status s = LoadImage(/*library=*/false, absl::MakeConstSpan(image, n), out);
+  if (s.ok()) RememberImage(absl::MakeConstSpan(image, n));
+  return s;
 }
 
 absl::Status ClientSession::OpModuleGetFunction(wire::Reader& in, wire::Writer& out) {
@@ -949,12 +947,9 @@ absl::Status ClientSession::OpLibraryLoadData(wire::Reader& in, wire::Writer& ou
   uint64_t n = 0;
   const uint8_t* image = in.GetBytes(&n);
   if (!in.ok()) return Malformed();
-  absl::StatusOr<BackendHandle> l = backend_->LibraryLoadData(absl::MakeConstSpan(image, n));
-  if (!l.ok()) return l.status();
-  const uint64_t id = NewId();
-  libraries_[id].backend = *l;
-  out.Put<uint64_t>(id);
-  return absl::OkStatus();
+  absl::Status s = LoadImage(/*library=*/true, absl::MakeConstSpan(image, n), out);
+  if (s.ok()) RememberImage(absl::MakeConstSpan(image, n));
+  return s;
 }
 
 absl::Status ClientSession::OpLibraryGetKernel(wire::Reader& in, wire::Writer& out) {

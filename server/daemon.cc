@@ -90,6 +90,8 @@ int RunServer(const DaemonFlags& flags, const std::string& program,
   options.listen = flags.listen;
   options.admin = flags.admin;
   options.bound_listeners = bound;
+  options.module_cache_dir = flags.module_cache_dir;
+  options.module_cache_bytes = flags.module_cache_bytes;
   // The server thread that finds the context lost for good wakes this one,
   // which shuts the server down (that joins the server threads).
   const pthread_t main_thread = ::pthread_self();
@@ -318,6 +320,14 @@ std::string DaemonUsage(const std::string& program) {
       "  --device N          GPU ordinal (default 0)\n"
       "  --log-level LEVEL   trace|debug|info|warn|error (default info)\n"
       "  --ready-file PATH   write the bound endpoints to PATH once serving\n"
+      "  --module-cache-dir DIR\n"
+      "                      where module images are kept across clients and restarts\n"
+      "                      (default ",
+      DefaultModuleCacheDir(),
+      "; 'none' keeps them in memory only)\n"
+      "  --module-cache-bytes N\n"
+      "                      size bound of the module cache, bytes or with a K/M/G suffix\n"
+      "                      (default 4G; 0 turns the cache off)\n"
       "  --no-supervisor     serve in this process; by default a supervisor runs the\n"
       "                      server in a worker process and restarts it when the GPU\n"
       "                      context is lost\n"
@@ -325,8 +335,20 @@ std::string DaemonUsage(const std::string& program) {
       "  --help              print this help and exit\n");
 }
 
+std::string DefaultModuleCacheDir() {
+  if (::geteuid() == 0) return "/var/cache/wooly/modules";
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && x[0] == '/') {
+    return absl::StrCat(x, "/wooly/modules");
+  }
+  if (const char* h = std::getenv("HOME"); h != nullptr && h[0] == '/') {
+    return absl::StrCat(h, "/.cache/wooly/modules");
+  }
+  return absl::StrCat("/tmp/wooly-", ::geteuid(), "/modules");
+}
+
 absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) {
   DaemonFlags flags;
+  flags.module_cache_dir = DefaultModuleCacheDir();
   flags.admin = wire::DefaultAdminEndpoint();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -353,7 +375,9 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
       name = name.substr(0, eq);
       has_value = true;
     }
-    static const char* const kValued[] = {"listen", "admin", "device", "log-level", "ready-file"};
+    static const char* const kValued[] = {"listen",     "admin",          "device",
+                                          "log-level",  "ready-file",     "module-cache-dir",
+                                          "module-cache-bytes"};
     bool known = false;
     for (const char* k : kValued) known = known || name == k;
     if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
@@ -398,6 +422,27 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
     } else if (name == "ready-file") {
       if (value.empty()) return absl::InvalidArgumentError("--ready-file needs a path");
       flags.ready_file = value;
+    } else if (name == "module-cache-dir") {
+      if (value.empty()) return absl::InvalidArgumentError("--module-cache-dir needs a path");
+      flags.module_cache_dir = value == "none" ? "" : value;
+    } else if (name == "module-cache-bytes") {
+      uint64_t mult = 1;
+      std::string digits = value;
+      if (!digits.empty()) {
+        switch (digits.back()) {
+          case 'K': case 'k': mult = 1ull << 10; break;
+          case 'M': case 'm': mult = 1ull << 20; break;
+          case 'G': case 'g': mult = 1ull << 30; break;
+          default: break;
+        }
+        if (mult != 1) digits.pop_back();
+      }
+      uint64_t n = 0;
+      if (!absl::SimpleAtoi(digits, &n) || n > (UINT64_MAX / mult)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--module-cache-bytes needs a size in bytes (e.g. 4G), got '", value, "'"));
+      }
+      flags.module_cache_bytes = n * mult;
     }
   }
   bool has_unix = false;

@@ -18,6 +18,10 @@
 
 namespace wooly::server {
 namespace {
+// Images are hashed with a few threads: they run to hundreds of MiB.
+constexpr unsigned kHashThreads = 4;
+}  // namespace
+namespace {
 
 absl::Status ErrnoStatus(int err, const std::string& what) {
   std::string msg = absl::StrCat(what, ": ", std::strerror(err));
@@ -333,7 +337,7 @@ absl::StatusOr<ModuleCache::Image> ModuleCache::Get(const Digest& digest) {
   // Read and verify without the lock: images run to hundreds of MB.
   const std::string name = wire::ToHex(digest);
   absl::StatusOr<std::vector<uint8_t>> read = ReadFileAt(dir_fd_, name);
-  const bool corrupt = read.ok() && wire::Sha256Digest(read->data(), read->size()) != digest;
+  const bool corrupt = read.ok() && wire::ImageDigest(read->data(), read->size(), kHashThreads) != digest;
 
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(digest);
@@ -379,7 +383,7 @@ bool ModuleCache::Contains(const Digest& digest) {
 }
 
 absl::Status ModuleCache::Put(const Digest& digest, std::vector<uint8_t> bytes) {
-  const Digest actual = wire::Sha256Digest(bytes.data(), bytes.size());
+  const Digest actual = wire::ImageDigest(bytes.data(), bytes.size(), kHashThreads);
   if (actual != digest) {
     return absl::InvalidArgumentError(absl::StrCat("module image hashes to ", wire::ToHex(actual),
                                                    ", not ", wire::ToHex(digest)));

@@ -278,6 +278,14 @@ absl::Status Server::Init() {
   env_.server_version = kServerVersion;
   env_.next_id = &next_handle_id_;
   env_.clock = options_.clock ? options_.clock : [] { return absl::Now(); };
+  if (options_.module_cache_bytes > 0) {
+    env_.module_cache =
+        std::make_shared<ModuleCache>(options_.module_cache_dir, options_.module_cache_bytes);
+    const ModuleCache::Stats st = env_.module_cache->GetStats();
+    spdlog::info("module cache: {} ({} images, {} MiB of {} MiB)",
+                 options_.module_cache_dir.empty() ? "in memory" : options_.module_cache_dir,
+                 st.entries, st.bytes >> 20, options_.module_cache_bytes >> 20);
+  }
   started_at_ = env_.clock();
 
   if (::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {

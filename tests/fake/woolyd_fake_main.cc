@@ -6,6 +6,7 @@
 //                            worker exits with kExitContextLost and the
 //                            supervisor starts a new one (for tests)
 #include <cstdlib>
+#include <vector>
 #include <cstring>
 #include <memory>
 
@@ -39,8 +40,13 @@ int main(int argc, char** argv) {
 #ifdef WOOLY_HAVE_FAKE_KERNELS
   wooly::fake::RegisterTestKernels();  // the named test kernels
 #endif
+  // Tests stay out of the user's cache directory: the module cache is kept
+  // in memory unless a --module-cache-dir given later says otherwise.
+  std::vector<char*> args(argv, argv + argc);
+  static char kMemoryCache[] = "--module-cache-dir=none";
+  args.insert(args.begin() + 1, kMemoryCache);
   return wooly::server::RunDaemon(
-      argc, argv, "woolyd-fake",
+      static_cast<int>(args.size()), args.data(), "woolyd-fake",
       [](int device_ordinal) -> absl::StatusOr<std::unique_ptr<wooly::server::GpuBackend>> {
         if (device_ordinal != 0) {
           return absl::NotFoundError("the fake backend has only device 0");

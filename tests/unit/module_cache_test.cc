@@ -30,7 +30,7 @@ Blob MakeBlob(size_t n, uint64_t seed) {
   Blob b;
   b.bytes.resize(n);
   for (auto& v : b.bytes) v = static_cast<uint8_t>(rng());
-  b.digest = wire::Sha256Digest(b.bytes.data(), b.bytes.size());
+  b.digest = wire::ImageDigest(b.bytes.data(), b.bytes.size());
   return b;
 }
 
@@ -372,7 +372,7 @@ TEST_F(ModuleCacheTest, ConcurrentPutAndGet) {
     ASSERT_EQ(name.rfind(ModuleCache::kTempPrefix, 0), std::string::npos) << name;
     on_disk += de.file_size();
     const std::vector<uint8_t> bytes = ReadAll(de.path());
-    EXPECT_EQ(wire::ToHex(wire::Sha256Digest(bytes.data(), bytes.size())), name);
+    EXPECT_EQ(wire::ToHex(wire::ImageDigest(bytes.data(), bytes.size())), name);
     Digest d;
     ASSERT_TRUE(wire::FromHex(name, &d));
     EXPECT_TRUE(cache.Contains(d));

@@ -73,6 +73,25 @@ TEST_F(DaemonFlagsTest, BadFlagsNameTheProblem) {
               HasSubstr("--listen"));
   EXPECT_THAT(std::string(Parse({"--admin", "tcp:host"}).status().message()), HasSubstr("--admin"));
   EXPECT_FALSE(Parse({"stray"}).ok());
+  EXPECT_THAT(std::string(Parse({"--module-cache-bytes", "lots"}).status().message()),
+              HasSubstr("lots"));
+  EXPECT_THAT(std::string(Parse({"--module-cache-dir="}).status().message()),
+              HasSubstr("--module-cache-dir"));
+}
+
+TEST_F(DaemonFlagsTest, ModuleCache) {
+  absl::StatusOr<DaemonFlags> f = Parse({});
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->module_cache_dir, DefaultModuleCacheDir());
+  EXPECT_EQ(f->module_cache_bytes, 4ull << 30);
+  f = Parse({"--module-cache-dir", "none", "--module-cache-bytes=512M"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->module_cache_dir, "");
+  EXPECT_EQ(f->module_cache_bytes, 512ull << 20);
+  f = Parse({"--module-cache-dir=/srv/cache", "--module-cache-bytes", "0"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->module_cache_dir, "/srv/cache");
+  EXPECT_EQ(f->module_cache_bytes, 0u);
 }
 
 }  // namespace

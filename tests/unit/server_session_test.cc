@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
+#include <thread>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "server_test_client.h"
 #include "wooly/fake/fake_backend.h"
 #include "wooly/proto/socket.h"
+#include "wooly/proto/sha256.h"
 #include "wooly/proto/wire.h"
 #include "wooly/server/cu_status.h"
 #include "wooly/server/server.h"
@@ -79,6 +82,7 @@ class ServerSessionTest : public ::testing::TestWithParam<std::string> {
     ASSERT_FALSE(dir_.empty());
     ServerOptions options;
     options.listen = {"unix:" + dir_ + "/run/woolyd.sock", "tcp:127.0.0.1:0"};
+    options.module_cache_bytes = 64u << 20;  // in memory
     FakeBackendOptions fake_options;
     fake_options.capacity_bytes = 1ull << 30;
     auto backend = std::make_unique<RecordingBackend>(fake_options);
@@ -683,6 +687,51 @@ TEST(ServerStartTest, BadEndpointFails) {
   options.listen = {"tcp:nowhere"};
   EXPECT_FALSE(Server::Start(options, std::make_unique<FakeBackend>()).ok());
   EXPECT_FALSE(Server::Start(ServerOptions{}, nullptr).ok());
+}
+
+}  // namespace
+}  // namespace wooly::server
+
+namespace wooly::server {
+namespace {
+
+TEST_P(ServerSessionTest, ModuleCacheLoadsImagesByDigest) {
+  std::vector<uint8_t> image = MakeFakeModuleImage({"wooly_unit_noop"});
+  image.resize(100 << 10, 0);  // large enough to be cached; the fake stops at NUL
+  const wire::Sha256Hash digest = wire::ImageDigest(image.data(), image.size());
+  auto by_digest = [&](TestClient& c, uint64_t size, uint64_t* lib) {
+    wire::Writer w;
+    w.Put<uint8_t>(1).PutRaw(digest.data(), digest.size()).Put<uint64_t>(size);
+    std::optional<TestClient::Result> r = c.Call(Op::kImageLoadCached, w);
+    if (!r) return CUDA_ERROR_UNKNOWN;
+    if (r->result == CUDA_SUCCESS) *lib = r->reader().Get<uint64_t>();
+    return r->result;
+  };
+  std::unique_ptr<TestClient> a = Hello("sender");
+  ASSERT_NE(a, nullptr);
+  uint64_t lib = 0;
+  EXPECT_EQ(by_digest(*a, image.size(), &lib), CUDA_ERROR_FILE_NOT_FOUND);
+  ASSERT_EQ(a->LoadModule(image, &lib, Op::kLibraryLoadData), CUDA_SUCCESS);
+
+  // Another client names the image instead of sending it. The cache is
+  // filled in the background: poll, with a bound far above what it takes.
+  std::unique_ptr<TestClient> b = Hello("receiver");
+  ASSERT_NE(b, nullptr);
+  uint64_t cached = 0;
+  CUresult r = CUDA_ERROR_FILE_NOT_FOUND;
+  for (int i = 0; i < 3000 && r == CUDA_ERROR_FILE_NOT_FOUND; ++i) {
+    r = by_digest(*b, image.size(), &cached);
+    if (r == CUDA_ERROR_FILE_NOT_FOUND) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(r, CUDA_SUCCESS);
+  EXPECT_NE(cached, lib);  // b's own library
+  uint64_t kernel = 0;
+  EXPECT_EQ(b->GetFunction(cached, "wooly_unit_noop", &kernel, nullptr, Op::kLibraryGetKernel),
+            CUDA_SUCCESS);
+  // The size must match too, and malformed requests are refused.
+  EXPECT_EQ(by_digest(*b, image.size() + 1, &cached), CUDA_ERROR_FILE_NOT_FOUND);
+  EXPECT_EQ(b->Code(Op::kImageLoadCached, wire::Writer().Put<uint8_t>(7)),
+            CUDA_ERROR_INVALID_VALUE);
 }
 
 }  // namespace

@@ -143,3 +143,31 @@ TEST(Sha256, ReportThroughput) {
 
 }  // namespace
 }  // namespace wooly::wire
+
+namespace wooly::wire {
+namespace {
+
+TEST(ImageDigestTest, IsTheHashOfLengthAndChunkHashes) {
+  const std::string data = "a module image";
+  Sha256 top;
+  uint8_t n[8] = {static_cast<uint8_t>(data.size())};
+  top.Update(n, sizeof(n));
+  const Sha256Hash part = Sha256Digest(data.data(), data.size());
+  top.Update(part.data(), part.size());
+  EXPECT_EQ(ImageDigest(data.data(), data.size()), top.Final());
+}
+
+TEST(ImageDigestTest, ThreadsDoNotChangeTheDigest) {
+  std::vector<uint8_t> big(3 * kImageDigestChunk + 12345);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 131 + (i >> 9));
+  const Sha256Hash one = ImageDigest(big.data(), big.size(), 1);
+  EXPECT_EQ(ImageDigest(big.data(), big.size(), 4), one);
+  EXPECT_EQ(ImageDigest(big.data(), big.size(), 64), one);
+  big[2 * kImageDigestChunk] ^= 1;  // one flipped bit in one chunk
+  EXPECT_NE(ImageDigest(big.data(), big.size(), 4), one);
+  // Lengths differ even when the chunks hash alike (empty vs one empty chunk).
+  EXPECT_NE(ImageDigest(big.data(), 0), ImageDigest(big.data(), 1));
+}
+
+}  // namespace
+}  // namespace wooly::wire

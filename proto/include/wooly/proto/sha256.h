@@ -59,6 +59,13 @@ class Sha256 {
 // One-shot digest of `len` bytes at `data`.
 Sha256Hash Sha256Digest(const void* data, size_t len);
 
+// The digest that names a module image in woolyd's module cache: SHA-256
+// over the image's length (u64, little-endian) followed by the SHA-256 of
+// each kImageDigestChunk-byte chunk. Collision-resistant like SHA-256, and
+// its chunks hash in parallel: up to `threads` threads (1 = this thread).
+inline constexpr size_t kImageDigestChunk = 4u << 20;
+Sha256Hash ImageDigest(const void* data, size_t len, unsigned threads = 1);
+
 // Lower-case hex, 64 characters.
 std::string ToHex(const Sha256Hash& digest);
 // Parses exactly 64 hex digits (either case). Returns false, leaving *out

@@ -87,8 +87,11 @@ enum class Op : uint16_t {
   kMemcpy3D = 18,
   // Copies between device memory and the client's shared pinned memory
   // (kHostShmRegister), which woolyd maps at the same address: no data on
-  // the wire. Both: (u64 device, u64 host, u64 size, u64 stream, u8 async)
-  //   -> ()
+  // the wire. Both: (u64 device, u64 host, u64 size, u64 stream, u8 async
+  //   [, u64 done, u32 seq]) -> ()
+  // With `done` (4-aligned, in shared memory) the copy is waited for and
+  // woolyd then stores its CUresult at done + 4 and `seq` at done, and wakes
+  // a futex waiter on done: the client's pipelined pageable copies.
   kMemcpyHtoDShared = 19,
   kMemcpyDtoHShared = 20,
   // (u64 addr, u64 size) -> (); the memfd follows with SendFd. woolyd maps
@@ -96,6 +99,11 @@ enum class Op : uint16_t {
   // the client's pinned memory is DMA-able and its device pointer is `addr`.
   kHostShmRegister = 21,
   kHostShmUnregister = 22,  // (u64 addr) -> ()
+  // Loads a module (kind 0) or library (kind 1) from woolyd's module cache
+  // by wire::ImageDigest: (u8 kind, u8 digest[32], u64 size) -> (u64 id).
+  // CUDA_ERROR_FILE_NOT_FOUND: not cached; send the image with
+  // kModuleLoadData/kLibraryLoadData, which also caches it.
+  kImageLoadCached = 23,
 
   kModuleLoadData = 30,    // (bytes image) -> (u64 module)
   kModuleGetFunction = 31,  // (u64 module, str name) -> (u64 function, ParamLayout)

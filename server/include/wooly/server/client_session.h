@@ -46,6 +46,7 @@
 #include "wooly/memory/allocation_table.h"
 #include "wooly/proto/wire.h"
 #include "wooly/server/gpu_backend.h"
+#include "wooly/server/module_cache.h"
 #include "wooly/server/session_graphs.h"
 #include "wooly/server/session_memory_ext.h"
 #include "wooly/server/shared_context.h"
@@ -71,6 +72,9 @@ struct SessionEnv {
   std::string server_version;
   std::atomic<uint64_t>* next_id = nullptr;  // server-wide handle id source
   std::function<absl::Time()> clock;
+  // Module images seen on this node, by digest (module_cache.h); null: none.
+  // Images are added off the request path.
+  std::shared_ptr<ModuleCache> module_cache;
 };
 
 // A client as the admin service reports it.
@@ -278,6 +282,13 @@ class ClientSession {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Shared pinned memory (session_shared_host.cc).
+  absl::Status OpImageLoadCached(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Loads an image as a module or library of this client and answers its id.
+  absl::Status LoadImage(bool library, absl::Span<const uint8_t> image, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds a loaded image to the module cache in the background.
+  void RememberImage(absl::Span<const uint8_t> image);
   absl::Status OpHostShmRegister(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpHostShmUnregister(wire::Reader& in, wire::Writer& out)

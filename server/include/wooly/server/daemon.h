@@ -32,12 +32,19 @@ struct DaemonFlags {
   int device = 0;
   std::string log_level = "info";  // trace|debug|info|warn|error
   std::string ready_file;          // written once serving; see RunDaemon
+  // Module cache (ServerOptions): directory ("" = memory only) and bound.
+  std::string module_cache_dir;  // default: DefaultModuleCacheDir()
+  uint64_t module_cache_bytes = 4ull << 30;
   // Run the server in a worker process under a supervisor (the default);
   // --no-supervisor runs it in this process.
   bool supervise = true;
   bool version = false;
   bool help = false;
 };
+
+// /var/cache/wooly/modules for root, else $XDG_CACHE_HOME/wooly/modules or
+// ~/.cache/wooly/modules.
+std::string DefaultModuleCacheDir();
 
 // Parses argv (argv[0] is skipped). Flags take `--flag value` or
 // `--flag=value`. Defaults come from wire::DefaultSessionEndpoint() and

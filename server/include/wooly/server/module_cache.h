@@ -61,7 +61,7 @@ namespace wooly::server {
 
 class ModuleCache {
  public:
-  using Digest = std::array<uint8_t, 32>;  // SHA-256 of the image
+  using Digest = std::array<uint8_t, 32>;  // wire::ImageDigest of the image
   using Image = std::shared_ptr<const std::vector<uint8_t>>;
 
   static constexpr uint64_t kDefaultMaxMemoryBytes = uint64_t{1} << 30;
@@ -101,7 +101,7 @@ class ModuleCache {
   // Get can still miss (evicted meanwhile, or the file turns out corrupt).
   bool Contains(const Digest& digest) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Stores `bytes` under `digest`. InvalidArgument if SHA-256(bytes) !=
+  // Stores `bytes` under `digest`. InvalidArgument if ImageDigest(bytes) !=
   // digest. Storing an image that is already held only counts as a use.
   // Returns OK when the image is held, even if the disk failed and it is
   // held in memory only. Cost: hashing the image, then for a new entry a

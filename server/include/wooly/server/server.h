@@ -64,6 +64,10 @@ struct ServerOptions {
   // then Shutdown() the server and exit the process (woolyd exits with
   // kExitContextLost, daemon.h). Must not block or call Shutdown() itself.
   std::function<void(CUresult fault)> on_context_unrecoverable;
+  // The module cache (module_cache.h): its directory ("" keeps it in
+  // memory) and size bound; 0 bytes turns it off.
+  std::string module_cache_dir;
+  uint64_t module_cache_bytes = 0;
   // How long Shutdown() lets connections finish their command in progress
   // and read its reply before cutting them.
   absl::Duration shutdown_grace = absl::Seconds(5);
