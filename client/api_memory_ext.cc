@@ -54,8 +54,10 @@ void* SharedHostAlloc(uint64_t bytes) {
   const CUresult r = RpcWithFd(wire::Op::kHostShmRegister, w, fd);
   ::close(fd);
   if (r != CUDA_SUCCESS) {
-    WLOG_DEBUG("pinned memory of %llu bytes not shared with woolyd (CUresult %d); using private "
-               "memory", static_cast<unsigned long long>(bytes), static_cast<int>(r));
+    WLOG_DEBUG(
+        "pinned memory of %llu bytes not shared with woolyd (CUresult %d); using private "
+        "memory",
+        static_cast<unsigned long long>(bytes), static_cast<int>(r));
     ::munmap(p, bytes);
     return nullptr;
   }

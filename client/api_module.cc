@@ -2,20 +2,20 @@
 // forwarded; a function's or kernel's parameter layout arrives with it and is
 // cached in the client object, so parameter queries (and launches) never ask
 // woolyd again. Names, owning module/library and parameter info are local.
-#include <cstdio>
 #include <algorithm>
-#include <thread>
+#include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api.h"
 #include "driver.h"
-#include "wooly/proto/sha256.h"
 #include "image_size.h"
 #include "log.h"
 #include "occupancy.h"
 #include "resources.h"
+#include "wooly/proto/sha256.h"
 
 namespace wooly::client {
 namespace {
@@ -479,8 +479,7 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryLoadData(CUlibrary* library, const void* 
   WOOLY_API_BODY({
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     if (library == nullptr) return CUDA_ERROR_INVALID_VALUE;
-    if (CUresult r = CheckLoadOptions(numJitOptions, jitOptions, numLibraryOptions,
-                                      libraryOptions);
+    if (CUresult r = CheckLoadOptions(numJitOptions, jitOptions, numLibraryOptions, libraryOptions);
         r != CUDA_SUCCESS) {
       return r;
     }
@@ -503,8 +502,7 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryLoadFromFile(
   WOOLY_API_BODY({
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     if (library == nullptr) return CUDA_ERROR_INVALID_VALUE;
-    if (CUresult r = CheckLoadOptions(numJitOptions, jitOptions, numLibraryOptions,
-                                      libraryOptions);
+    if (CUresult r = CheckLoadOptions(numJitOptions, jitOptions, numLibraryOptions, libraryOptions);
         r != CUDA_SUCCESS) {
       return r;
     }

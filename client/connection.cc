@@ -5,8 +5,10 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -59,6 +61,12 @@ Connection::Connection(std::string endpoint, ClientIdentity identity)
     : endpoint_(std::move(endpoint)), identity_(std::move(identity)) {}
 
 Connection::~Connection() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  batch_cv_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
   chan_.reset();
   if (fd_ >= 0) ::close(fd_);
 }
@@ -138,7 +146,38 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
   if (info != nullptr) *info = std::move(si);
   state_ = State::kReady;
   AttachShmLocked();
+  batching_ = false;
+  if (!shm_active_.load()) {
+    batch_us_ = 50;
+    if (const char* e = std::getenv(wire::kEnvBatchUs); e != nullptr && *e != '\0') {
+      batch_us_ = static_cast<uint32_t>(std::min(100000L, std::max(0L, std::atol(e))));
+    }
+    batching_ = batch_us_ > 0;
+  }
   return CUDA_SUCCESS;
+}
+
+bool Connection::FlushLocked() {
+  if (batch_.empty()) return true;
+  const iovec iov{batch_.data(), batch_.size()};
+  const bool ok = chan_ != nullptr && chan_->Write(&iov, 1);
+  batch_.clear();
+  if (!ok) BreakLocked(std::strerror(errno));
+  return ok;
+}
+
+void Connection::FlusherLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    batch_cv_.wait(lock, [&] { return stopping_ || !batch_.empty(); });
+    if (stopping_) break;
+    const uint32_t us = batch_us_;
+    lock.unlock();
+    timespec ts{0, static_cast<long>(us) * 1000L};
+    ::nanosleep(&ts, nullptr);
+    lock.lock();
+    FlushLocked();
+  }
 }
 
 void Connection::AttachShmLocked() {
@@ -211,6 +250,28 @@ CUresult Connection::Post(wire::Op op, const wire::Writer& body, const void* tai
   std::lock_guard<std::mutex> lock(mu_);
   if (CUresult r = ReconnectIfNeededLocked(); r != CUDA_SUCCESS) return r;
   if (body.size() + tail_len > wire::kMaxPayload) return CUDA_ERROR_INVALID_VALUE;
+  constexpr size_t kBatchBytes = 64u << 10;
+  if (batching_ && tail_len <= kBatchBytes) {
+    const bool was_empty = batch_.empty();
+    const wire::FrameHeader h{wire::kMagic, static_cast<uint16_t>(op), wire::kFlagNoReply,
+                              static_cast<uint32_t>(body.size() + tail_len), ++seq_};
+    const auto* hp = reinterpret_cast<const uint8_t*>(&h);
+    batch_.insert(batch_.end(), hp, hp + sizeof(h));
+    batch_.insert(batch_.end(), body.data().begin(), body.data().end());
+    if (tail_len > 0) {
+      const auto* tp = static_cast<const uint8_t*>(tail);
+      batch_.insert(batch_.end(), tp, tp + tail_len);
+    }
+    if (batch_.size() >= kBatchBytes) {
+      return FlushLocked() ? CUDA_SUCCESS : CUDA_ERROR_DEVICE_UNAVAILABLE;
+    }
+    if (was_empty) {
+      if (!flusher_.joinable()) flusher_ = std::thread(&Connection::FlusherLoop, this);
+      batch_cv_.notify_one();
+    }
+    return CUDA_SUCCESS;
+  }
+  if (!FlushLocked()) return CUDA_ERROR_DEVICE_UNAVAILABLE;
   if (!wire::WriteFrameTo(*chan_, static_cast<uint16_t>(op), wire::kFlagNoReply, ++seq_,
                           body.data().data(), body.size(), tail, tail_len)) {
     BreakLocked(std::strerror(errno));
@@ -228,7 +289,10 @@ bool Connection::PeerAlive() {
 
 void Connection::GoodbyeAtExit() {
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-  if (!lock.owns_lock() || state_ != State::kReady || !shm_active_.load()) return;
+  if (!lock.owns_lock() || state_ != State::kReady) return;
+  // Batched work still goes out, as it would have on a local GPU.
+  FlushLocked();
+  if (!shm_active_.load()) return;
   wire::WriteFrameTo(*chan_, static_cast<uint16_t>(wire::Op::kGoodbye), wire::kFlagNoReply, ++seq_,
                      nullptr, 0);
 }
@@ -239,6 +303,7 @@ CUresult Connection::CallWithFd(wire::Op op, const wire::Writer& body, int fd) {
   if (!is_unix_) return CUDA_ERROR_NOT_SUPPORTED;
   // The fd goes first: woolyd takes it from the socket when it reaches the
   // request, whichever channel carries the request.
+  if (!FlushLocked()) return CUDA_ERROR_DEVICE_UNAVAILABLE;
   if (!wire::SendFd(fd_, fd)) {
     BreakLocked(std::strerror(errno));
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
@@ -257,6 +322,7 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
                                 const void* tail, size_t tail_len, void* out_tail,
                                 size_t out_tail_len) {
   const uint16_t op_code = static_cast<uint16_t>(op);
+  if (!FlushLocked()) return CUDA_ERROR_DEVICE_UNAVAILABLE;
   const uint32_t seq = ++seq_;
   if (reply != nullptr) reply->fields.clear();
   if (body.size() + tail_len > wire::kMaxPayload) {
@@ -316,6 +382,9 @@ std::unique_ptr<Connection> Connection::ForkChild() {
   // parent's mapping alone.
   chan_.reset();
   shm_active_.store(false, std::memory_order_relaxed);
+  // The parent's batch is the parent's; its flusher thread does not exist
+  // here, and this object is never destroyed, so the thread is never joined.
+  batch_.clear();
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;

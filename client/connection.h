@@ -12,10 +12,12 @@
 #include <cuda.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "wooly/proto/channel.h"
@@ -108,16 +110,28 @@ class Connection {
   // Switches to the shared-memory channel when the endpoint is a unix
   // socket and $WOOLY_SHM is not 0; stays on the socket otherwise.
   void AttachShmLocked();
+  // Socket transports batch requests sent without a reply: they are written
+  // together before the next request that waits, when the batch fills, or
+  // by the flusher thread within $WOOLY_BATCH_US microseconds (default 50;
+  // 0 writes each at once). The shared-memory channel needs no batching.
+  bool FlushLocked();
+  void FlusherLoop();
 
   const std::string endpoint_;
   ClientIdentity identity_;
   std::mutex mu_;
-  int fd_ = -1;                // guarded by mu_
-  bool is_unix_ = false;       // guarded by mu_
+  int fd_ = -1;                              // guarded by mu_
+  bool is_unix_ = false;                     // guarded by mu_
   std::unique_ptr<wire::ByteChannel> chan_;  // guarded by mu_; the socket or the rings
   std::atomic<bool> shm_active_{false};
-  State state_ = State::kNew;  // guarded by mu_
-  uint32_t seq_ = 0;           // guarded by mu_
+  bool batching_ = false;             // guarded by mu_
+  uint32_t batch_us_ = 50;            // guarded by mu_
+  std::vector<uint8_t> batch_;        // guarded by mu_; whole frames
+  std::condition_variable batch_cv_;  // batch_ became non-empty, or stopping
+  std::thread flusher_;               // started on the first batched request
+  bool stopping_ = false;             // guarded by mu_
+  State state_ = State::kNew;         // guarded by mu_
+  uint32_t seq_ = 0;                  // guarded by mu_
 };
 
 // The identity from the environment: $WOOLY_PRIORITY (0..4, default 2; a bad

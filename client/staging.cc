@@ -96,8 +96,7 @@ class Staging {
       const uint32_t seen = c->seq.load(std::memory_order_relaxed);
       if (seen == s.pending) break;
       timespec ts{0, 20'000'000};
-      ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&c->seq), FUTEX_WAIT, seen, &ts, nullptr,
-                0);
+      ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&c->seq), FUTEX_WAIT, seen, &ts, nullptr, 0);
       if (c->seq.load(std::memory_order_acquire) != s.pending && !ConnectionAlive()) {
         s.pending = 0;
         return CUDA_ERROR_DEVICE_UNAVAILABLE;

@@ -88,14 +88,35 @@ bool SocketChannel::Write(const iovec* iov_in, int cnt) {
   return true;
 }
 
-bool SocketChannel::Read(void* p, size_t n) { return ReadFull(fd_, p, n); }
+bool SocketChannel::Read(void* p, size_t n) {
+  if (buf_.empty()) return ReadFull(fd_, p, n);
+  uint8_t* out = static_cast<uint8_t*>(p);
+  while (n > 0) {
+    if (begin_ == end_) {
+      // Large reads go straight to the caller's buffer.
+      if (n >= buf_.size()) return ReadFull(fd_, out, n);
+      ssize_t r;
+      do {
+        r = ::read(fd_, buf_.data(), buf_.size());
+      } while (r < 0 && errno == EINTR);
+      if (r <= 0) return false;
+      begin_ = 0;
+      end_ = static_cast<size_t>(r);
+    }
+    const size_t k = std::min(n, end_ - begin_);
+    std::memcpy(out, buf_.data() + begin_, k);
+    begin_ += k;
+    out += k;
+    n -= k;
+  }
+  return true;
+}
 
 bool WriteFrameTo(ByteChannel& ch, uint16_t op, uint16_t flags, uint32_t seq, const void* body,
                   size_t body_len, const void* tail, size_t tail_len) {
   FrameHeader h{kMagic, op, flags, static_cast<uint32_t>(body_len + tail_len), seq};
-  const iovec iov[3] = {{&h, sizeof(h)},
-                        {const_cast<void*>(body), body_len},
-                        {const_cast<void*>(tail), tail_len}};
+  const iovec iov[3] = {
+      {&h, sizeof(h)}, {const_cast<void*>(body), body_len}, {const_cast<void*>(tail), tail_len}};
   if (!ch.Write(iov, 3)) return false;
   ch.Flush();
   return true;
@@ -163,9 +184,9 @@ std::unique_ptr<ShmChannel> ShmChannel::Attach(int memfd, int peer_fd, std::stri
   const auto* h = static_cast<const ShmChannelHeader*>(base);
   const uint64_t ring = h->ring_bytes;
   const bool ok = h->magic == kShmMagic && h->version == kShmVersion && ring >= 4096 &&
-                  ring <= kMaxRingBytes && (ring & (ring - 1)) == 0 &&
-                  h->total_bytes == total && total == ShmChannelBytes(ring) &&
-                  h->c2s_data == kHeaderBytes && h->s2c_data == kHeaderBytes + ring;
+                  ring <= kMaxRingBytes && (ring & (ring - 1)) == 0 && h->total_bytes == total &&
+                  total == ShmChannelBytes(ring) && h->c2s_data == kHeaderBytes &&
+                  h->s2c_data == kHeaderBytes + ring;
   if (!ok) {
     *error = "shared-memory channel: bad header";
     ::munmap(base, total);

@@ -1,12 +1,9 @@
 #include "wooly/proto/sha256.h"
 
 #include <algorithm>
-
-#include <vector>
-
-#include <thread>
-
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define WOOLY_SHA256_X86 1

@@ -1,7 +1,5 @@
 #include "wooly/proto/socket.h"
 
-#include "wooly/proto/channel.h"
-
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +13,8 @@
 #include <unistd.h>
 
 #include <cstring>
+
+#include "wooly/proto/channel.h"
 
 namespace wooly::wire {
 namespace {

@@ -292,9 +292,10 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
   CUresult result = ToCuResult(status);
   const bool no_reply = (header.flags & wire::kFlagNoReply) != 0;
   if (no_reply && result != CUDA_SUCCESS) {
-    spdlog::debug("client {}: {} seq {} (no reply) -> CUresult {} ({}); reported at the next "
-                  "synchronization",
-                  id_, wire::OpName(op), header.seq, static_cast<int>(result), status.ToString());
+    spdlog::debug(
+        "client {}: {} seq {} (no reply) -> CUresult {} ({}); reported at the next "
+        "synchronization",
+        id_, wire::OpName(op), header.seq, static_cast<int>(result), status.ToString());
     if (deferred_error_ == CUDA_SUCCESS) deferred_error_ = result;
   } else if (!no_reply && result == CUDA_SUCCESS && deferred_error_ != CUDA_SUCCESS &&
              ReportsDeferredErrors(op)) {
@@ -519,10 +520,9 @@ bool ClientSession::ReleaseAllLocked(SharedContext::Access& access, std::string*
   // 7. Shared pinned memory (its copies finished with the streams).
   const size_t n_shared = shared_host_.size();
   ReleaseSharedHostLocked(/*unregister=*/true);
-  *summary =
-      absl::StrCat(n_allocations, " allocations (", bytes, " bytes), ", n_modules, " modules, ",
-                   n_libraries, " libraries, ", n_streams + 1, " streams, ", n_events, " events, ",
-                   n_shared, " shared host regions");
+  *summary = absl::StrCat(n_allocations, " allocations (", bytes, " bytes), ", n_modules,
+                          " modules, ", n_libraries, " libraries, ", n_streams + 1, " streams, ",
+                          n_events, " events, ", n_shared, " shared host regions");
   return true;
 }
 

@@ -1342,10 +1342,10 @@ class CudaBackend final : public GpuBackend {
     if (!cu_.HasGraphs()) return NoGraphs();
     std::vector<CUgraphNode> list;
     for (Handle h : nodes) list.push_back(FromHandle<CUgraphNode>(h));
-    return Check(cu_.cuStreamUpdateCaptureDependencies(
-                     Stream(stream), list.empty() ? nullptr : list.data(), nullptr, list.size(),
-                     flags),
-                 "cuStreamUpdateCaptureDependencies");
+    return Check(
+        cu_.cuStreamUpdateCaptureDependencies(Stream(stream), list.empty() ? nullptr : list.data(),
+                                              nullptr, list.size(), flags),
+        "cuStreamUpdateCaptureDependencies");
   }
 
   absl::StatusOr<Handle> GraphCreate(uint32_t flags) override {
@@ -1375,14 +1375,12 @@ class CudaBackend final : public GpuBackend {
 
   absl::Status GraphLaunch(Handle exec, Handle stream) override {
     if (!cu_.HasGraphs()) return NoGraphs();
-    return Check(cu_.cuGraphLaunch(FromHandle<CUgraphExec>(exec), Stream(stream)),
-                 "cuGraphLaunch");
+    return Check(cu_.cuGraphLaunch(FromHandle<CUgraphExec>(exec), Stream(stream)), "cuGraphLaunch");
   }
 
   absl::Status GraphUpload(Handle exec, Handle stream) override {
     if (!cu_.HasGraphs()) return NoGraphs();
-    return Check(cu_.cuGraphUpload(FromHandle<CUgraphExec>(exec), Stream(stream)),
-                 "cuGraphUpload");
+    return Check(cu_.cuGraphUpload(FromHandle<CUgraphExec>(exec), Stream(stream)), "cuGraphUpload");
   }
 
   absl::StatusOr<std::vector<Handle>> GraphGetNodes(Handle graph) override {
@@ -1482,10 +1480,10 @@ class CudaBackend final : public GpuBackend {
     std::vector<CUgraphNode> deps;
     for (Handle h : dependencies) deps.push_back(FromHandle<CUgraphNode>(h));
     CUgraphNode n = nullptr;
-    WOOLY_RETURN_IF_CU(cu_.cuGraphAddKernelNode(&n, FromHandle<CUgraph>(graph),
-                                                deps.empty() ? nullptr : deps.data(), deps.size(),
-                                                &a.params),
-                       "cuGraphAddKernelNode");
+    WOOLY_RETURN_IF_CU(
+        cu_.cuGraphAddKernelNode(&n, FromHandle<CUgraph>(graph),
+                                 deps.empty() ? nullptr : deps.data(), deps.size(), &a.params),
+        "cuGraphAddKernelNode");
     return ToHandle(n);
   }
 

@@ -375,8 +375,12 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
       name = name.substr(0, eq);
       has_value = true;
     }
-    static const char* const kValued[] = {"listen",     "admin",          "device",
-                                          "log-level",  "ready-file",     "module-cache-dir",
+    static const char* const kValued[] = {"listen",
+                                          "admin",
+                                          "device",
+                                          "log-level",
+                                          "ready-file",
+                                          "module-cache-dir",
                                           "module-cache-bytes"};
     bool known = false;
     for (const char* k : kValued) known = known || name == k;
@@ -430,10 +434,20 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
       std::string digits = value;
       if (!digits.empty()) {
         switch (digits.back()) {
-          case 'K': case 'k': mult = 1ull << 10; break;
-          case 'M': case 'm': mult = 1ull << 20; break;
-          case 'G': case 'g': mult = 1ull << 30; break;
-          default: break;
+          case 'K':
+          case 'k':
+            mult = 1ull << 10;
+            break;
+          case 'M':
+          case 'm':
+            mult = 1ull << 20;
+            break;
+          case 'G':
+          case 'g':
+            mult = 1ull << 30;
+            break;
+          default:
+            break;
         }
         if (mult != 1) digits.pop_back();
       }

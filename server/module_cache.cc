@@ -337,7 +337,8 @@ absl::StatusOr<ModuleCache::Image> ModuleCache::Get(const Digest& digest) {
   // Read and verify without the lock: images run to hundreds of MB.
   const std::string name = wire::ToHex(digest);
   absl::StatusOr<std::vector<uint8_t>> read = ReadFileAt(dir_fd_, name);
-  const bool corrupt = read.ok() && wire::ImageDigest(read->data(), read->size(), kHashThreads) != digest;
+  const bool corrupt =
+      read.ok() && wire::ImageDigest(read->data(), read->size(), kHashThreads) != digest;
 
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(digest);

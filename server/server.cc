@@ -478,8 +478,11 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
   // Frames come over the socket until the client switches to the
   // shared-memory channel (kShmAttach); the socket then only carries file
   // descriptors and tells when the client is gone.
-  std::unique_ptr<wire::ByteChannel> chan = std::make_unique<wire::SocketChannel>(fd);
   const bool is_unix = session->transport() == "unix";
+  // TCP carries no descriptors, so its reads may be buffered: a pipeline of
+  // small asynchronous commands then costs a system call per batch.
+  std::unique_ptr<wire::ByteChannel> chan =
+      std::make_unique<wire::SocketChannel>(fd, is_unix ? 0 : 256u << 10);
   // The thread binds to the GPU context lazily, in each command's
   // SharedContext::Access (the context may be replaced after a fault).
   {

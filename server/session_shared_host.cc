@@ -6,9 +6,9 @@
 // and write mapped host memory as on a local GPU.
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -142,7 +142,7 @@ absl::Status ClientSession::SharedCopy(wire::Reader& in, bool to_device) {
   if (done != nullptr) {
     // Result first, then the sequence number that publishes it.
     reinterpret_cast<std::atomic<int32_t>*>(done + 1)->store(ToCuResult(status),
-                                                              std::memory_order_relaxed);
+                                                             std::memory_order_relaxed);
     done->store(seq, std::memory_order_release);
     ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(done), FUTEX_WAKE, 1, nullptr, nullptr, 0);
   }

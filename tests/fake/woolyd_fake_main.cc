@@ -6,9 +6,9 @@
 //                            worker exits with kExitContextLost and the
 //                            supervisor starts a new one (for tests)
 #include <cstdlib>
-#include <vector>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "wooly/fake/fake_backend.h"

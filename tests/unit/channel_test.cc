@@ -90,9 +90,8 @@ TEST(ShmChannelTest, ReaderNoticesADeadPeer) {
 TEST(ShmChannelTest, NonsenseIndicesBreakTheChannel) {
   Pair p(4096);
   // A client that scribbles on the command ring's head.
-  auto* h = static_cast<ShmChannelHeader*>(
-      ::mmap(nullptr, ShmChannelBytes(4096), PROT_READ | PROT_WRITE, MAP_SHARED,
-             p.client->memfd(), 0));
+  auto* h = static_cast<ShmChannelHeader*>(::mmap(
+      nullptr, ShmChannelBytes(4096), PROT_READ | PROT_WRITE, MAP_SHARED, p.client->memfd(), 0));
   ASSERT_NE(h, MAP_FAILED);
   h->c2s.head.store(1ull << 40);
   char c;

@@ -3,13 +3,13 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <numeric>
-#include <thread>
-#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -18,8 +18,8 @@
 #include "gtest/gtest.h"
 #include "server_test_client.h"
 #include "wooly/fake/fake_backend.h"
-#include "wooly/proto/socket.h"
 #include "wooly/proto/sha256.h"
+#include "wooly/proto/socket.h"
 #include "wooly/proto/wire.h"
 #include "wooly/server/cu_status.h"
 #include "wooly/server/server.h"

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace wooly::wire {
 
@@ -41,15 +42,21 @@ class ByteChannel {
   virtual void Flush() {}
 };
 
-// The connection's socket. Does not own the fd.
+// The connection's socket. Does not own the fd. With `read_buffer` > 0,
+// reads fetch up to that many bytes at once and serve later reads from
+// them: one system call for many small frames. Never buffer a unix socket
+// that also carries file descriptors (SendFd): a buffered read would
+// swallow the descriptor's carrier byte and drop the descriptor.
 class SocketChannel : public ByteChannel {
  public:
-  explicit SocketChannel(int fd) : fd_(fd) {}
+  explicit SocketChannel(int fd, size_t read_buffer = 0) : fd_(fd), buf_(read_buffer) {}
   bool Write(const iovec* iov, int n) override;
   bool Read(void* p, size_t n) override;
 
  private:
   int fd_;
+  std::vector<uint8_t> buf_;
+  size_t begin_ = 0, end_ = 0;  // unread bytes are buf_[begin_, end_)
 };
 
 // Writes one frame (header with `flags`, body, tail) to `ch`.
@@ -105,8 +112,7 @@ class ShmChannel : public ByteChannel {
   // The client side: creates and maps a new memfd with rings of
   // `ring_bytes` (rounded up to a power of two). Returns null and sets
   // *error on failure. `peer_fd` is the socket, watched while waiting.
-  static std::unique_ptr<ShmChannel> Create(uint64_t ring_bytes, int peer_fd,
-                                            std::string* error);
+  static std::unique_ptr<ShmChannel> Create(uint64_t ring_bytes, int peer_fd, std::string* error);
   // The server side: maps the memfd a client sent and checks its header.
   // Takes ownership of `memfd` (closed in every case).
   static std::unique_ptr<ShmChannel> Attach(int memfd, int peer_fd, std::string* error);

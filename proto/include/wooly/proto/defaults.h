@@ -8,17 +8,20 @@
 namespace wooly::wire {
 
 // Environment variables read by the client library (and wooly-cli run).
-inline constexpr char kEnvServer[] = "WOOLY_SERVER";          // session endpoint
+inline constexpr char kEnvServer[] = "WOOLY_SERVER";           // session endpoint
 inline constexpr char kEnvClientName[] = "WOOLY_CLIENT_NAME";  // default: program name
 inline constexpr char kEnvPriority[] = "WOOLY_PRIORITY";       // 0 (highest) .. 4
 inline constexpr char kEnvLog[] = "WOOLY_LOG";                 // error|warn|info|debug
 // 0 keeps a same-node client on the unix socket (no shared-memory channel).
 inline constexpr char kEnvShm[] = "WOOLY_SHM";
+// Socket transports: how long (microseconds) a request sent without a reply
+// may wait in the client's batch; 0 sends each at once.
+inline constexpr char kEnvBatchUs[] = "WOOLY_BATCH_US";
 // 0 makes every forwarded call wait for its reply (no asynchronous commands).
 inline constexpr char kEnvAsync[] = "WOOLY_ASYNC";
 // Read by woolyd and wooly-cli.
 inline constexpr char kEnvSocketDir[] = "WOOLY_SOCKET_DIR";
-inline constexpr char kEnvAdmin[] = "WOOLY_ADMIN";             // admin gRPC endpoint
+inline constexpr char kEnvAdmin[] = "WOOLY_ADMIN";  // admin gRPC endpoint
 
 // The directory for the node's sockets: $WOOLY_SOCKET_DIR, else /run/wooly
 // when it exists and is writable by us, else $XDG_RUNTIME_DIR/wooly, else

@@ -105,18 +105,18 @@ enum class Op : uint16_t {
   // kModuleLoadData/kLibraryLoadData, which also caches it.
   kImageLoadCached = 23,
 
-  kModuleLoadData = 30,    // (bytes image) -> (u64 module)
-  kModuleGetFunction = 31,  // (u64 module, str name) -> (u64 function, ParamLayout)
-  kModuleGetGlobal = 32,    // (u64 module, str name) -> (u64 dptr, u64 size)
-  kModuleUnload = 33,       // (u64 module) -> ()
-  kLibraryLoadData = 34,    // (bytes image) -> (u64 library)
-  kLibraryGetKernel = 35,   // (u64 library, str name) -> (u64 kernel, ParamLayout)
-  kLibraryGetModule = 36,   // (u64 library) -> (u64 module)
-  kLibraryGetGlobal = 37,   // (u64 library, str name) -> (u64 dptr, u64 size)
-  kLibraryUnload = 38,      // (u64 library) -> ()
-  kKernelGetFunction = 39,  // (u64 kernel) -> (u64 function, ParamLayout)
-  kFuncGetAttribute = 40,   // (u64 function_or_kernel, i32 attrib) -> (i32 value)
-  kFuncSetAttribute = 41,   // (u64 function_or_kernel, i32 attrib, i32 value) -> ()
+  kModuleLoadData = 30,          // (bytes image) -> (u64 module)
+  kModuleGetFunction = 31,       // (u64 module, str name) -> (u64 function, ParamLayout)
+  kModuleGetGlobal = 32,         // (u64 module, str name) -> (u64 dptr, u64 size)
+  kModuleUnload = 33,            // (u64 module) -> ()
+  kLibraryLoadData = 34,         // (bytes image) -> (u64 library)
+  kLibraryGetKernel = 35,        // (u64 library, str name) -> (u64 kernel, ParamLayout)
+  kLibraryGetModule = 36,        // (u64 library) -> (u64 module)
+  kLibraryGetGlobal = 37,        // (u64 library, str name) -> (u64 dptr, u64 size)
+  kLibraryUnload = 38,           // (u64 library) -> ()
+  kKernelGetFunction = 39,       // (u64 kernel) -> (u64 function, ParamLayout)
+  kFuncGetAttribute = 40,        // (u64 function_or_kernel, i32 attrib) -> (i32 value)
+  kFuncSetAttribute = 41,        // (u64 function_or_kernel, i32 attrib, i32 value) -> ()
   kModuleGetFunctionCount = 42,  // (u64 module) -> (u32 count)
 
   // (u64 function_or_kernel, u32 grid[3], u32 block[3], u32 shared_bytes,
@@ -166,10 +166,10 @@ enum class Op : uint16_t {
 
   // --- 90-139: memory extensions (payload helpers in wire_memory_ext.h).
   // Stream-ordered allocator; pool 0 is the client's default pool.
-  kMemAllocAsync = 90,      // (u64 size, u64 pool, u64 stream) -> (u64 dptr)
-  kMemFreeAsync = 91,       // (u64 dptr, u64 stream) -> ()
-  kMemPoolCreate = 92,      // (MemPoolProps) -> (u64 pool)
-  kMemPoolDestroy = 93,     // (u64 pool) -> ()
+  kMemAllocAsync = 90,        // (u64 size, u64 pool, u64 stream) -> (u64 dptr)
+  kMemFreeAsync = 91,         // (u64 dptr, u64 stream) -> ()
+  kMemPoolCreate = 92,        // (MemPoolProps) -> (u64 pool)
+  kMemPoolDestroy = 93,       // (u64 pool) -> ()
   kMemPoolSetAttribute = 94,  // (u64 pool, i32 attr, u64 value) -> ()
   kMemPoolGetAttribute = 95,  // (u64 pool, i32 attr) -> (u64 value)
   kMemPoolTrimTo = 96,        // (u64 pool, u64 min_bytes_to_keep) -> ()
@@ -200,10 +200,10 @@ enum class Op : uint16_t {
   //  n_attrs * (u32 id, u8 value[64])) -> (i32 clusters)
   kOccupancyMaxActiveClusters = 118,
   // Context limits and function cache configuration.
-  kCtxGetLimit = 120,              // (i32 limit) -> (u64 value)
-  kCtxSetLimit = 121,              // (i32 limit, u64 value) -> ()
-  kFuncSetCacheConfig = 122,       // (u64 function_or_kernel, i32 config) -> ()
-  kFuncSetSharedMemConfig = 123,   // (u64 function_or_kernel, i32 config) -> ()
+  kCtxGetLimit = 120,             // (i32 limit) -> (u64 value)
+  kCtxSetLimit = 121,             // (i32 limit, u64 value) -> ()
+  kFuncSetCacheConfig = 122,      // (u64 function_or_kernel, i32 config) -> ()
+  kFuncSetSharedMemConfig = 123,  // (u64 function_or_kernel, i32 config) -> ()
   // Tensor maps: the 128-byte CUtensorMap the server's driver encoded.
   kTensorMapEncodeTiled = 125,     // (TensorMapTiled) -> (u8 map[128])
   kTensorMapEncodeIm2col = 126,    // (TensorMapIm2col) -> (u8 map[128])
