@@ -736,3 +736,41 @@ TEST_P(ServerSessionTest, ModuleCacheLoadsImagesByDigest) {
 
 }  // namespace
 }  // namespace wooly::server
+
+namespace wooly::server {
+namespace {
+
+TEST_P(ServerSessionTest, AsynchronousErrorsAreReportedAtTheNextSynchronization) {
+  std::unique_ptr<TestClient> c = Hello();
+  ASSERT_NE(c, nullptr);
+  uint64_t d = 0;
+  ASSERT_EQ(c->MemAlloc(64, &d), CUDA_SUCCESS);
+  auto memset = [](uint64_t dst, uint32_t value) {
+    wire::Writer w;
+    w.Put<uint64_t>(dst).Put<uint64_t>(0).Put<uint32_t>(value).Put<uint8_t>(1);
+    w.Put<uint64_t>(64).Put<uint64_t>(1).Put<uint64_t>(wire::kStreamNull).Put<uint8_t>(1);
+    return w;
+  };
+  // Work sent without a reply runs in order...
+  ASSERT_TRUE(c->Post(Op::kMemset, memset(d, 0x5a)));
+  // ...and its failures wait for the next synchronization: a launch of an
+  // unknown function, then a memset of memory the client does not own.
+  wire::Writer bad_launch;
+  bad_launch.Put<uint64_t>(987654321);
+  for (int i = 0; i < 6; ++i) bad_launch.Put<uint32_t>(1);
+  bad_launch.Put<uint32_t>(0).Put<uint64_t>(wire::kStreamNull).Put<uint32_t>(0).Put<uint64_t>(0);
+  ASSERT_TRUE(c->Post(Op::kLaunchKernel, bad_launch));
+  ASSERT_TRUE(c->Post(Op::kMemset, memset(0x10, 1)));
+  // A request that does not synchronize answers for itself only.
+  EXPECT_EQ(c->Code(Op::kMemGetInfo, wire::Writer()), CUDA_SUCCESS);
+  // The first error comes back once, from the synchronization.
+  EXPECT_EQ(c->Code(Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(wire::kStreamNull)),
+            CUDA_ERROR_INVALID_HANDLE);
+  EXPECT_EQ(c->Code(Op::kCtxSynchronize, wire::Writer()), CUDA_SUCCESS);
+  std::vector<uint8_t> out(64);
+  ASSERT_EQ(c->DtoH(out.data(), d, out.size()), CUDA_SUCCESS);
+  EXPECT_EQ(out, std::vector<uint8_t>(64, 0x5a));
+}
+
+}  // namespace
+}  // namespace wooly::server

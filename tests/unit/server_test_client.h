@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "wooly/proto/channel.h"
 #include "wooly/proto/socket.h"
 #include "wooly/proto/wire.h"
 
@@ -70,6 +71,14 @@ class TestClient {
     return r;
   }
   // CUresult of a call, CUDA_ERROR_UNKNOWN (999) if the connection broke.
+  // Sends a request without waiting (wire::kFlagNoReply); false if the
+  // connection is gone.
+  bool Post(wire::Op op, const wire::Writer& body) {
+    wire::SocketChannel ch(fd_);
+    return wire::WriteFrameTo(ch, static_cast<uint16_t>(op), wire::kFlagNoReply, ++seq_,
+                              body.data().data(), body.size());
+  }
+
   CUresult Code(wire::Op op, const wire::Writer& body) {
     std::optional<Result> r = Call(op, body);
     return r ? r->result : CUDA_ERROR_UNKNOWN;
