@@ -54,6 +54,13 @@ ClientIdentity IdentityFromEnvironment() {
   } else {
     id.name = ProgramName();
   }
+  auto first_env = [](const char* a, const char* b) {
+    const char* v = std::getenv(a);
+    if (v == nullptr || *v == '\0') v = std::getenv(b);
+    return std::string(v != nullptr ? v : "");
+  };
+  id.pod = first_env(wire::kEnvPodName, "POD_NAME");
+  id.pod_namespace = first_env(wire::kEnvPodNamespace, "POD_NAMESPACE");
   return id;
 }
 
@@ -101,7 +108,9 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
   w.Put<uint32_t>(wire::kProtocolVersion)
       .Put<uint32_t>(identity_.pid)
       .Put<int32_t>(identity_.priority)
-      .PutStr(identity_.name);
+      .PutStr(identity_.name)
+      .PutStr(identity_.pod)
+      .PutStr(identity_.pod_namespace);
   Reply reply;
   const CUresult r = CallLocked(wire::Op::kHello, w, &reply, nullptr, 0, nullptr, 0);
   if (state_ != State::kHandshake) {

@@ -30,6 +30,8 @@ struct ClientIdentity {
   uint32_t pid = 0;
   int32_t priority = 2;
   std::string name;
+  std::string pod;            // for woolyd's metrics labels; may be empty
+  std::string pod_namespace;
 };
 
 // What the Hello reply says.

@@ -99,6 +99,7 @@ ClientStatus ClientSession::Snapshot() const {
     absl::MutexLock lock(&stats_mu_);
     s = stats_;
   }
+  s.kernels_launched = kernels_launched_.load(std::memory_order_relaxed);
   // Live rather than published: an idle client is poisoned by another's fault.
   const uint64_t generation = context_generation_.load(std::memory_order_acquire);
   s.context_lost = generation != SharedContext::kUnbound && env_->context->IsLost(generation);
@@ -314,6 +315,9 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     spdlog::trace("client {}: {} seq {} ok", id_, wire::OpName(op), header.seq);
     reply.payload = std::move(out.data());
   }
+  if (result == CUDA_SUCCESS && op == static_cast<uint16_t>(Op::kLaunchKernel)) {
+    kernels_launched_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (!LeavesStatsAlone(op)) PublishStats();
   return reply;
 }
@@ -353,6 +357,20 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
     return reply;
   }
   if (name.size() > kMaxClientNameBytes) name.resize(kMaxClientNameBytes);
+  // Optional since clients of this protocol version may omit them.
+  std::string pod, pod_namespace;
+  if (in.remaining() > 0) {
+    pod = in.GetStr();
+    pod_namespace = in.GetStr();
+    if (!in.ok()) pod.clear(), pod_namespace.clear();
+    if (pod.size() > kMaxClientNameBytes) pod.resize(kMaxClientNameBytes);
+    if (pod_namespace.size() > kMaxClientNameBytes) pod_namespace.resize(kMaxClientNameBytes);
+  }
+  {
+    absl::MutexLock stats_lock(&stats_mu_);
+    stats_.pod = std::move(pod);
+    stats_.pod_namespace = std::move(pod_namespace);
+  }
   pid_ = pid;
   name_ = std::move(name);
   priority_ = scheduler::ClampClientPriority(priority);

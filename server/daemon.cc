@@ -26,6 +26,7 @@
 #include "wooly/proto/defaults.h"
 #include "wooly/proto/socket.h"
 #include "wooly/proto/wire.h"
+#include "wooly/server/metrics.h"
 #include "wooly/server/server.h"
 
 namespace wooly::server {
@@ -54,6 +55,7 @@ bool WriteReadyFile(const std::string& path, const Server& server) {
     if (!out) return false;
     for (const std::string& a : server.listen_addresses()) out << "listen " << a << "\n";
     if (!server.admin_address().empty()) out << "admin " << server.admin_address() << "\n";
+    if (!server.metrics_address().empty()) out << "metrics " << server.metrics_address() << "\n";
     out << "pid " << ::getpid() << "\n";
     if (!out.flush()) return false;
   }
@@ -90,6 +92,7 @@ int RunServer(const DaemonFlags& flags, const std::string& program,
   options.listen = flags.listen;
   options.admin = flags.admin;
   options.bound_listeners = bound;
+  options.metrics_address = flags.metrics;
   options.module_cache_dir = flags.module_cache_dir;
   options.module_cache_bytes = flags.module_cache_bytes;
   // The server thread that finds the context lost for good wakes this one,
@@ -320,6 +323,8 @@ std::string DaemonUsage(const std::string& program) {
       "  --device N          GPU ordinal (default 0)\n"
       "  --log-level LEVEL   trace|debug|info|warn|error (default info)\n"
       "  --ready-file PATH   write the bound endpoints to PATH once serving\n"
+      "  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics\n"
+      "                      (default off; port 0 picks one)\n"
       "  --module-cache-dir DIR\n"
       "                      where module images are kept across clients and restarts\n"
       "                      (default ",
@@ -381,7 +386,8 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
                                           "log-level",
                                           "ready-file",
                                           "module-cache-dir",
-                                          "module-cache-bytes"};
+                                          "module-cache-bytes",
+                                          "metrics"};
     bool known = false;
     for (const char* k : kValued) known = known || name == k;
     if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
@@ -426,6 +432,14 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
     } else if (name == "ready-file") {
       if (value.empty()) return absl::InvalidArgumentError("--ready-file needs a path");
       flags.ready_file = value;
+    } else if (name == "metrics") {
+      std::string host;
+      int port = -1;
+      if (!ParseHostPort(value, &host, &port)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--metrics needs HOST:PORT (e.g. 0.0.0.0:9400), got '", value, "'"));
+      }
+      flags.metrics = value;
     } else if (name == "module-cache-dir") {
       if (value.empty()) return absl::InvalidArgumentError("--module-cache-dir needs a path");
       flags.module_cache_dir = value == "none" ? "" : value;

@@ -297,6 +297,13 @@ absl::Status Server::Init() {
   if (!options_.admin.empty()) {
     if (absl::Status s = StartGrpc(); !s.ok()) return s;
   }
+  if (!options_.metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> m = MetricsServer::Start(
+        options_.metrics_address, [this] { return RenderMetrics(Status(), latency_.Take()); });
+    if (!m.ok()) return m.status();
+    metrics_ = std::move(*m);
+    spdlog::info("metrics on http://{}/metrics", metrics_->address());
+  }
   serving_ = true;
   spdlog::info("woolyd {} serving {} ({}, {} MiB) through the {} backend", kServerVersion,
                env_.device.name, FormatGpuUuid(env_.device.uuid), env_.device.total_mem >> 20,
@@ -540,7 +547,10 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
         // The memfd travels beside the request on the socket.
         session->SetPendingFd(is_unix ? wire::RecvFd(fd) : -1);
       }
+      const auto started = std::chrono::steady_clock::now();
       ClientSession::Reply r = session->Handle(h, buffer);
+      latency_.Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       if ((h.flags & wire::kFlagNoReply) == 0 &&
           !wire::WriteFrameTo(*chan, r.op, 0, r.seq, r.payload.data(), r.payload.size())) {
         reason = "connection lost while replying";
@@ -585,6 +595,7 @@ void Server::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   stopping_.store(true);
+  metrics_.reset();
   if (wake_pipe_[1] >= 0) WakeAcceptLoops();
   for (auto& l : listeners_) {
     if (l->thread.joinable()) l->thread.join();

@@ -21,3 +21,9 @@ wooly_cc_test(NAME server_graphs_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/server_graphs_test.cc
   DEPS wooly::server wooly::fake_backend wooly::wire wooly::proto absl::synchronization
        absl::time absl::strings)
+
+# The Prometheus endpoint, scraped over HTTP.
+wooly_cc_test(NAME server_metrics_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/server_metrics_test.cc
+  DEPS wooly::server wooly::fake_backend wooly::wire PkgConfig::HTTPLIB absl::strings
+  LABELS unit)

@@ -12,6 +12,10 @@ inline constexpr char kEnvServer[] = "WOOLY_SERVER";           // session endpoi
 inline constexpr char kEnvClientName[] = "WOOLY_CLIENT_NAME";  // default: program name
 inline constexpr char kEnvPriority[] = "WOOLY_PRIORITY";       // 0 (highest) .. 4
 inline constexpr char kEnvLog[] = "WOOLY_LOG";                 // error|warn|info|debug
+// Kubernetes placement for metrics labels; the Downward API's usual POD_NAME
+// and POD_NAMESPACE are read when these are unset.
+inline constexpr char kEnvPodName[] = "WOOLY_POD_NAME";
+inline constexpr char kEnvPodNamespace[] = "WOOLY_POD_NAMESPACE";
 // 0 keeps a same-node client on the unix socket (no shared-memory channel).
 inline constexpr char kEnvShm[] = "WOOLY_SHM";
 // Socket transports: how long (microseconds) a request sent without a reply

@@ -60,7 +60,8 @@ static_assert(sizeof(FrameHeader) == 16);
 // "bytes" is a u64 length followed by the bytes; "str" is the same for text;
 // "tail" is the rest of the payload, no length prefix.
 enum class Op : uint16_t {
-  // (u32 protocol_version, u32 pid, i32 priority, str client_name)
+  // (u32 protocol_version, u32 pid, i32 priority, str client_name
+  //  [, str pod, str namespace])
   //   -> (u32 protocol_version, str server_version, u64 client_id, DeviceInfo)
   // A version mismatch is answered with CUDA_ERROR_NOT_SUPPORTED followed by
   // a str explaining it (the only error reply that carries a message).

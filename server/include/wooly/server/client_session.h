@@ -92,6 +92,10 @@ struct ClientStatus {
   // own or another client's): its commands get that error until it leaves,
   // and it holds nothing on the GPU (bytes, streams and modules read 0).
   bool context_lost = false;
+  uint64_t kernels_launched = 0;
+  // Kubernetes placement from the client's environment (Hello), or empty.
+  std::string pod;
+  std::string pod_namespace;
 };
 
 class ClientSession {
@@ -354,6 +358,7 @@ class ClientSession {
   const std::string peer_;
   const absl::Time connected_at_;
   std::atomic<bool> hello_done_{false};
+  std::atomic<uint64_t> kernels_launched_{0};
   // The context generation the client's objects live in (shared_context.h);
   // kUnbound until Hello. Written under mu_, read by Snapshot without it.
   std::atomic<uint64_t> context_generation_{SharedContext::kUnbound};

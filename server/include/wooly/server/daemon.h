@@ -32,6 +32,7 @@ struct DaemonFlags {
   int device = 0;
   std::string log_level = "info";  // trace|debug|info|warn|error
   std::string ready_file;          // written once serving; see RunDaemon
+  std::string metrics;  // Prometheus "HOST:PORT"; empty: off
   // Module cache (ServerOptions): directory ("" = memory only) and bound.
   std::string module_cache_dir;  // default: DefaultModuleCacheDir()
   uint64_t module_cache_bytes = 4ull << 30;

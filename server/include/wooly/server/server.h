@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "wooly/server/client_session.h"
+#include "wooly/server/metrics.h"
 #include "wooly/server/gpu_backend.h"
 #include "wooly/server/shared_context.h"
 
@@ -64,6 +65,8 @@ struct ServerOptions {
   // then Shutdown() the server and exit the process (woolyd exits with
   // kExitContextLost, daemon.h). Must not block or call Shutdown() itself.
   std::function<void(CUresult fault)> on_context_unrecoverable;
+  // Prometheus metrics endpoint "HOST:PORT" (metrics.h); empty: none.
+  std::string metrics_address;
   // The module cache (module_cache.h): its directory ("" keeps it in
   // memory) and size bound; 0 bytes turns it off.
   std::string module_cache_dir;
@@ -144,6 +147,8 @@ class Server {
   std::vector<std::string> listen_addresses() const { return listen_addresses_; }
   // The bound gRPC endpoint ("unix:/..." or "tcp:127.0.0.1:port"); empty if none.
   std::string admin_address() const { return admin_address_; }
+  // The metrics endpoint actually bound ("host:port"), or empty.
+  std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
 
   StatusSnapshot Status();
   std::vector<ClientStatus> Clients() const;
@@ -203,6 +208,8 @@ class Server {
   absl::Time started_at_;
   std::vector<std::string> listen_addresses_;
   std::string admin_address_;
+  LatencyHistogram latency_;
+  std::unique_ptr<MetricsServer> metrics_;
   std::string admin_unix_path_;
 
   std::atomic<bool> stopping_{false};
