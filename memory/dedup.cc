@@ -1,0 +1,161 @@
+#include "wooly/memory/dedup.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace wooly::memory {
+
+ContentHash Sha256ContentHash(std::span<const uint8_t> bytes) {
+  return wire::Sha256Digest(bytes.data(), bytes.size());
+}
+
+DedupIndex::DedupIndex(VmLayout* layout, PhysicalMemory* physical, DedupOptions options)
+    : layout_(layout), physical_(physical), options_(std::move(options)) {
+  if (!options_.hasher) options_.hasher = Sha256ContentHash;
+  if (options_.compare_step_bytes == 0) options_.compare_step_bytes = uint64_t{1} << 20;
+  layout_->SetSharedReleasedListener([this](SharedId id) { Forget(id); });
+}
+
+DedupIndex::~DedupIndex() { layout_->SetSharedReleasedListener(nullptr); }
+
+void DedupIndex::SetOptIn(ClientId client, bool opted_in) {
+  if (opted_in) {
+    opted_in_.insert(client);
+  } else {
+    opted_in_.erase(client);
+  }
+}
+
+void DedupIndex::Forget(SharedId id) {
+  auto h = hash_of_.find(id);
+  if (h == hash_of_.end()) return;
+  auto [lo, hi] = by_hash_.equal_range(h->second);
+  for (auto it = lo; it != hi; ++it) {
+    if (it->second == id) {
+      by_hash_.erase(it);
+      break;
+    }
+  }
+  hash_of_.erase(h);
+}
+
+std::vector<SharedId> DedupIndex::Lookup(const ContentHash& hash) const {
+  std::vector<SharedId> out;
+  auto [lo, hi] = by_hash_.equal_range(hash);
+  for (auto it = lo; it != hi; ++it) out.push_back(it->second);
+  return out;
+}
+
+DedupStats DedupIndex::stats() const {
+  DedupStats s = stats_;
+  s.entries = hash_of_.size();
+  return s;
+}
+
+absl::StatusOr<bool> DedupIndex::SameBytes(const SharedChunkInfo& shared,
+                                           std::span<const uint8_t> content) {
+  if (shared.bytes != content.size()) return false;
+  std::vector<uint8_t> buf(std::min<uint64_t>(options_.compare_step_bytes, content.size()));
+  for (uint64_t off = 0; off < content.size(); off += buf.size()) {
+    const uint64_t n = std::min<uint64_t>(buf.size(), content.size() - off);
+    if (absl::Status s = physical_->Read(shared.handle, off, std::span(buf.data(), n)); !s.ok()) {
+      return s;
+    }
+    if (std::memcmp(buf.data(), content.data() + off, n) != 0) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<OfferResult> DedupIndex::Offer(ClientId client, ChunkId chunk,
+                                              std::span<const uint8_t> content) {
+  if (!IsOptedIn(client)) {
+    return absl::FailedPreconditionError(absl::StrCat("client ", client, " has not opted in"));
+  }
+  const ChunkInfo* c = layout_->chunk(chunk);
+  if (c == nullptr || c->client != client || c->orphaned) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk ", chunk, " is not a chunk of client ", client));
+  }
+  if (c->kind != ChunkKind::kLarge || c->state != ChunkState::kResident) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("chunk ", chunk, " cannot be deduplicated: only resident large chunks can"));
+  }
+  if (content.size() != c->bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a deduplicated upload covers whole chunks: ", content.size(),
+                     " bytes for a chunk of ", c->bytes));
+  }
+  ++stats_.offers;
+  OfferResult result;
+  result.hash = options_.hasher(content);
+
+  if (const auto* sb = std::get_if<SharedBacking>(&c->backing)) {
+    // Already shared: identical content is a no-op; anything else replaces
+    // all of it, so the writer gets memory of its own without a copy.
+    const SharedId current = sb->shared;
+    auto h = hash_of_.find(current);
+    if (h != hash_of_.end() && h->second == result.hash) {
+      absl::StatusOr<bool> same = SameBytes(*layout_->shared(current), content);
+      if (!same.ok()) return same.status();
+      if (*same) {
+        result.outcome = OfferOutcome::kAlreadyShared;
+        result.shared = current;
+        return result;
+      }
+      ++result.collisions;
+    }
+    if (absl::Status s = layout_->Privatize(chunk, /*copy_contents=*/false); !s.ok()) return s;
+    c = layout_->chunk(chunk);
+  }
+
+  for (SharedId candidate : Lookup(result.hash)) {
+    const SharedChunkInfo* sh = layout_->shared(candidate);
+    if (sh == nullptr) continue;
+    absl::StatusOr<bool> same = SameBytes(*sh, content);
+    if (!same.ok()) return same.status();
+    if (!*same) {
+      ++result.collisions;  // same digest, different bytes: never share
+      continue;
+    }
+    if (absl::Status s = layout_->Attach(chunk, candidate); !s.ok()) return s;
+    stats_.collisions += result.collisions;
+    ++stats_.attached;
+    result.outcome = OfferOutcome::kAttached;
+    result.shared = candidate;
+    return result;
+  }
+  stats_.collisions += result.collisions;
+
+  const PhysHandle own = std::get<ResidentBacking>(c->backing).handle;
+  if (absl::Status s = physical_->Write(own, 0, content); !s.ok()) return s;
+  absl::StatusOr<SharedId> sid = layout_->Publish(chunk);
+  if (!sid.ok()) {
+    result.outcome = OfferOutcome::kUploadedPrivate;
+    return result;
+  }
+  by_hash_.emplace(result.hash, *sid);
+  hash_of_[*sid] = result.hash;
+  ++stats_.published;
+  result.outcome = OfferOutcome::kPublished;
+  result.shared = *sid;
+  return result;
+}
+
+absl::StatusOr<ChunkId> DedupIndex::BeginWrite(ClientId client, ChunkId chunk) {
+  const ChunkInfo* c = layout_->chunk(chunk);
+  if (c == nullptr || c->client != client || c->orphaned) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk ", chunk, " is not a chunk of client ", client));
+  }
+  const auto* sb = std::get_if<SharedBacking>(&c->backing);
+  if (sb == nullptr) return chunk;  // private already: write in place
+  const bool last_user = layout_->shared(sb->shared)->users == 1;
+  if (absl::Status s = layout_->Privatize(chunk, /*copy_contents=*/true); !s.ok()) return s;
+  ++(last_user ? stats_.cow_takeovers : stats_.cow_copies);
+  return chunk;
+}
+
+}  // namespace wooly::memory
