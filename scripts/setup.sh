@@ -7,6 +7,7 @@ pkgs=(
   build-essential cmake ninja-build pkg-config python3
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libcpp-httplib-dev
+  libtomlplusplus-dev
 )
 
 missing=()

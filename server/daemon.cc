@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -323,6 +324,8 @@ std::string DaemonUsage(const std::string& program) {
       "  --device N          GPU ordinal (default 0)\n"
       "  --log-level LEVEL   trace|debug|info|warn|error (default info)\n"
       "  --ready-file PATH   write the bound endpoints to PATH once serving\n"
+      "  --config FILE       read these settings from a TOML file first (default\n"
+      "                      $WOOLY_CONFIG); flags given here override it\n"
       "  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics\n"
       "                      (default off; port 0 picks one)\n"
       "  --module-cache-dir DIR\n"
@@ -351,10 +354,184 @@ std::string DefaultModuleCacheDir() {
   return absl::StrCat("/tmp/wooly-", ::geteuid(), "/modules");
 }
 
+namespace {
+
+constexpr const char* kValuedFlags[] = {"listen",
+                                        "admin",
+                                        "device",
+                                        "log-level",
+                                        "ready-file",
+                                        "module-cache-dir",
+                                        "module-cache-bytes",
+                                        "metrics"};
+
+// An endpoint to listen on; port 0 (an ephemeral port) is fine.
+absl::Status CheckListenEndpoint(const std::string& flag, const std::string& value) {
+  wire::Endpoint ep;
+  std::string error;
+  std::string probe = value;
+  if (absl::EndsWith(probe, ":0")) probe.back() = '1';
+  if (!wire::ParseEndpoint(probe, &ep, &error)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", error));
+  }
+  return absl::OkStatus();
+}
+
+// Applies one valued flag (name without "--"); errors name the flag.
+absl::Status ApplyValuedFlag(const std::string& name, const std::string& value,
+                             DaemonFlags& flags) {
+  if (name == "listen") {
+    if (absl::Status s = CheckListenEndpoint(name, value); !s.ok()) return s;
+    flags.listen.push_back(value);
+  } else if (name == "admin") {
+    if (value != "none" && !value.empty()) {
+      if (absl::Status s = CheckListenEndpoint(name, value); !s.ok()) return s;
+    }
+    flags.admin = value == "none" ? "" : value;
+  } else if (name == "device") {
+    if (!absl::SimpleAtoi(value, &flags.device) || flags.device < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device needs a GPU ordinal (0, 1, ...), got '", value, "'"));
+    }
+  } else if (name == "log-level") {
+    spdlog::level::level_enum level;
+    if (!ParseLevel(value, &level)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--log-level must be trace, debug, info, warn or error, got '", value, "'"));
+    }
+    flags.log_level = value;
+  } else if (name == "ready-file") {
+    if (value.empty()) return absl::InvalidArgumentError("--ready-file needs a path");
+    flags.ready_file = value;
+  } else if (name == "metrics") {
+    std::string host;
+    int port = -1;
+    if (!ParseHostPort(value, &host, &port)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--metrics needs HOST:PORT (e.g. 0.0.0.0:9400), got '", value, "'"));
+    }
+    flags.metrics = value;
+  } else if (name == "module-cache-dir") {
+    if (value.empty()) return absl::InvalidArgumentError("--module-cache-dir needs a path");
+    flags.module_cache_dir = value == "none" ? "" : value;
+  } else if (name == "module-cache-bytes") {
+    uint64_t mult = 1;
+    std::string digits = value;
+    if (!digits.empty()) {
+      switch (digits.back()) {
+        case 'K':
+        case 'k':
+          mult = 1ull << 10;
+          break;
+        case 'M':
+        case 'm':
+          mult = 1ull << 20;
+          break;
+        case 'G':
+        case 'g':
+          mult = 1ull << 30;
+          break;
+        default:
+          break;
+      }
+      if (mult != 1) digits.pop_back();
+    }
+    uint64_t n = 0;
+    if (!absl::SimpleAtoi(digits, &n) || n > (UINT64_MAX / mult)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--module-cache-bytes needs a size in bytes (e.g. 4G), got '", value, "'"));
+    }
+    flags.module_cache_bytes = n * mult;
+  }
+  return absl::OkStatus();
+}
+
+// Applies a TOML config file: the same settings as the flags, with the same
+// checks; unknown keys and bad values are errors naming the key.
+absl::Status ApplyConfigFile(const std::string& path, DaemonFlags& flags) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config ", path, ", line ", e.source().begin.line, ": ", std::string(e.description())));
+  }
+  auto bad = [&](const std::string& key, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("config ", path, ": key '", key, "': ", why));
+  };
+  auto apply = [&](const std::string& key, const char* flag,
+                   const std::string& value) -> absl::Status {
+    if (absl::Status s = ApplyValuedFlag(flag, value, flags); !s.ok()) return bad(key, s.message());
+    return absl::OkStatus();
+  };
+  // A string, or an integer written as one (sizes, ordinals).
+  auto scalar = [](const toml::node& n, std::string* out) {
+    if (auto v = n.value<std::string>()) {
+      *out = *v;
+      return true;
+    }
+    if (auto i = n.value<int64_t>()) {
+      *out = std::to_string(*i);
+      return true;
+    }
+    return false;
+  };
+  for (auto&& [k, node] : table) {
+    const std::string key(k.str());
+    std::string value;
+    if (key == "listen") {
+      flags.listen.clear();
+      const toml::array* list = node.as_array();
+      if (list == nullptr) return bad(key, "must be a list of endpoints");
+      for (const toml::node& item : *list) {
+        auto v = item.value<std::string>();
+        if (!v) return bad(key, "must be a list of endpoint strings");
+        if (absl::Status s = apply(key, "listen", *v); !s.ok()) return s;
+      }
+    } else if (key == "admin" || key == "log_level" || key == "metrics" || key == "device") {
+      if (!scalar(node, &value)) return bad(key, "must be a string");
+      std::string flag = key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      if (absl::Status s = apply(key, flag.c_str(), value); !s.ok()) return s;
+    } else if (key == "module_cache") {
+      const toml::table* mc = node.as_table();
+      if (mc == nullptr) return bad(key, "must be a table");
+      for (auto&& [mk, mnode] : *mc) {
+        const std::string sub = absl::StrCat(key, ".", std::string(mk.str()));
+        if (!scalar(mnode, &value)) return bad(sub, "must be a string or an integer");
+        if (mk.str() == "dir") {
+          if (absl::Status s = apply(sub, "module-cache-dir", value); !s.ok()) return s;
+        } else if (mk.str() == "bytes") {
+          if (absl::Status s = apply(sub, "module-cache-bytes", value); !s.ok()) return s;
+        } else {
+          return bad(sub, "unknown key");
+        }
+      }
+    } else {
+      return bad(key, "unknown key");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) {
   DaemonFlags flags;
   flags.module_cache_dir = DefaultModuleCacheDir();
   flags.admin = wire::DefaultAdminEndpoint();
+  // The config file first ($WOOLY_CONFIG or --config), so flags override it.
+  std::string config;
+  if (const char* e = std::getenv(kEnvConfig); e != nullptr && *e != '\0') config = e;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) config = argv[i + 1];
+    if (absl::StartsWith(arg, "--config=")) config = arg.substr(9);
+  }
+  if (!config.empty()) {
+    if (absl::Status s = ApplyConfigFile(config, flags); !s.ok()) return s;
+  }
+  bool listen_from_flags = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--version") {
@@ -380,98 +557,21 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
       name = name.substr(0, eq);
       has_value = true;
     }
-    static const char* const kValued[] = {"listen",
-                                          "admin",
-                                          "device",
-                                          "log-level",
-                                          "ready-file",
-                                          "module-cache-dir",
-                                          "module-cache-bytes",
-                                          "metrics"};
-    bool known = false;
-    for (const char* k : kValued) known = known || name == k;
+    bool known = name == "config";
+    for (const char* k : kValuedFlags) known = known || name == k;
     if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     if (!has_value) {
       if (i + 1 >= argc)
         return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
     }
-    if (name == "listen") {
-      wire::Endpoint ep;
-      std::string error;
-      std::string probe = value;
-      // Port 0 (an ephemeral port) is fine for listening.
-      if (absl::EndsWith(probe, ":0")) probe.back() = '1';
-      if (!wire::ParseEndpoint(probe, &ep, &error)) {
-        return absl::InvalidArgumentError(absl::StrCat("--listen: ", error));
-      }
-      flags.listen.push_back(value);
-    } else if (name == "admin") {
-      if (value != "none" && !value.empty()) {
-        wire::Endpoint ep;
-        std::string error;
-        std::string probe = value;
-        if (absl::EndsWith(probe, ":0")) probe.back() = '1';
-        if (!wire::ParseEndpoint(probe, &ep, &error)) {
-          return absl::InvalidArgumentError(absl::StrCat("--admin: ", error));
-        }
-      }
-      flags.admin = value == "none" ? "" : value;
-    } else if (name == "device") {
-      if (!absl::SimpleAtoi(value, &flags.device) || flags.device < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--device needs a GPU ordinal (0, 1, ...), got '", value, "'"));
-      }
-    } else if (name == "log-level") {
-      spdlog::level::level_enum level;
-      if (!ParseLevel(value, &level)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--log-level must be trace, debug, info, warn or error, got '", value, "'"));
-      }
-      flags.log_level = value;
-    } else if (name == "ready-file") {
-      if (value.empty()) return absl::InvalidArgumentError("--ready-file needs a path");
-      flags.ready_file = value;
-    } else if (name == "metrics") {
-      std::string host;
-      int port = -1;
-      if (!ParseHostPort(value, &host, &port)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--metrics needs HOST:PORT (e.g. 0.0.0.0:9400), got '", value, "'"));
-      }
-      flags.metrics = value;
-    } else if (name == "module-cache-dir") {
-      if (value.empty()) return absl::InvalidArgumentError("--module-cache-dir needs a path");
-      flags.module_cache_dir = value == "none" ? "" : value;
-    } else if (name == "module-cache-bytes") {
-      uint64_t mult = 1;
-      std::string digits = value;
-      if (!digits.empty()) {
-        switch (digits.back()) {
-          case 'K':
-          case 'k':
-            mult = 1ull << 10;
-            break;
-          case 'M':
-          case 'm':
-            mult = 1ull << 20;
-            break;
-          case 'G':
-          case 'g':
-            mult = 1ull << 30;
-            break;
-          default:
-            break;
-        }
-        if (mult != 1) digits.pop_back();
-      }
-      uint64_t n = 0;
-      if (!absl::SimpleAtoi(digits, &n) || n > (UINT64_MAX / mult)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--module-cache-bytes needs a size in bytes (e.g. 4G), got '", value, "'"));
-      }
-      flags.module_cache_bytes = n * mult;
+    if (name == "config") continue;  // applied above
+    // Listen addresses on the command line replace the config file's.
+    if (name == "listen" && !listen_from_flags) {
+      flags.listen.clear();
+      listen_from_flags = true;
     }
+    if (absl::Status s = ApplyValuedFlag(name, value, flags); !s.ok()) return s;
   }
   bool has_unix = false;
   for (const std::string& l : flags.listen) {

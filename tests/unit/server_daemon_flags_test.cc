@@ -1,4 +1,6 @@
 // woolyd's command line.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -25,7 +27,22 @@ class DaemonFlagsTest : public ::testing::Test {
     ::setenv(wire::kEnvSocketDir, "/tmp/wooly-flags-test", 1);
     ::unsetenv(wire::kEnvServer);
     ::unsetenv(wire::kEnvAdmin);
+    ::unsetenv(kEnvConfig);
   }
+  // Writes `text` to a fresh config file and returns its path.
+  std::string Config(const std::string& text) {
+    char path[] = "/tmp/wooly-config-XXXXXX";
+    const int fd = ::mkstemp(path);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    ::close(fd);
+    files_.push_back(path);
+    return path;
+  }
+  void TearDown() override {
+    for (const std::string& f : files_) ::unlink(f.c_str());
+  }
+  std::vector<std::string> files_;
 };
 
 TEST_F(DaemonFlagsTest, Defaults) {
@@ -92,6 +109,55 @@ TEST_F(DaemonFlagsTest, ModuleCache) {
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->module_cache_dir, "/srv/cache");
   EXPECT_EQ(f->module_cache_bytes, 0u);
+}
+
+TEST_F(DaemonFlagsTest, ConfigFileSetsWhatFlagsSet) {
+  const std::string path = Config(R"(
+listen = ["unix:/run/w/woolyd.sock", "tcp:0.0.0.0:7070"]
+admin = "none"
+device = 1
+log_level = "debug"
+metrics = "0.0.0.0:9400"
+[module_cache]
+dir = "/srv/wooly/modules"
+bytes = "512M"
+)");
+  absl::StatusOr<DaemonFlags> f = Parse({"--config", path.c_str()});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_THAT(f->listen, ElementsAre("unix:/run/w/woolyd.sock", "tcp:0.0.0.0:7070"));
+  EXPECT_EQ(f->admin, "");
+  EXPECT_EQ(f->device, 1);
+  EXPECT_EQ(f->log_level, "debug");
+  EXPECT_EQ(f->metrics, "0.0.0.0:9400");
+  EXPECT_EQ(f->module_cache_dir, "/srv/wooly/modules");
+  EXPECT_EQ(f->module_cache_bytes, 512ull << 20);
+
+  // Flags override the file; --listen replaces its list. $WOOLY_CONFIG
+  // names the file when --config does not.
+  ::setenv(kEnvConfig, path.c_str(), 1);
+  f = Parse({"--device", "0", "--listen", "unix:/tmp/x.sock"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->device, 0);
+  EXPECT_THAT(f->listen, ElementsAre("unix:/tmp/x.sock"));
+  EXPECT_EQ(f->log_level, "debug");
+}
+
+TEST_F(DaemonFlagsTest, ConfigFileErrorsNameTheKey) {
+  auto error = [&](const std::string& text) {
+    const std::string path = Config(text);
+    absl::StatusOr<DaemonFlags> f = Parse({"--config", path.c_str()});
+    return f.ok() ? std::string("ok") : std::string(f.status().message());
+  };
+  EXPECT_THAT(error("colour = \"blue\"\n"), HasSubstr("'colour': unknown key"));
+  EXPECT_THAT(error("[module_cache]\nsize = 3\n"), HasSubstr("'module_cache.size'"));
+  EXPECT_THAT(error("device = -2\n"), HasSubstr("'device'"));
+  EXPECT_THAT(error("listen = \"unix:/x\"\n"), HasSubstr("'listen': must be a list"));
+  EXPECT_THAT(error("log_level = \"loud\"\n"), HasSubstr("'log_level'"));
+  EXPECT_THAT(error("metrics = \"nowhere\"\n"), HasSubstr("'metrics'"));
+  EXPECT_THAT(error("[module_cache]\nbytes = \"lots\"\n"), HasSubstr("'module_cache.bytes'"));
+  EXPECT_THAT(error("device = [\n"), HasSubstr("line"));  // a TOML syntax error
+  EXPECT_THAT(std::string(Parse({"--config", "/nonexistent/woolyd.toml"}).status().message()),
+              HasSubstr("/nonexistent/woolyd.toml"));
 }
 
 }  // namespace

@@ -43,6 +43,9 @@ struct DaemonFlags {
   bool help = false;
 };
 
+// The config file woolyd reads when --config is not given (docs/configuration.md).
+inline constexpr char kEnvConfig[] = "WOOLY_CONFIG";
+
 // /var/cache/wooly/modules for root, else $XDG_CACHE_HOME/wooly/modules or
 // ~/.cache/wooly/modules.
 std::string DefaultModuleCacheDir();
