@@ -26,15 +26,8 @@ copy 'server/woolyd' 'cli/wooly-cli' 'client/libcuda.so.1' 'client/libwooly.so*'
      'tests/runtime/*' 'bench/wooly_bench*'
 
 # Bundle every shared library the executables need except glibc's own.
-for exe in "$dst/server/woolyd" "$dst/cli/wooly-cli"; do
-  [ -x "$exe" ] || continue
-  ldd "$exe" | awk '/=> \//{print $3}' | while read -r lib; do
-    case "$(basename "$lib")" in
-      libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcuda.so*) ;;
-      *) cp -L -n "$lib" "$dst/lib/" ;;
-    esac
-  done
-done
+. scripts/lib/bundle-libs.sh
+bundle_libs "$dst/lib" "$dst/server/woolyd" "$dst/cli/wooly-cli"
 # Debug info is not needed there and the carried tree is limited to 64 MiB.
 find "$dst" -type f \( -perm -u+x -o -name '*.so*' \) ! -name '*.sh' -exec strip --strip-debug {} + 2>/dev/null || true
 du -sh "$dst" | awk '{print "package-device: " $1 " in '"$dst"'"}'

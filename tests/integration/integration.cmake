@@ -31,3 +31,8 @@ add_test(NAME integration.bad_input
           --server ${_server} --client-dir ${_client_dir}
           --program $<TARGET_FILE:wooly_prog_vector_add> --image ${WOOLY_TEST_FAKE_MODULE})
 set_tests_properties(integration.bad_input PROPERTIES LABELS integration TIMEOUT 300)
+
+# What the Dockerfiles run (scripts/package-dist.sh), checked without Docker.
+add_test(NAME integration.packaging
+  COMMAND bash ${_it_dir}/packaging.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(integration.packaging PROPERTIES LABELS integration TIMEOUT 300)
