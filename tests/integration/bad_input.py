@@ -11,6 +11,7 @@ bounded so that a hung server fails the test instead of hanging it.
 """
 
 import argparse
+import mmap
 import os
 import socket
 import struct
@@ -193,6 +194,86 @@ def scenario_connection_churn(endpoint):
     s.close()
 
 
+# --- the shared-memory channel (proto/channel.h) ------------------------------
+
+OP_SHM_ATTACH = 3
+OP_MEM_GET_INFO = 12
+OP_HOST_SHM_REGISTER = 21
+SHM_MAGIC = 0x4D48534F
+RING = 4096
+C2S_CTL = 64  # ShmChannelHeader.c2s; head at +0, tail at +64
+
+
+def shm_attach(s, valid=True):
+    """Sends kShmAttach with a memfd; returns (result, mapping)."""
+    total = 4096 + 2 * RING
+    fd = os.memfd_create("bad-input-ring")
+    os.ftruncate(fd, total)
+    m = mmap.mmap(fd, total)
+    if valid:
+        struct.pack_into("<IIQQQQ", m, 0, SHM_MAGIC, 1, RING, total, 4096, 4096 + RING)
+    s.sendall(frame(OP_SHM_ATTACH, b"", seq=7))
+    socket.send_fds(s, [b"F"], [fd])
+    os.close(fd)
+    f = read_frame(s)
+    return (None if f is None else result_of(f[2])), m
+
+
+def scenario_shm_bad_header(endpoint):
+    s = connect(endpoint)
+    check(hello(s), "hello accepted")
+    r, m = shm_attach(s, valid=False)
+    check(r not in (None, 0), "a shared-memory channel with a bad header is declined")
+    s.sendall(frame(OP_MEM_GET_INFO, b"", seq=8))
+    f = read_frame(s)
+    check(f is not None and result_of(f[2]) == 0, "the session goes on over the socket")
+    m.close()
+    s.close()
+
+
+def scenario_shm_nonsense_indices(endpoint):
+    s = connect(endpoint)
+    check(hello(s), "hello accepted")
+    r, m = shm_attach(s)
+    check(r == 0, "a well-formed shared-memory channel is accepted")
+    # The client claims 1 TiB of commands in a 4 KiB ring: woolyd must drop
+    # it (it notices within its liveness interval even without a doorbell).
+    struct.pack_into("<Q", m, C2S_CTL, 1 << 40)
+    check(error_or_drop(s), "nonsense ring indices get the client dropped")
+    m.close()
+    s.close()
+
+
+def scenario_shm_garbage_frame(endpoint):
+    s = connect(endpoint)
+    check(hello(s), "hello accepted")
+    r, m = shm_attach(s)
+    check(r == 0, "a well-formed shared-memory channel is accepted")
+    garbage = b"\xde\xad\xbe\xef" * 8
+    m[4096:4096 + len(garbage)] = garbage
+    struct.pack_into("<Q", m, C2S_CTL, len(garbage))
+    check(error_or_drop(s), "a garbage frame in the ring gets the client dropped")
+    m.close()
+    s.close()
+
+
+def scenario_shm_unsealed_register(endpoint):
+    s = connect(endpoint)
+    check(hello(s), "hello accepted")
+    fd = os.memfd_create("bad-input-pinned")  # no seals: could shrink under woolyd
+    os.ftruncate(fd, 1 << 16)
+    m = mmap.mmap(fd, 1 << 16)
+    addr = 0x7F0000000000  # any page-aligned address
+    s.sendall(frame(OP_HOST_SHM_REGISTER, struct.pack("<QQ", addr, 1 << 16), seq=9))
+    socket.send_fds(s, [b"F"], [fd])
+    os.close(fd)
+    f = read_frame(s)
+    check(f is not None and result_of(f[2]) not in (None, 0),
+          "pinned memory that is not sealed against shrinking is refused")
+    m.close()
+    s.close()
+
+
 def run_good(server, args, transport, label):
     rc, out = harness.run_program(
         [args.program, args.image],
@@ -225,6 +306,10 @@ def main():
             scenario_foreign_pointer(server.unix)
             scenario_disconnect_mid_command(server.unix)
             scenario_connection_churn(server.tcp)
+            scenario_shm_bad_header(server.unix)
+            scenario_shm_nonsense_indices(server.unix)
+            scenario_shm_garbage_frame(server.unix)
+            scenario_shm_unsealed_register(server.unix)
 
             # A client stalled in the middle of a frame must not block others.
             stalled = connect(server.unix)
