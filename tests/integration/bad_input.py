@@ -231,11 +231,17 @@ def scenario_shm_bad_header(endpoint):
     s.close()
 
 
-def scenario_shm_nonsense_indices(endpoint):
+def attached(endpoint):
+    """A client switched to a (well-formed) shared-memory channel."""
     s = connect(endpoint)
     check(hello(s), "hello accepted")
     r, m = shm_attach(s)
     check(r == 0, "a well-formed shared-memory channel is accepted")
+    return s, m
+
+
+def scenario_shm_nonsense_indices(endpoint):
+    s, m = attached(endpoint)
     # The client claims 1 TiB of commands in a 4 KiB ring: woolyd must drop
     # it (it notices within its liveness interval even without a doorbell).
     struct.pack_into("<Q", m, C2S_CTL, 1 << 40)
@@ -245,10 +251,7 @@ def scenario_shm_nonsense_indices(endpoint):
 
 
 def scenario_shm_garbage_frame(endpoint):
-    s = connect(endpoint)
-    check(hello(s), "hello accepted")
-    r, m = shm_attach(s)
-    check(r == 0, "a well-formed shared-memory channel is accepted")
+    s, m = attached(endpoint)
     garbage = b"\xde\xad\xbe\xef" * 8
     m[4096:4096 + len(garbage)] = garbage
     struct.pack_into("<Q", m, C2S_CTL, len(garbage))
