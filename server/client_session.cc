@@ -26,7 +26,6 @@ constexpr uint32_t kMaxLaunchAttributes = 64;
 // Events used only to order streams need no timestamps.
 constexpr uint32_t kSyncEventFlags = CU_EVENT_DISABLE_TIMING;
 
-absl::Status Malformed() { return CuError(CUDA_ERROR_INVALID_VALUE, "malformed request payload"); }
 absl::Status BadPointer() {
   return CuError(CUDA_ERROR_INVALID_VALUE, "device range not owned by this client");
 }

@@ -15,7 +15,6 @@
 namespace wooly::server {
 namespace {
 
-absl::Status Malformed() { return CuError(CUDA_ERROR_INVALID_VALUE, "malformed request payload"); }
 absl::Status BadHandle(const char* what) {
   return CuError(CUDA_ERROR_INVALID_HANDLE, absl::StrCat("unknown ", what, " handle"));
 }

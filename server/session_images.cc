@@ -61,7 +61,7 @@ absl::Status ClientSession::OpImageLoadCached(wire::Reader& in, wire::Writer& ou
   const uint8_t kind = in.Get<uint8_t>();
   const uint8_t* digest_bytes = in.GetRaw(32);
   const uint64_t size = in.Get<uint64_t>();
-  if (!in.ok() || kind > 1) return CuError(CUDA_ERROR_INVALID_VALUE, "malformed request");
+  if (!in.ok() || kind > 1) return Malformed();
   ModuleCache::Digest digest;
   std::memcpy(digest.data(), digest_bytes, digest.size());
   if (env_->module_cache == nullptr) return CuError(CUDA_ERROR_FILE_NOT_FOUND, "no module cache");

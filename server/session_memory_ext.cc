@@ -68,7 +68,6 @@ constexpr uint32_t kMaxAccessDescs = 64;
 constexpr uint32_t kMaxOccupancyQueries = 4096;
 constexpr uint32_t kMaxClusterAttributes = 64;
 
-absl::Status Malformed() { return CuError(CUDA_ERROR_INVALID_VALUE, "malformed request payload"); }
 absl::Status BadPointer() {
   return CuError(CUDA_ERROR_INVALID_VALUE, "device range not owned by this client");
 }

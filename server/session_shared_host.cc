@@ -25,8 +25,6 @@ namespace {
 // One client may share at most this much pinned memory.
 constexpr uint64_t kMaxSharedBytes = 1ull << 40;
 
-absl::Status Malformed() { return CuError(CUDA_ERROR_INVALID_VALUE, "malformed request"); }
-
 }  // namespace
 
 uint8_t* ClientSession::SharedHostRange(uint64_t addr, uint64_t size) const {

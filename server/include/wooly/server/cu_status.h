@@ -15,6 +15,10 @@ namespace wooly::server {
 
 // A status carrying `result`; OK for CUDA_SUCCESS.
 absl::Status CuError(CUresult result, std::string_view what = {});
+// A request whose payload does not parse: CUDA_ERROR_INVALID_VALUE.
+inline absl::Status Malformed() {
+  return CuError(CUDA_ERROR_INVALID_VALUE, "malformed request payload");
+}
 // The CUresult a status stands for. Statuses made without CuError map by
 // code: INVALID_ARGUMENT -> CUDA_ERROR_INVALID_VALUE, NOT_FOUND ->
 // CUDA_ERROR_NOT_FOUND, RESOURCE_EXHAUSTED -> CUDA_ERROR_OUT_OF_MEMORY,
