@@ -41,18 +41,25 @@ absl::Status ClientSession::LoadImage(bool library, absl::Span<const uint8_t> im
 void ClientSession::RememberImage(absl::Span<const uint8_t> image) {
   std::shared_ptr<ModuleCache> cache = env_->module_cache;
   if (cache == nullptr || image.size() < kMinCachedImage) return;
-  if (g_pending_cache_bytes.fetch_add(image.size()) + image.size() > kMaxPendingCacheBytes) {
-    g_pending_cache_bytes.fetch_sub(image.size());
-    return;  // the disk is behind; this one is sent again next time
-  }
-  std::vector<uint8_t> copy(image.begin(), image.end());
-  // Hashing and writing hundreds of MiB must not hold up the client.
-  std::thread([cache, bytes = std::move(copy)]() mutable {
+  auto fill = [cache](std::vector<uint8_t> bytes) {
     const size_t n = bytes.size();
     const ModuleCache::Digest d = wire::ImageDigest(bytes.data(), n, 4);
     if (absl::Status s = cache->Put(d, std::move(bytes)); !s.ok()) {
       spdlog::warn("module cache: could not add an image of {} bytes: {}", n, s.ToString());
     }
+  };
+  if (!env_->fill_module_cache_in_background) {
+    fill(std::vector<uint8_t>(image.begin(), image.end()));
+    return;
+  }
+  if (g_pending_cache_bytes.fetch_add(image.size()) + image.size() > kMaxPendingCacheBytes) {
+    g_pending_cache_bytes.fetch_sub(image.size());
+    return;  // the disk is behind; this one is sent again next time
+  }
+  // Hashing and writing hundreds of MiB must not hold up the client.
+  std::thread([fill, bytes = std::vector<uint8_t>(image.begin(), image.end())]() mutable {
+    const size_t n = bytes.size();
+    fill(std::move(bytes));
     g_pending_cache_bytes.fetch_sub(n);
   }).detach();
 }

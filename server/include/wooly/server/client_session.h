@@ -75,6 +75,8 @@ struct SessionEnv {
   // Module images seen on this node, by digest (module_cache.h); null: none.
   // Images are added off the request path.
   std::shared_ptr<ModuleCache> module_cache;
+  // False: images are added to the cache before the load is answered (tests).
+  bool fill_module_cache_in_background = true;
 };
 
 // A client as the admin service reports it.

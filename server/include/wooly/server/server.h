@@ -71,6 +71,8 @@ struct ServerOptions {
   // memory) and size bound; 0 bytes turns it off.
   std::string module_cache_dir;
   uint64_t module_cache_bytes = 0;
+  // Tests: add images to the cache before answering the load.
+  bool fill_module_cache_in_background = true;
   // How long Shutdown() lets connections finish their command in progress
   // and read its reply before cutting them.
   absl::Duration shutdown_grace = absl::Seconds(5);
