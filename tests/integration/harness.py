@@ -45,8 +45,9 @@ def client_env(client_dir, endpoint, extra=None):
 class Woolyd:
     """Context manager: a running server; attributes unix, tcp, admin."""
 
-    def __init__(self, server, log_level="warn", env=None):
+    def __init__(self, server, log_level="warn", env=None, args=None):
         self.server = server
+        self.extra_args = list(args or [])
         self.log_level = log_level
         self.extra_env = env or {}
         self.dir = None
@@ -55,6 +56,7 @@ class Woolyd:
         self.unix = None
         self.tcp = None
         self.admin = None
+        self.metrics = None
         self.stopped_rc = None
 
     def __enter__(self):
@@ -86,7 +88,7 @@ class Woolyd:
             "--admin", "unix:" + os.path.join(self.dir, "admin.sock"),
             "--log-level", self.log_level,
             "--ready-file", ready,
-        ]
+        ] + self.extra_args
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)  # never run the server on Wooly's own libcuda
         env["WOOLY_SOCKET_DIR"] = self.dir
@@ -112,6 +114,8 @@ class Woolyd:
                     self.unix = addr if addr.startswith("unix:") else "unix:" + addr
                 elif kind == "admin":
                     self.admin = addr
+                elif kind == "metrics":
+                    self.metrics = addr
         if not self.unix or not self.tcp:
             raise HarnessError("ready file lacks the unix or tcp endpoint:\n" + open(ready).read())
 

@@ -36,3 +36,9 @@ set_tests_properties(integration.bad_input PROPERTIES LABELS integration TIMEOUT
 add_test(NAME integration.packaging
   COMMAND bash ${_it_dir}/packaging.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(integration.packaging PROPERTIES LABELS integration TIMEOUT 300)
+
+# The Grafana dashboard queries only metrics woolyd exports.
+add_test(NAME integration.dashboard
+  COMMAND ${Python3_EXECUTABLE} ${_it_dir}/dashboard_check.py --server ${_server}
+          --dashboard ${PROJECT_SOURCE_DIR}/deploy/grafana/wooly-dashboard.json)
+set_tests_properties(integration.dashboard PROPERTIES LABELS integration TIMEOUT 120)
