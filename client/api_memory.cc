@@ -70,38 +70,45 @@ bool SharedHost(const void* p, uint64_t n) {
   return HostAllocations().SharedRange(reinterpret_cast<uint64_t>(p), n);
 }
 
+// A copy between device memory and pinned memory woolyd maps too: a DMA
+// straight from or into the application's buffer, nothing sent. Async
+// copies to a known range do not wait and land in stream order; sync copies
+// complete before returning, as CUDA's do.
+CUresult SharedCopy(wire::Op op, uint64_t device, const void* host, size_t n, uint64_t stream,
+                    bool async) {
+  wire::Writer w;
+  w.Put<uint64_t>(device)
+      .Put<uint64_t>(reinterpret_cast<uint64_t>(host))
+      .Put<uint64_t>(n)
+      .Put<uint64_t>(stream)
+      .Put<uint8_t>(async ? 1 : 0);
+  if (async && Allocations().ContainsRange(device, n)) return Post(op, w);
+  return Rpc(op, w);
+}
+
 CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
   if (n == 0) return CUDA_SUCCESS;
   if (src == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (SharedHost(src, n)) {
-    // Pinned memory woolyd maps too: a DMA straight from it, nothing sent.
-    // Sync copies from pinned memory complete before returning, as CUDA's.
-    wire::Writer w;
-    w.Put<uint64_t>(dst)
-        .Put<uint64_t>(reinterpret_cast<uint64_t>(src))
-        .Put<uint64_t>(n)
-        .Put<uint64_t>(stream)
-        .Put<uint8_t>(async ? 1 : 0);
-    if (async && Allocations().ContainsRange(dst, n)) return Post(wire::Op::kMemcpyHtoDShared, w);
-    return Rpc(wire::Op::kMemcpyHtoDShared, w);
+    return SharedCopy(wire::Op::kMemcpyHtoDShared, dst, src, n, stream, async);
   }
   if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
+  const bool known = Allocations().ContainsRange(dst, n);
   // Large pageable copies on the same node: pipelined through shared
   // staging slots (staging.h).
-  if (n >= kStagedMin && SharedMemoryChannel() && Allocations().ContainsRange(dst, n)) {
+  if (known && n >= kStagedMin && SharedMemoryChannel()) {
     if (CUresult r = StagedHtoD(dst, src, n, stream); r != CUDA_ERROR_NOT_SUPPORTED) return r;
   }
   // The bytes travel with the request, so the source may be reused at once:
   // to a range this process knows the copy is sent without waiting, as the
   // driver returns from a pageable copy once it has staged the data.
-  const bool post = Allocations().ContainsRange(dst, n);
   const uint8_t* p = static_cast<const uint8_t*>(src);
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);
     wire::Writer w;
-    w.Put<uint64_t>(dst + off).Put<uint64_t>(stream).Put<uint8_t>(async || post ? 1 : 0);
-    const CUresult r = post ? Post(wire::Op::kMemcpyHtoD, w, p + off, len)
-                            : Rpc(wire::Op::kMemcpyHtoD, w, nullptr, p + off, len);
+    w.Put<uint64_t>(dst + off).Put<uint64_t>(stream).Put<uint8_t>(async || known ? 1 : 0);
+    const CUresult r = known ? Post(wire::Op::kMemcpyHtoD, w, p + off, len)
+                             : Rpc(wire::Op::kMemcpyHtoD, w, nullptr, p + off, len);
     if (r != CUDA_SUCCESS) return r;
   }
   return CUDA_SUCCESS;
@@ -111,16 +118,7 @@ CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async
   if (n == 0) return CUDA_SUCCESS;
   if (dst == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (SharedHost(dst, n)) {
-    // DMA straight into pinned memory woolyd maps too; an async copy lands
-    // in stream order, as CUDA's does.
-    wire::Writer w;
-    w.Put<uint64_t>(src)
-        .Put<uint64_t>(reinterpret_cast<uint64_t>(dst))
-        .Put<uint64_t>(n)
-        .Put<uint64_t>(stream)
-        .Put<uint8_t>(async ? 1 : 0);
-    if (async && Allocations().ContainsRange(src, n)) return Post(wire::Op::kMemcpyDtoHShared, w);
-    return Rpc(wire::Op::kMemcpyDtoHShared, w);
+    return SharedCopy(wire::Op::kMemcpyDtoHShared, src, dst, n, stream, async);
   }
   if (CUresult r = CaptureCheckCopy(stream, async, /*host=*/true); r != CUDA_SUCCESS) return r;
   // Same node: woolyd DMAs into shared staging and we copy out, pipelined.
