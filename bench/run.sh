@@ -14,6 +14,8 @@
 #   WOOLY_BENCH_QUICK=1       tiny sizes and counts (a smoke run, not a measurement)
 #   WOOLY_BENCH_ONLY=a,b      rows named a or b or starting with a_ or b_
 #                             (launch, memcpy_h2d, decode_b1, first_result, ...)
+#                             swap: also bench/swap_bench.cc (VmmPhysicalMemory swap and
+#                             remap vs direct driver calls; only when named here)
 #   WOOLY_BENCH_SKIP_TORCH=1  driver rows only
 #   WOOLY_BENCH_FAKE=1        no GPU: woolyd-fake from BUILD_DIR and the .fake module,
 #                             no native or torch rows; implies WOOLY_BENCH_QUICK=1
@@ -280,7 +282,7 @@ if [ -n "$ONLY" ]; then  # a token that selects nothing is most likely a typo
   for t in "${only_toks[@]}"; do
     [ -n "$t" ] || continue
     hit=
-    for g in "${DRIVER_GROUPS[@]}" "${TORCH_GROUPS[@]}" first_result; do
+    for g in "${DRIVER_GROUPS[@]}" "${TORCH_GROUPS[@]}" first_result swap; do
       [ -n "$(ONLY=$t group_only "$g")" ] && hit=1 && break
     done
     [ -n "$hit" ] || notes+=("WOOLY_BENCH_ONLY: '$t' matches no row")
@@ -335,6 +337,38 @@ if [ -n "$TORCH" ] && [ -n "$(group_only first_result)" ]; then
   for m in "${MODES[@]}"; do [ "$m" = native ] || stop_woolyd "first-$m"; done
 fi
 
+# ---------------------------------------------------------------- swap
+# VmmPhysicalMemory's swap bandwidth and remap time against direct driver
+# calls, all in one process on the real backend (bench/swap_bench.cc, issue
+# #6); with WOOLY_BENCH_FAKE on the fake backend. Only when WOOLY_BENCH_ONLY
+# names it (swap): it takes ~25 GiB of device memory. Its own table is
+# printed after the main one.
+SWAP_OUT=
+if [ -n "$ONLY" ] && [ -n "$(group_only swap)" ]; then
+  SWAP_BENCH=$BUILD/bench/wooly_bench_swap
+  SWAP_OUT=$tmp/swap.out
+  swap_args=()
+  [ -n "$FAKE" ] && swap_args+=(--fake)
+  [ -n "$QUICK" ] && [ -z "$FAKE" ] && swap_args+=(--size-mib 256 --remap-gib 1 --reps 2)
+  if [ ! -x "$SWAP_BENCH" ]; then
+    failures=$((failures + 1))
+    notes+=("swap: missing $SWAP_BENCH (build wooly_bench_swap, or --pack again)")
+    SWAP_OUT=
+  else
+    t0=$(date +%s.%N)
+    env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
+      timeout -k 10 "$TIMEOUT" "$SWAP_BENCH" "${swap_args[@]}" </dev/null >"$SWAP_OUT" 2>>"$log"
+    rc=$?
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    printf 'bench: %-6s %-22s %6ss  exit %d\n' vmm swap "$secs" "$rc" >&2
+    if [ $rc -ne 0 ]; then
+      failures=$((failures + 1))
+      notes+=("swap: wooly_bench_swap exit $rc: $(grep -v '^{' "$SWAP_OUT" | grep -v '^\s*$' | tail -1 | cut -c1-200)")
+      { echo "==== swap: exit $rc ===="; tail -60 "$SWAP_OUT"; } >>"$log"
+    fi
+  fi
+fi
+
 # ---------------------------------------------------------------- report
 run_kind=full
 [ -n "$QUICK" ] && run_kind="quick (tiny sizes: not a measurement)"
@@ -359,5 +393,12 @@ if ! python3 "$SCRIPT_DIR/report.py" --native "$tmp/native.jsonl" --shm "$tmp/sh
        --tcp "$tmp/tcp.jsonl" "${meta[@]}" "${note_args[@]}" "${out_args[@]}"; then
   echo "FAIL: report.py failed" >&2
   exit 1
+fi
+if [ -n "$SWAP_OUT" ] && [ -s "$SWAP_OUT" ]; then
+  grep -v '^{' "$SWAP_OUT" | grep -v '^bench done$'
+  if [ -n "${OUT:-}" ]; then
+    grep -v '^{' "$SWAP_OUT" | grep -v '^bench done$' >"$OUT/swap.md"
+    grep '^{' "$SWAP_OUT" >"$OUT/swap.jsonl"
+  fi
 fi
 [ $failures -eq 0 ]

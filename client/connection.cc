@@ -61,6 +61,10 @@ ClientIdentity IdentityFromEnvironment() {
   };
   id.pod = first_env(wire::kEnvPodName, "POD_NAME");
   id.pod_namespace = first_env(wire::kEnvPodNamespace, "POD_NAMESPACE");
+  for (const char* name : wire::kTenantSettingEnvs) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && *v != '\0') id.settings.emplace_back(name, v);
+  }
   return id;
 }
 
@@ -110,7 +114,9 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
       .Put<int32_t>(identity_.priority)
       .PutStr(identity_.name)
       .PutStr(identity_.pod)
-      .PutStr(identity_.pod_namespace);
+      .PutStr(identity_.pod_namespace)
+      .Put<uint32_t>(static_cast<uint32_t>(identity_.settings.size()));
+  for (const auto& [key, value] : identity_.settings) w.PutStr(key).PutStr(value);
   Reply reply;
   const CUresult r = CallLocked(wire::Op::kHello, w, &reply, nullptr, 0, nullptr, 0);
   if (state_ != State::kHandshake) {
@@ -126,6 +132,15 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
     *error = msg;
     BreakLocked(nullptr);
     return CUDA_ERROR_SYSTEM_DRIVER_MISMATCH;
+  }
+  if (r == CUDA_ERROR_INVALID_VALUE) {
+    // A refused setting comes with woolyd's explanation.
+    std::string msg = rd.GetStr();
+    if (rd.ok() && !msg.empty()) {
+      *error = msg;
+      BreakLocked(nullptr);
+      return r;
+    }
   }
   if (r != CUDA_SUCCESS) {
     *error = "woolyd refused the session (CUresult " + std::to_string(static_cast<int>(r)) + ")";

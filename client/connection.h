@@ -30,8 +30,11 @@ struct ClientIdentity {
   uint32_t pid = 0;
   int32_t priority = 2;
   std::string name;
-  std::string pod;            // for woolyd's metrics labels; may be empty
+  std::string pod;  // for woolyd's metrics labels; may be empty
   std::string pod_namespace;
+  // Tenant settings sent at Hello, named as their environment variables
+  // (WOOLY_TENANT, WOOLY_WEIGHT, ...; woolyd validates them).
+  std::vector<std::pair<std::string, std::string>> settings;
 };
 
 // What the Hello reply says.

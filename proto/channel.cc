@@ -88,6 +88,12 @@ bool SocketChannel::Write(const iovec* iov_in, int cnt) {
   return true;
 }
 
+bool SocketChannel::InputReady() const {
+  if (end_ > begin_) return true;
+  pollfd pfd{fd_, POLLIN, 0};
+  return ::poll(&pfd, 1, 0) != 0;  // readable, closed, or an error: Read will tell
+}
+
 bool SocketChannel::Read(void* p, size_t n) {
   if (buf_.empty()) return ReadFull(fd_, p, n);
   uint8_t* out = static_cast<uint8_t*>(p);
@@ -313,6 +319,11 @@ void ShmChannel::Flush() {
   if (!pending_wake_) return;
   pending_wake_ = false;
   Wake(tx_->data_seq, tx_->consumer_sleeping);
+}
+
+bool ShmChannel::InputReady() const {
+  if (broken_) return true;  // Read answers at once
+  return rx_->head.load(std::memory_order_acquire) != rx_->tail.load(std::memory_order_relaxed);
 }
 
 bool ShmChannel::Read(void* p, size_t n) {

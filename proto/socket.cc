@@ -210,6 +210,7 @@ const char* OpName(uint16_t op) {
     WOOLY_OP_NAME(kHello)
     WOOLY_OP_NAME(kGoodbye)
     WOOLY_OP_NAME(kShmAttach)
+    WOOLY_OP_NAME(kTenantView)
     WOOLY_OP_NAME(kMemAlloc)
     WOOLY_OP_NAME(kMemFree)
     WOOLY_OP_NAME(kMemGetInfo)

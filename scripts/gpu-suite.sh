@@ -39,6 +39,10 @@ if [ "${1:-}" = "--pack" ]; then
     cmake --build build -j"${WOOLY_JOBS:-$(nproc)}" --target woolyd wooly-cli wooly_client \
       wooly_test_programs wooly_test_kernels gpu_backend_test >/dev/null || {
       echo "pack: build failed (cmake --build build)"; exit 1; }
+    # VmmPhysicalMemory (issue #6): its GPU test and the swap bench.
+    cmake --build build -j"${WOOLY_JOBS:-$(nproc)}" --target vmm_physical_memory_gpu_test \
+      wooly_bench_swap >/dev/null || {
+      echo "pack: build failed (vmm_physical_memory_gpu_test, wooly_bench_swap)"; exit 1; }
   fi
   ./scripts/package-device.sh || exit 1
   out=.carry/build
@@ -49,6 +53,21 @@ if [ "${1:-}" = "--pack" ]; then
       libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*) ;;
       *) cp -L -n "$lib" "$out/lib/" ;;
     esac
+  done
+  # VmmPhysicalMemory (issue #6): its GPU test, and the libraries of the swap
+  # bench (bench/wooly_bench_swap, packed by package-device.sh).
+  if [ -e build/tests/vmm_physical_memory_gpu_test ]; then
+    cp build/tests/vmm_physical_memory_gpu_test "$out/tests/"
+  fi
+  for bin in "$out/tests/vmm_physical_memory_gpu_test" "$out/bench/wooly_bench_swap"; do
+    [ -e "$bin" ] || continue
+    ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | while read -r lib; do
+      case "$(basename "$lib")" in
+        libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*) ;;
+        *) cp -L -n "$lib" "$out/lib/" ;;
+      esac
+    done
+    strip --strip-debug "$bin" 2>/dev/null || true
   done
   strip --strip-debug "$out/tests/gpu_backend_test" "$out"/lib/*.so* 2>/dev/null || true
   echo "gpu-suite: packed $(du -sh "$out" | cut -f1) in $out; on the GPU machine: scripts/gpu-suite.sh $out"
@@ -171,6 +190,22 @@ if [ -x "$GTEST" ]; then
     row gpu_backend_test - - - FAIL; failed=$((failed + 1))
     notes+=("gpu_backend_test: exit $g_rc; $(grep -m3 'FAILED\|SKIPPED\|Failure' "$g_out" | tr '\n' ' ' | cut -c1-200)")
   fi
+fi
+
+# VmmPhysicalMemory on the real backend (issue #6).
+VMM_GTEST=$(dirname "$GTEST")/vmm_physical_memory_gpu_test
+if [ -x "$VMM_GTEST" ]; then
+  v_out=$tmp/vmm_physical_memory_gpu_test.out
+  env -u LD_PRELOAD LD_LIBRARY_PATH="$WOOLYD_LIBPATH" WOOLY_REAL_LIBCUDA="$real_libcuda" \
+    timeout 600 "$VMM_GTEST" >"$v_out" 2>&1
+  v_rc=$?
+  if [ $v_rc -eq 0 ] && ! grep -q '\[  SKIPPED \]' "$v_out"; then
+    row vmm_gpu_test - - - PASS; passed=$((passed + 1))
+  else
+    row vmm_gpu_test - - - FAIL; failed=$((failed + 1))
+    notes+=("vmm_physical_memory_gpu_test: exit $v_rc; $(grep -m3 'FAILED\|SKIPPED\|Failure' "$v_out" | tr '\n' ' ' | cut -c1-200)")
+  fi
+  grep '^\[ INFO' "$v_out" | sed 's/^/  /'
 fi
 
 if ! kill -0 "$woolyd_pid" 2>/dev/null; then

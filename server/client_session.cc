@@ -15,6 +15,7 @@
 #include "spdlog/spdlog.h"
 #include "wooly/scheduler/stream_priority.h"
 #include "wooly/server/cu_status.h"
+#include "wooly/server/share_control.h"
 
 namespace wooly::server {
 namespace {
@@ -99,6 +100,20 @@ ClientStatus ClientSession::Snapshot() const {
     s = stats_;
   }
   s.kernels_launched = kernels_launched_.load(std::memory_order_relaxed);
+  if (std::optional<TenantMemberInfo> m = env_->tenants->Member(id_)) {
+    s.priority = m->policy.policy.priority;
+    s.weight = m->policy.policy.weight;
+    s.sm_floor = m->policy.policy.floor();
+    s.sm_cap = m->policy.policy.cap();
+    s.memory_limit = m->memory_limit;
+  }
+  if (env_->share_control != nullptr) {
+    const ClientShare share = env_->share_control->ShareOf(id_);
+    s.target_share = share.target_share;
+    s.measured_share = share.measured_share;
+    s.busy_seconds = absl::ToDoubleSeconds(share.busy);
+    s.queue_depth = static_cast<uint32_t>(std::max(share.queue_depth, 0));
+  }
   // Live rather than published: an idle client is poisoned by another's fault.
   const uint64_t generation = context_generation_.load(std::memory_order_acquire);
   s.context_lost = generation != SharedContext::kUnbound && env_->context->IsLost(generation);
@@ -202,6 +217,11 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     return reply;
   }
 
+  if (observer() && op != static_cast<uint16_t>(Op::kTenantView) &&
+      op != static_cast<uint16_t>(Op::kGoodbye)) {
+    reply.payload = ResultOnly(CUDA_ERROR_NOT_PERMITTED);  // an NVML view holds nothing
+    return reply;
+  }
   Handler handler = nullptr;
   switch (static_cast<Op>(op)) {
     case Op::kHello:
@@ -222,6 +242,7 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
       WOOLY_OP(MemFree)
       WOOLY_OP(MemGetInfo)
       WOOLY_OP(MemGetAddressRange)
+      WOOLY_OP(TenantView)
       WOOLY_OP(MemcpyHtoD)
       WOOLY_OP(MemcpyDtoH)
       WOOLY_OP(MemcpyDtoD)
@@ -277,6 +298,11 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
                   header.seq, static_cast<int>(access.result()));
     reply.payload = ResultOnly(access.result());
     return reply;
+  }
+  // A synchronization ends the measurement batches first, so that their end
+  // events are not recorded after the wait.
+  if (sched_ != nullptr && ReportsDeferredErrors(op) && sched_->has_open_batch()) {
+    sched_->CloseBatches();
   }
   wire::Reader in(payload.data(), payload.size());
   wire::Writer out;
@@ -365,14 +391,58 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
     if (pod.size() > kMaxClientNameBytes) pod.resize(kMaxClientNameBytes);
     if (pod_namespace.size() > kMaxClientNameBytes) pod_namespace.resize(kMaxClientNameBytes);
   }
+  // The client's settings; the fixed priority field stands for
+  // WOOLY_PRIORITY (the client validated it).
+  scheduler::EnvMap env;
+  env[scheduler::kEnvPriority] = std::to_string(scheduler::ClampClientPriority(priority));
+  if (in.ok() && in.remaining() > 0) {
+    const uint32_t n = in.Get<uint32_t>();
+    for (uint32_t i = 0; in.ok() && i < n && i < 64; ++i) {
+      std::string key = in.GetStr();
+      std::string value = in.GetStr();
+      if (in.ok() && key.size() <= 64 && value.size() <= 1024) env[key] = std::move(value);
+    }
+  }
+  auto refuse = [&](const std::string& message) {
+    spdlog::warn("client {} ({}): refused: {}", id_, peer_, message);
+    wire::Writer w;
+    w.Put<int32_t>(CUDA_ERROR_INVALID_VALUE).PutStr(message);
+    reply.payload = std::move(w.data());
+    reply.close = true;
+    return reply;
+  };
+  absl::StatusOr<ClientSettings> settings = ParseClientSettings(env);
+  if (!settings.ok()) {
+    return refuse(absl::StrCat("bad client setting: ", settings.status().message()));
+  }
+  ClientIdentity who;
+  who.client_id = id_;
+  who.name = name;
+  who.pid = pid;
+  who.pod = pod;
+  who.pod_namespace = pod_namespace;
+  who.pid_namespace = peer_pid_namespace_;
+  absl::StatusOr<std::unique_ptr<TenantMembership>> membership =
+      env_->tenants->Join(who, *settings);
+  if (!membership.ok()) return refuse(std::string(membership.status().message()));
+  membership_ = std::move(*membership);
   {
     absl::MutexLock stats_lock(&stats_mu_);
     stats_.pod = std::move(pod);
     stats_.pod_namespace = std::move(pod_namespace);
+    stats_.tenant = membership_->tenant();
   }
   pid_ = pid;
   name_ = std::move(name);
-  priority_ = scheduler::ClampClientPriority(priority);
+  priority_ = membership_->policy().policy.priority;
+  if (settings->observer) {
+    // The NVML view: no stream, nothing on the GPU, not a client in status.
+    observer_.store(true, std::memory_order_release);
+    reply.payload = HelloAccepted();
+    spdlog::debug("observer {} connected: pid {}, tenant '{}', {} {}", id_, pid_,
+                  membership_->tenant(), transport_, peer_);
+    return reply;
+  }
 
   const int stream_priority = scheduler::StreamPriorityFor(
       priority_, env_->device.stream_priority_least, env_->device.stream_priority_greatest);
@@ -401,8 +471,9 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
     reply.close = true;
     return reply;
   }
-  absl::StatusOr<BackendHandle> stream =
-      backend_->StreamCreate(CU_STREAM_NON_BLOCKING, stream_priority);
+  if (env_->share_control != nullptr) sched_ = env_->share_control->Join(id_);
+  uint64_t placement = 0;
+  absl::StatusOr<BackendHandle> stream = NewBackendStream(stream_priority, &placement);
   access->Observe(stream.status(), [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return DescribeLocked(static_cast<uint16_t>(Op::kHello));
   });
@@ -415,23 +486,28 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
   }
   default_stream_ = StreamRec{};
   default_stream_.backend = *stream;
+  default_stream_.placement = placement;
   has_default_stream_ = true;
   // From here the client's objects live in this generation of the context.
   env_->context->Bind(access->generation());
   context_generation_.store(access->generation(), std::memory_order_release);
 
+  reply.payload = HelloAccepted();
+  PublishStats();
+  spdlog::info("client {} connected: name '{}', pid {}, priority {} (stream priority {}), {} {}",
+               id_, name_, pid_, priority_, stream_priority, transport_, peer_);
+  return reply;
+}
+
+std::vector<uint8_t> ClientSession::HelloAccepted() {
   wire::Writer w;
   w.Put<int32_t>(CUDA_SUCCESS)
       .Put<uint32_t>(wire::kProtocolVersion)
       .PutStr(env_->server_version)
       .Put<uint64_t>(id_);
   wire::PutDeviceInfo(w, env_->device);
-  reply.payload = std::move(w.data());
   hello_done_.store(true, std::memory_order_release);
-  PublishStats();
-  spdlog::info("client {} connected: name '{}', pid {}, priority {} (stream priority {}), {} {}",
-               id_, name_, pid_, priority_, stream_priority, transport_, peer_);
-  return reply;
+  return std::move(w.data());
 }
 
 void ClientSession::Close(const std::string& reason) {
@@ -442,6 +518,8 @@ void ClientSession::Close(const std::string& reason) {
 void ClientSession::CloseLocked(const std::string& reason) {
   if (closed_) return;
   closed_ = true;
+  // Leaves its tenant (returning what it was charged) once released.
+  absl::Cleanup leave = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { membership_.reset(); };
   const uint64_t generation = context_generation_.load(std::memory_order_relaxed);
   if (generation == SharedContext::kUnbound) {
     // Never said hello (or was refused): it owns nothing on the GPU.
@@ -453,6 +531,8 @@ void ClientSession::CloseLocked(const std::string& reason) {
   CUresult lost = CUDA_SUCCESS;
   {
     SharedContext::Access access(env_->context, generation);
+    // Measurement stops first; its events go with the rest.
+    if (sched_) sched_->Release(access.ok());
     if (!access.ok()) {
       lost = access.result();
     } else if (!ReleaseAllLocked(access, &summary)) {
@@ -463,6 +543,7 @@ void ClientSession::CloseLocked(const std::string& reason) {
     if (lost != CUDA_SUCCESS) summary = DropAllLocked();
   }
   env_->context->Unbind(generation);
+  if (sched_ && env_->share_control != nullptr) env_->share_control->Leave(id_);
   PublishStats();
   if (lost != CUDA_SUCCESS) {
     spdlog::info(
@@ -498,6 +579,8 @@ bool ClientSession::ReleaseAllLocked(SharedContext::Access& access, std::string*
   const size_t n_events = events_.size();
   for (auto& [id, e] : events_) warn("event destroy", backend_->EventDestroy(e));
   events_.clear();
+  if (move_event_ != 0) warn("event destroy", backend_->EventDestroy(move_event_));
+  move_event_ = 0;
   // 3. Streams.
   const size_t n_streams = streams_.size();
   for (auto& [id, s] : streams_) {
@@ -555,6 +638,7 @@ std::string ClientSession::DropAllLocked() {
   streams_.clear();
   default_stream_ = StreamRec{};
   has_default_stream_ = false;
+  move_event_ = 0;
   modules_.clear();
   libraries_.clear();
   functions_.clear();
@@ -614,12 +698,14 @@ absl::StatusOr<BackendHandle> ClientSession::StreamForWork(uint64_t id) {
       if (absl::Status st = OrderAfter(default_stream_, s); !st.ok()) return st;
       s.seen_by_default = s.epoch;
     }
+    MoveToPlacement(default_stream_);
     ++default_stream_.epoch;
     return default_stream_.backend;
   }
   auto it = streams_.find(id);
   if (it == streams_.end()) return BadHandle("stream");
   StreamRec& s = it->second;
+  MoveToPlacement(s);
   // A capturing stream's work is recorded, not run: it waits for nothing,
   // and an event wait would cross the capture's boundary.
   if (s.blocking && default_stream_.epoch != s.seen_default_epoch && !StreamCapturing(s.backend)) {
@@ -628,6 +714,66 @@ absl::StatusOr<BackendHandle> ClientSession::StreamForWork(uint64_t id) {
   }
   ++s.epoch;
   return s.backend;
+}
+
+absl::StatusOr<BackendHandle> ClientSession::NewBackendStream(int32_t priority,
+                                                              uint64_t* placement) {
+  // The scheduler decides where a client's streams run, and at which CUDA
+  // priority: tenants compete by their policy, not by what they ask for.
+  *placement = 0;
+  if (sched_ == nullptr) return backend_->StreamCreate(CU_STREAM_NON_BLOCKING, priority);
+  const Placement p = sched_->placement();
+  *placement = p.generation;
+  if (p.partition != 0) {
+    return backend_->PartitionStreamCreate(p.partition, CU_STREAM_NON_BLOCKING, p.stream_priority);
+  }
+  return backend_->StreamCreate(CU_STREAM_NON_BLOCKING, p.stream_priority);
+}
+
+void ClientSession::MoveToPlacement(StreamRec& s) {
+  if (sched_ == nullptr || s.placement == sched_->placement_generation()) return;
+  // A capturing stream records rather than runs: it moves after its capture.
+  if (StreamCapturing(s.backend)) return;
+  uint64_t placement = 0;
+  absl::StatusOr<BackendHandle> fresh = NewBackendStream(0, &placement);
+  // Even on failure: the stream stays where it is until the next change.
+  s.placement = placement;
+  if (!fresh.ok()) {
+    spdlog::warn("client {}: cannot move a stream to its scheduler placement: {}", id_,
+                 fresh.status().ToString());
+    return;
+  }
+  if (move_event_ == 0) {
+    absl::StatusOr<BackendHandle> e = backend_->EventCreate(CU_EVENT_DISABLE_TIMING);
+    if (!e.ok()) {
+      (void)backend_->StreamDestroy(*fresh);
+      return;
+    }
+    move_event_ = *e;
+  }
+  if (!backend_->EventRecord(move_event_, s.backend, 0).ok() ||
+      !backend_->StreamWaitEvent(*fresh, move_event_, 0).ok()) {
+    (void)backend_->StreamDestroy(*fresh);
+    return;
+  }
+  sched_->CloseBatch(s.backend);
+  // The driver keeps the old stream until its work is done.
+  (void)backend_->StreamDestroy(s.backend);
+  s.backend = *fresh;
+}
+
+bool ClientSession::HasOpenBatch() const { return sched_ != nullptr && sched_->has_open_batch(); }
+
+void ClientSession::Admit(const std::atomic<bool>& stopping) {
+  if (sched_ != nullptr && hello_done()) sched_->Admit(stopping);
+}
+
+void ClientSession::OnIdle() {
+  if (!HasOpenBatch()) return;
+  absl::MutexLock lock(&mu_);
+  if (closed_) return;
+  SharedContext::Access access(env_->context, context_generation_.load(std::memory_order_relaxed));
+  if (access.ok()) sched_->CloseBatches();
 }
 
 absl::StatusOr<BackendHandle> ClientSession::EventFor(uint64_t id) const {
@@ -700,15 +846,32 @@ void ClientSession::DropModuleRecord(uint64_t module_id) {
 
 // ------------------------------------------------------------------- memory
 
+absl::Status ClientSession::ChargeMemory(uint64_t bytes) {
+  if (membership_ == nullptr || membership_->ReserveMemory(bytes)) return absl::OkStatus();
+  return CuError(CUDA_ERROR_OUT_OF_MEMORY,
+                 absl::StrCat("tenant '", membership_->tenant(), "' memory limit of ",
+                              membership_->tenant_limit(), " bytes reached (",
+                              membership_->tenant_used(), " in use)"));
+}
+
+void ClientSession::UnchargeMemory(uint64_t bytes) {
+  if (membership_ != nullptr) membership_->ReleaseMemory(bytes);
+}
+
 absl::Status ClientSession::OpMemAlloc(wire::Reader& in, wire::Writer& out) {
   const uint64_t size = in.Get<uint64_t>();
   if (!in.ok()) return Malformed();
+  if (absl::Status s = ChargeMemory(size); !s.ok()) return s;
   absl::StatusOr<DevPtr> p = backend_->MemAlloc(size);
-  if (!p.ok()) return p.status();
+  if (!p.ok()) {
+    UnchargeMemory(size);
+    return p.status();
+  }
   if (!allocations_.Insert(*p, size)) {
     // A broken backend, not client input: refuse rather than track it wrongly.
     spdlog::error("client {}: backend returned overlapping allocation {:#x}+{}", id_, *p, size);
     (void)backend_->MemFree(*p);
+    UnchargeMemory(size);
     return CuError(CUDA_ERROR_UNKNOWN, "overlapping allocation");
   }
   out.Put<uint64_t>(*p);
@@ -718,16 +881,57 @@ absl::Status ClientSession::OpMemAlloc(wire::Reader& in, wire::Writer& out) {
 absl::Status ClientSession::OpMemFree(wire::Reader& in, wire::Writer& out) {
   const DevPtr p = in.Get<uint64_t>();
   if (!in.ok()) return Malformed();
-  if (!allocations_.FindExact(p)) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
+  std::optional<memory::Range> r = allocations_.FindExact(p);
+  if (!r) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
   if (absl::Status s = backend_->MemFree(p); !s.ok()) return s;
   allocations_.Erase(p);
+  UnchargeMemory(r->size);
   return absl::OkStatus();
 }
 
 absl::Status ClientSession::OpMemGetInfo(wire::Reader& in, wire::Writer& out) {
   absl::StatusOr<MemInfo> m = backend_->MemGetInfo();
   if (!m.ok()) return m.status();
-  out.Put<uint64_t>(m->free).Put<uint64_t>(m->total);
+  uint64_t free = m->free, total = m->total;
+  // A tenant with a limit sees the limit as the device's memory, as under a
+  // native driver on a card of that size.
+  if (const uint64_t limit = membership_ ? membership_->tenant_limit() : 0; limit != 0) {
+    const uint64_t used = membership_->tenant_used();
+    total = limit;
+    free = std::min<uint64_t>(m->free, used >= limit ? 0 : limit - used);
+  }
+  out.Put<uint64_t>(free).Put<uint64_t>(total);
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpTenantView(wire::Reader& in, wire::Writer& out) {
+  absl::StatusOr<MemInfo> m = backend_->MemGetInfo();
+  if (!m.ok()) return m.status();
+  const std::string tenant = membership_ ? membership_->tenant() : std::string();
+  TenantSummary summary = env_->tenants->Summary(tenant);
+  double measured = 0, target = 0;
+  absl::Duration busy;
+  if (env_->share_control != nullptr) {
+    for (const TenantProcess& p : summary.processes) {
+      const ClientShare share = env_->share_control->ShareOf(p.client_id);
+      measured += share.measured_share;
+      target += share.target_share;
+      busy += share.busy;
+    }
+  }
+  out.PutStr(tenant)
+      .Put<uint64_t>(summary.memory_limit)
+      .Put<uint64_t>(summary.memory_limit != 0 ? summary.memory_limit : m->total)
+      .Put<uint64_t>(summary.memory_used)
+      .Put<uint64_t>(m->total)
+      .Put<uint64_t>(m->free)
+      .Put<double>(std::min(measured, 1.0))
+      .Put<double>(std::min(target, 1.0))
+      .Put<uint64_t>(static_cast<uint64_t>(absl::ToInt64Nanoseconds(busy)))
+      .Put<uint32_t>(static_cast<uint32_t>(summary.processes.size()));
+  for (const TenantProcess& p : summary.processes) {
+    out.Put<uint32_t>(p.pid).Put<uint64_t>(p.bytes).PutStr(p.name);
+  }
   return absl::OkStatus();
 }
 
@@ -1168,7 +1372,13 @@ absl::Status ClientSession::OpLaunchKernel(wire::Reader& in, wire::Writer& out) 
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
   config.stream = *st;
-  return backend_->LaunchKernel(c->function, config, absl::MakeConstSpan(args, n_args));
+  // Measured unless captured (an event would join the capture's graph).
+  const bool measured = sched_ != nullptr && !StreamCapturing(*st);
+  if (measured) sched_->BeginLaunch(*st);
+  absl::Status launched =
+      backend_->LaunchKernel(c->function, config, absl::MakeConstSpan(args, n_args));
+  if (measured && launched.ok()) sched_->EndLaunch(*st);
+  return launched;
 }
 
 // --------------------------------------------------------- streams and events
@@ -1181,11 +1391,13 @@ absl::Status ClientSession::OpStreamCreate(wire::Reader& in, wire::Writer& out) 
     return CuError(CUDA_ERROR_INVALID_VALUE, "stream flags");
   }
   // Always non-blocking in the shared context; see StreamForWork.
-  absl::StatusOr<BackendHandle> h = backend_->StreamCreate(CU_STREAM_NON_BLOCKING, priority);
+  uint64_t placement = 0;
+  absl::StatusOr<BackendHandle> h = NewBackendStream(priority, &placement);
   if (!h.ok()) return h.status();
   const uint64_t id = NewId();
   StreamRec& s = streams_[id];
   s.backend = *h;
+  s.placement = placement;
   s.blocking = (flags & CU_STREAM_NON_BLOCKING) == 0;
   // Only default-stream work issued from now on must be ordered before it.
   s.seen_default_epoch = default_stream_.epoch;

@@ -194,11 +194,23 @@ constexpr int kMaxStagingSlots = 4;
   X(cuGraphDebugDotPrint, PFN_cuGraphDebugDotPrint_v11030)
 // clang-format on
 
+// SM partitions through green contexts (optional: CUDA 12.4+ drivers).
+// clang-format off
+#define WOOLY_CUDA_PARTITION_ENTRY_POINTS(X)                                             \
+  X(cuDeviceGetDevResource, PFN_cuDeviceGetDevResource_v12040)                           \
+  X(cuDevSmResourceSplitByCount, PFN_cuDevSmResourceSplitByCount_v12040)                 \
+  X(cuDevResourceGenerateDesc, PFN_cuDevResourceGenerateDesc_v12040)                     \
+  X(cuGreenCtxCreate, PFN_cuGreenCtxCreate_v12040)                                       \
+  X(cuGreenCtxDestroy, PFN_cuGreenCtxDestroy_v12040)                                     \
+  X(cuGreenCtxStreamCreate, PFN_cuGreenCtxStreamCreate_v12050)
+// clang-format on
+
 // The driver's entry points. Filled once, read-only afterwards.
 struct DriverApi {
 #define WOOLY_DECLARE_ENTRY(name, type) type name = nullptr;
   WOOLY_CUDA_ENTRY_POINTS(WOOLY_DECLARE_ENTRY)
   WOOLY_CUDA_GRAPH_ENTRY_POINTS(WOOLY_DECLARE_ENTRY)
+  WOOLY_CUDA_PARTITION_ENTRY_POINTS(WOOLY_DECLARE_ENTRY)
   bool HasGraphs() const {
 #define WOOLY_GRAPH_ENTRY_PRESENT(name, type) &&name != nullptr
     return true WOOLY_CUDA_GRAPH_ENTRY_POINTS(WOOLY_GRAPH_ENTRY_PRESENT);
@@ -365,6 +377,8 @@ absl::Status ResolveAll(const LoadedDriver& d, DriverApi* api) {
   WOOLY_CUDA_MEMORY_EXT_ENTRY_POINTS(WOOLY_RESOLVE_OPTIONAL_ENTRY)
   // Without these (a driver older than 12.3) only graphs are unavailable.
   WOOLY_CUDA_GRAPH_ENTRY_POINTS(WOOLY_RESOLVE_OPTIONAL_ENTRY)
+  // Without these (a driver older than 12.5) the scheduler has no partitions.
+  WOOLY_CUDA_PARTITION_ENTRY_POINTS(WOOLY_RESOLVE_OPTIONAL_ENTRY)
 #undef WOOLY_RESOLVE_OPTIONAL_ENTRY
   if (!missing.empty()) {
     spdlog::warn(
@@ -531,13 +545,18 @@ class CudaBackend final : public GpuBackend {
     // The driver frees everything the old context held with it: memory,
     // streams, events, modules, graphs, and the pinned staging buffers. What
     // pointed into it is forgotten here, without driver calls.
+    std::set<Handle> partitions;
     {
       absl::MutexLock lock(&mu_);
       free_staging_.clear();
       staging_slots_ = 0;
       staging_disabled_ = false;
       kernels_.clear();
+      partitions.swap(partitions_);
     }
+    // Green contexts hold the primary context; they go first (an error only
+    // means the fault took them already).
+    for (Handle p : partitions) (void)cu_.cuGreenCtxDestroy(FromHandle<CUgreenCtx>(p));
     WOOLY_RETURN_IF_CU(cu_.cuDevicePrimaryCtxReset(device_), "cuDevicePrimaryCtxReset");
     // A reset does not drop this backend's reference: release it, then
     // retain again, which creates the new context.
@@ -1235,6 +1254,58 @@ class CudaBackend final : public GpuBackend {
 
   // --- Streams and events.
 
+  absl::StatusOr<PartitionLayout> GetPartitionLayout() override {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = SplitSmsLocked(); !s.ok()) return s;
+    PartitionLayout layout;
+    layout.sm_count = static_cast<int>(sm_total_);
+    layout.unit_sms = static_cast<int>(sm_units_.empty() ? 0 : sm_units_[0].sm.smCount);
+    layout.units = static_cast<int>(sm_units_.size());
+    return layout;
+  }
+
+  absl::StatusOr<Handle> PartitionCreate(int first, int count) override {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = SplitSmsLocked(); !s.ok()) return s;
+    if (first < 0 || count <= 0 || static_cast<size_t>(first) + count > sm_units_.size()) {
+      return CuError(CUDA_ERROR_INVALID_VALUE, "partition outside the device's units");
+    }
+    CUdevResourceDesc desc = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuDevResourceGenerateDesc(&desc, sm_units_.data() + first,
+                                                     static_cast<unsigned>(count)),
+                       "cuDevResourceGenerateDesc");
+    CUgreenCtx green = nullptr;
+    WOOLY_RETURN_IF_CU(cu_.cuGreenCtxCreate(&green, desc, device_, CU_GREEN_CTX_DEFAULT_STREAM),
+                       "cuGreenCtxCreate");
+    partitions_.insert(ToHandle(green));
+    return ToHandle(green);
+  }
+
+  absl::Status PartitionDestroy(Handle partition) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (partitions_.erase(partition) == 0) {
+        return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown partition");
+      }
+    }
+    return Check(cu_.cuGreenCtxDestroy(FromHandle<CUgreenCtx>(partition)), "cuGreenCtxDestroy");
+  }
+
+  absl::StatusOr<Handle> PartitionStreamCreate(Handle partition, uint32_t flags,
+                                               int32_t priority) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!partitions_.contains(partition)) {
+        return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown partition");
+      }
+    }
+    CUstream s = nullptr;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuGreenCtxStreamCreate(&s, FromHandle<CUgreenCtx>(partition), flags, priority),
+        "cuGreenCtxStreamCreate");
+    return ToHandle(s);
+  }
+
   absl::StatusOr<Handle> StreamCreate(uint32_t flags, int32_t priority) override {
     CUstream s = nullptr;
     WOOLY_RETURN_IF_CU(cu_.cuStreamCreateWithPriority(&s, flags, priority),
@@ -1738,7 +1809,41 @@ class CudaBackend final : public GpuBackend {
   std::atomic<CUcontext> ctx_;
   wire::DeviceInfo info_;  // written by Init() only
 
+  // Splits the device's SMs into partition units once (8 SMs on an H100,
+  // whose 132 SMs give 15 units and 12 SMs outside them).
+  absl::Status SplitSmsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!sm_units_.empty()) return absl::OkStatus();
+    if (cu_.cuDeviceGetDevResource == nullptr || cu_.cuDevSmResourceSplitByCount == nullptr ||
+        cu_.cuDevResourceGenerateDesc == nullptr || cu_.cuGreenCtxCreate == nullptr ||
+        cu_.cuGreenCtxDestroy == nullptr || cu_.cuGreenCtxStreamCreate == nullptr) {
+      return absl::UnimplementedError("the driver has no green contexts");
+    }
+    CUdevResource all;
+    std::memset(&all, 0, sizeof(all));
+    WOOLY_RETURN_IF_CU(cu_.cuDeviceGetDevResource(device_, &all, CU_DEV_RESOURCE_TYPE_SM),
+                       "cuDeviceGetDevResource");
+    const unsigned min_count = std::max(1u, all.sm.minSmPartitionSize);
+    unsigned groups = 0;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuDevSmResourceSplitByCount(nullptr, &groups, &all, nullptr, 0, min_count),
+        "cuDevSmResourceSplitByCount");
+    if (groups == 0) return absl::UnimplementedError("the device's SMs do not split");
+    std::vector<CUdevResource> units(groups);
+    CUdevResource remaining;
+    WOOLY_RETURN_IF_CU(
+        cu_.cuDevSmResourceSplitByCount(units.data(), &groups, &all, &remaining, 0, min_count),
+        "cuDevSmResourceSplitByCount");
+    units.resize(groups);
+    sm_total_ = all.sm.smCount;
+    sm_units_ = std::move(units);
+    return absl::OkStatus();
+  }
+
   absl::Mutex mu_;
+  // The SM split (SplitSmsLocked) and the green contexts made from it.
+  unsigned sm_total_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<CUdevResource> sm_units_ ABSL_GUARDED_BY(mu_);
+  std::set<Handle> partitions_ ABSL_GUARDED_BY(mu_);
   // Kernels handed out by LibraryGetKernel: parameter info and attributes
   // of a CUkernel need the cuKernel* calls.
   absl::flat_hash_map<Handle, KernelEntry> kernels_ ABSL_GUARDED_BY(mu_);

@@ -20,6 +20,18 @@ void FillClient(const ClientStatus& c, wooly::v1::ClientInfo* out) {
   out->set_transport(c.transport);
   out->set_connected_unix_seconds(c.connected_unix_seconds);
   out->set_context_lost(c.context_lost);
+  out->set_kernels_launched(c.kernels_launched);
+  out->set_pod(c.pod);
+  out->set_pod_namespace(c.pod_namespace);
+  out->set_tenant(c.tenant);
+  out->set_memory_limit_bytes(c.memory_limit);
+  out->set_weight(c.weight);
+  out->set_sm_floor(c.sm_floor);
+  out->set_sm_cap(c.sm_cap);
+  out->set_target_share(c.target_share);
+  out->set_measured_share(c.measured_share);
+  out->set_busy_seconds(c.busy_seconds);
+  out->set_queue_depth(c.queue_depth);
 }
 
 }  // namespace
@@ -40,6 +52,22 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
   reply->set_uptime_seconds(s.uptime_seconds);
   reply->set_context_resets(s.context_resets);
   for (const ClientStatus& c : s.clients) FillClient(c, reply->add_clients());
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetPolicy(grpc::ServerContext* context,
+                                     const wooly::v1::SetPolicyRequest* request,
+                                     wooly::v1::SetPolicyReply* reply) {
+  const absl::Status s =
+      server_->SetClientPolicy(request->client_id(), request->assignments(), request->reset());
+  if (!s.ok()) {
+    const grpc::StatusCode code =
+        absl::IsNotFound(s) ? grpc::StatusCode::NOT_FOUND : grpc::StatusCode::INVALID_ARGUMENT;
+    return grpc::Status(code, std::string(s.message()));
+  }
+  for (const ClientStatus& c : server_->Clients()) {
+    if (c.client_id == request->client_id()) FillClient(c, reply->mutable_client());
+  }
   return grpc::Status::OK;
 }
 

@@ -19,6 +19,8 @@ class AdminService final : public wooly::v1::Admin::Service {
   grpc::Status ListClients(grpc::ServerContext* context,
                            const wooly::v1::ListClientsRequest* request,
                            wooly::v1::ListClientsReply* reply) override;
+  grpc::Status SetPolicy(grpc::ServerContext* context, const wooly::v1::SetPolicyRequest* request,
+                         wooly::v1::SetPolicyReply* reply) override;
 
  private:
   Server* const server_;

@@ -288,6 +288,22 @@ absl::Status Server::Init() {
                  st.entries, st.bytes >> 20, options_.module_cache_bytes >> 20);
   }
   started_at_ = env_.clock();
+  env_.tenants = &tenants_;
+  if (!options_.policy_file.empty()) {
+    absl::StatusOr<scheduler::PolicyFile> file = scheduler::PolicyFile::Load(options_.policy_file);
+    if (!file.ok()) return file.status();
+    spdlog::info("policy file {}: {} rules", options_.policy_file, file->rules().size());
+    tenants_.SetPolicyFile(std::move(*file));
+  }
+  if (options_.scheduler) {
+    ShareControlOptions so;
+    so.tick = options_.scheduler_tick;
+    so.partitions = options_.sm_partitions;
+    share_control_ = std::make_unique<ShareControl>(backend_.get(), context_.get(), &tenants_,
+                                                    env_.device, so, env_.clock);
+    env_.share_control = share_control_.get();
+    if (options_.scheduler_thread) share_control_->Start();
+  }
 
   if (::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
     return absl::ResourceExhaustedError(absl::StrCat("pipe: ", std::strerror(errno)));
@@ -452,6 +468,13 @@ void Server::AcceptLoop(Listener* listener) {
     // The session (and its client id) exists from accept on, so ids follow
     // connection order.
     std::shared_ptr<ClientSession> session = OpenSession(transport, PeerOf(fd, listener->is_unix));
+    if (listener->is_unix) {
+      ucred cred{};
+      socklen_t len = sizeof(cred);
+      if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        session->set_peer_pid_namespace(PidNamespaceOf(cred.pid));
+      }
+    }
     absl::MutexLock lock(&conn_mu_);
     ReapConnections();
     auto conn = std::make_unique<Connection>();
@@ -548,6 +571,9 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
         // The memfd travels beside the request on the socket.
         session->SetPendingFd(is_unix ? wire::RecvFd(fd) : -1);
       }
+      if (op == wire::Op::kLaunchKernel || op == wire::Op::kGraphLaunch) {
+        session->Admit(stopping_);  // the scheduler may hold or pace it
+      }
       const auto started = std::chrono::steady_clock::now();
       ClientSession::Reply r = session->Handle(h, buffer);
       latency_.Observe(
@@ -563,6 +589,9 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
                      : "closed by server";
         break;
       }
+      // The client paused (waits or computes): its launches so far form a
+      // measured batch.
+      if (session->HasOpenBatch() && !chan->InputReady()) session->OnIdle();
       // Keep one copy chunk's worth for the next bulk frame, nothing bigger
       // (a large module image) for the rest of the connection.
       if (buffer.capacity() > wire::kCopyChunk + 4096) std::vector<uint8_t>().swap(buffer);
@@ -596,6 +625,7 @@ void Server::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   stopping_.store(true);
+  if (share_control_) share_control_->Stop();
   metrics_.reset();
   if (wake_pipe_[1] >= 0) WakeAcceptLoops();
   for (auto& l : listeners_) {
@@ -677,9 +707,25 @@ std::vector<ClientStatus> Server::Clients() const {
   std::vector<ClientStatus> out;
   absl::MutexLock lock(&sessions_mu_);
   for (const auto& [id, s] : sessions_) {
-    if (s->hello_done()) out.push_back(s->Snapshot());
+    if (s->hello_done() && !s->observer()) out.push_back(s->Snapshot());
   }
   return out;
+}
+
+absl::Status Server::SetClientPolicy(uint64_t client_id, const std::string& assignments,
+                                     bool reset) {
+  absl::StatusOr<scheduler::PolicyOverride> over = scheduler::ParseAssignments(assignments);
+  if (!over.ok()) return over.status();
+  {
+    absl::MutexLock lock(&sessions_mu_);
+    auto it = sessions_.find(client_id);
+    if (it == sessions_.end() || !it->second->hello_done() || it->second->observer()) {
+      return absl::NotFoundError(absl::StrCat("no client ", client_id));
+    }
+  }
+  if (absl::Status s = tenants_.SetRuntimePolicy(client_id, *over, reset); !s.ok()) return s;
+  spdlog::info("client {}: policy {}{}", client_id, reset ? "reset, then " : "", assignments);
+  return absl::OkStatus();
 }
 
 StatusSnapshot Server::Status() {

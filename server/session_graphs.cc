@@ -11,6 +11,7 @@
 #include "wooly/proto/wire_graph.h"
 #include "wooly/server/client_session.h"
 #include "wooly/server/cu_status.h"
+#include "wooly/server/share_control.h"
 
 namespace wooly::server {
 namespace {
@@ -325,7 +326,12 @@ absl::Status ClientSession::OpGraphLaunch(wire::Reader& in, wire::Writer& out) {
   if (it == graphs_.execs.end()) return BadHandle("graph exec");
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
-  return backend_->GraphLaunch(it->second.backend, *st);
+  // A graph counts as one launch for measurement.
+  const bool measured = sched_ != nullptr && !StreamCapturing(*st);
+  if (measured) sched_->BeginLaunch(*st);
+  absl::Status launched = backend_->GraphLaunch(it->second.backend, *st);
+  if (measured && launched.ok()) sched_->EndLaunch(*st);
+  return launched;
 }
 
 absl::Status ClientSession::OpGraphUpload(wire::Reader& in, wire::Writer& out) {

@@ -248,12 +248,17 @@ absl::Status ClientSession::OpMemAllocAsync(wire::Reader& in, wire::Writer& out)
   if (!pool.ok()) return pool.status();
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
+  if (absl::Status s = ChargeMemory(size); !s.ok()) return s;
   absl::StatusOr<DevPtr> p = backend_->MemAllocFromPoolAsync(size, *pool, *st);
-  if (!p.ok()) return p.status();
+  if (!p.ok()) {
+    UnchargeMemory(size);
+    return p.status();
+  }
   if (!allocations_.Insert(*p, size)) {
     spdlog::error("client {}: backend returned overlapping pool allocation {:#x}+{}", id_, *p,
                   size);
     (void)backend_->MemFreeAsync(*p, *st);
+    UnchargeMemory(size);
     return CuError(CUDA_ERROR_UNKNOWN, "overlapping allocation");
   }
   out.Put<uint64_t>(*p);
@@ -264,11 +269,13 @@ absl::Status ClientSession::OpMemFreeAsync(wire::Reader& in, wire::Writer& out) 
   const DevPtr p = in.Get<uint64_t>();
   const uint64_t stream = in.Get<uint64_t>();
   if (!in.ok()) return Malformed();
-  if (!allocations_.FindExact(p)) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
+  std::optional<memory::Range> r = allocations_.FindExact(p);
+  if (!r) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
   if (absl::Status s = backend_->MemFreeAsync(p, *st); !s.ok()) return s;
   allocations_.Erase(p);
+  UnchargeMemory(r->size);
   return absl::OkStatus();
 }
 
@@ -343,11 +350,14 @@ absl::Status CheckAllocProps(const wire::MemAllocProps& props) {
 }
 
 // Drops a handle record nobody refers to any more.
-void MaybeDropHandle(SessionMemoryExt& ext, uint64_t id) {
+// Returns the bytes dropped (0 when it is still referred to).
+uint64_t MaybeDropHandle(SessionMemoryExt& ext, uint64_t id) {
   auto it = ext.handles.find(id);
-  if (it == ext.handles.end() || it->second.refs > 0 || it->second.mappings > 0) return;
-  ext.handle_bytes -= it->second.size;
+  if (it == ext.handles.end() || it->second.refs > 0 || it->second.mappings > 0) return 0;
+  const uint64_t size = it->second.size;
+  ext.handle_bytes -= size;
   ext.handles.erase(it);
+  return size;
 }
 
 }  // namespace
@@ -404,8 +414,12 @@ absl::Status ClientSession::OpMemCreate(wire::Reader& in, wire::Writer& out) {
   if (!in.ok()) return Malformed();
   if (size == 0 || flags != 0) return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemCreate arguments");
   if (absl::Status s = CheckAllocProps(props); !s.ok()) return s;
+  if (absl::Status s = ChargeMemory(size); !s.ok()) return s;
   absl::StatusOr<BackendHandle> h = backend_->MemCreate(size, props, flags);
-  if (!h.ok()) return h.status();
+  if (!h.ok()) {
+    UnchargeMemory(size);
+    return h.status();
+  }
   const uint64_t id = NewId();
   SessionMemoryExt& ext = MemExt();
   SessionMemoryExt::HandleRec& rec = ext.handles[id];
@@ -425,7 +439,7 @@ absl::Status ClientSession::OpMemRelease(wire::Reader& in, wire::Writer& out) {
   if (it == ext.handles.end() || it->second.refs == 0) return BadAllocationHandle();
   if (absl::Status s = backend_->MemRelease(it->second.backend); !s.ok()) return s;
   --it->second.refs;
-  MaybeDropHandle(ext, id);
+  UnchargeMemory(MaybeDropHandle(ext, id));
   return absl::OkStatus();
 }
 
@@ -485,7 +499,7 @@ absl::Status ClientSession::OpMemUnmap(wire::Reader& in, wire::Writer& out) {
     ext.mappings.erase(m);
     ext.mapped.Erase(base);
     if (auto h = ext.handles.find(handle); h != ext.handles.end()) --h->second.mappings;
-    MaybeDropHandle(ext, handle);
+    UnchargeMemory(MaybeDropHandle(ext, handle));
   }
   return absl::OkStatus();
 }

@@ -223,6 +223,9 @@ absl::Status FakeBackend::ResetContext() {
   blocks_.clear();
   used_bytes_ = 0;
   streams_.clear();
+  partitions_.clear();
+  stream_partition_.clear();
+  stream_priority_.clear();
   events_.clear();
   modules_.clear();
   libraries_.clear();
@@ -801,8 +804,7 @@ absl::Status FakeBackend::LaunchKernel(Handle function, const server::LaunchConf
     touched.push_back(std::move(keep));
     return *p;
   };
-  launch.global = [this, module, &touched](const std::string& global,
-                                           uint64_t bytes) -> void* {
+  launch.global = [this, module, &touched](const std::string& global, uint64_t bytes) -> void* {
     absl::MutexLock lock(&mu_);
     auto m = modules_.find(module);
     if (m == modules_.end()) return nullptr;
@@ -820,6 +822,67 @@ absl::Status FakeBackend::LaunchKernel(Handle function, const server::LaunchConf
   return result;
 }
 
+absl::StatusOr<server::GpuBackend::PartitionLayout> FakeBackend::GetPartitionLayout() {
+  if (options_.partition_units <= 0) return absl::UnimplementedError("no SM partitions");
+  PartitionLayout layout;
+  layout.sm_count = options_.sm_count;
+  layout.unit_sms = options_.partition_unit_sms;
+  layout.units = options_.partition_units;
+  return layout;
+}
+
+absl::StatusOr<Handle> FakeBackend::PartitionCreate(int first, int count) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
+  if (options_.partition_units <= 0) return absl::UnimplementedError("no SM partitions");
+  if (first < 0 || count <= 0 || first + count > options_.partition_units) {
+    return CuError(CUDA_ERROR_INVALID_VALUE, "partition outside the device's units");
+  }
+  absl::MutexLock lock(&mu_);
+  const Handle h = NewHandle();
+  partitions_[h] = {first, count};
+  return h;
+}
+
+absl::Status FakeBackend::PartitionDestroy(Handle partition) {
+  absl::MutexLock lock(&mu_);
+  if (partitions_.erase(partition) == 0) {
+    return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown partition");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Handle> FakeBackend::PartitionStreamCreate(Handle partition, uint32_t flags,
+                                                          int32_t priority) {
+  if (absl::Status s = StickyStatus(); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  auto p = partitions_.find(partition);
+  if (p == partitions_.end()) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown partition");
+  const Handle h = NewHandle();
+  streams_.insert(h);
+  stream_partition_[h] = p->second;
+  stream_priority_[h] = priority;
+  return h;
+}
+
+std::optional<std::pair<int, int>> FakeBackend::StreamPartition(Handle stream) const {
+  absl::MutexLock lock(&mu_);
+  auto it = stream_partition_.find(stream);
+  if (it == stream_partition_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<int32_t> FakeBackend::StreamPriority(Handle stream) const {
+  absl::MutexLock lock(&mu_);
+  auto it = stream_priority_.find(stream);
+  if (it == stream_priority_.end()) return std::nullopt;
+  return it->second;
+}
+
+size_t FakeBackend::live_partitions() const {
+  absl::MutexLock lock(&mu_);
+  return partitions_.size();
+}
+
 absl::StatusOr<Handle> FakeBackend::StreamCreate(uint32_t flags, int32_t priority) {
   if (absl::Status s = StickyStatus(); !s.ok()) return s;
   if (flags & ~uint32_t{CU_STREAM_NON_BLOCKING}) {
@@ -828,6 +891,7 @@ absl::StatusOr<Handle> FakeBackend::StreamCreate(uint32_t flags, int32_t priorit
   absl::MutexLock lock(&mu_);
   const Handle h = NewHandle();
   streams_.insert(h);
+  stream_priority_[h] = priority;
   return h;
 }
 
@@ -835,6 +899,8 @@ absl::Status FakeBackend::StreamDestroy(Handle stream) {
   if (absl::Status s = StickyStatus(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (streams_.erase(stream) == 0) return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown stream");
+  stream_partition_.erase(stream);
+  stream_priority_.erase(stream);
   ForgetCaptureStreamLocked(stream);
   return absl::OkStatus();
 }

@@ -27,3 +27,10 @@ wooly_cc_test(NAME server_metrics_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/server_metrics_test.cc
   DEPS wooly::server wooly::fake_backend wooly::wire PkgConfig::HTTPLIB absl::strings
   LABELS unit)
+
+# Tenants, memory limits, the NVML view op and the scheduler's mechanism.
+wooly_cc_test(NAME server_scheduler_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/server_scheduler_test.cc
+  DEPS wooly::server wooly::fake_backend wooly::wire wooly::scheduler absl::synchronization
+       absl::time
+  LABELS unit)

@@ -79,6 +79,7 @@ class ServerGrpcTest : public ::testing::TestWithParam<std::string> {
     options.listen = {"unix:" + dir_ + "/woolyd.sock"};
     options.admin = GetParam() == "unix" ? "unix:" + dir_ + "/admin.sock" : "tcp:127.0.0.1:0";
     options.clock = [this] { return clock_.Now(); };
+    options.scheduler_thread = false;  // tests count the backend's objects
     auto backend = std::make_unique<FakeBackend>();
     fake_ = backend.get();
     absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(backend));

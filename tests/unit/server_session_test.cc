@@ -82,6 +82,7 @@ class ServerSessionTest : public ::testing::TestWithParam<std::string> {
     options.listen = {"unix:" + dir_ + "/run/woolyd.sock", "tcp:127.0.0.1:0"};
     options.module_cache_bytes = 64u << 20;           // in memory
     options.fill_module_cache_in_background = false;  // cached when the load returns
+    options.scheduler_thread = false;                 // tests count the backend's objects
     FakeBackendOptions fake_options;
     fake_options.capacity_bytes = 1ull << 30;
     auto backend = std::make_unique<RecordingBackend>(fake_options);

@@ -100,6 +100,11 @@ class TestClient {
     wire::Writer w;
     w.Put<uint32_t>(version).Put<uint32_t>(static_cast<uint32_t>(::getpid()));
     w.Put<int32_t>(priority).PutStr(name);
+    return HelloCall(w, info, client_id, message);
+  }
+  // Sends a Hello and reads its reply.
+  CUresult HelloCall(const wire::Writer& w, wire::DeviceInfo* info, uint64_t* client_id,
+                     std::string* message) {
     std::optional<Result> r = Call(wire::Op::kHello, w);
     if (!r) return CUDA_ERROR_UNKNOWN;
     wire::Reader rd = r->reader();
@@ -115,6 +120,18 @@ class TestClient {
     if (info) *info = d;
     if (client_id) *client_id = id;
     return CUDA_SUCCESS;
+  }
+
+  // Hello with tenant settings (the key/value block, wire.h kHello).
+  CUresult HelloWith(const std::string& name, int32_t priority,
+                     const std::vector<std::pair<std::string, std::string>>& settings,
+                     uint64_t* client_id = nullptr, std::string* message = nullptr) {
+    wire::Writer w;
+    w.Put<uint32_t>(wire::kProtocolVersion).Put<uint32_t>(static_cast<uint32_t>(::getpid()));
+    w.Put<int32_t>(priority).PutStr(name).PutStr("").PutStr("");
+    w.Put<uint32_t>(static_cast<uint32_t>(settings.size()));
+    for (const auto& [k, v] : settings) w.PutStr(k).PutStr(v);
+    return HelloCall(w, nullptr, client_id, message);
   }
 
   CUresult MemAlloc(uint64_t size, uint64_t* ptr) {

@@ -40,6 +40,9 @@ class ByteChannel {
   virtual bool Read(void* p, size_t n) = 0;
   // Called after a frame has been written completely (a doorbell).
   virtual void Flush() {}
+  // Whether a Read could start without waiting for the peer (bytes already
+  // arrived). A hint: true may still be followed by a short wait.
+  virtual bool InputReady() const { return true; }
 };
 
 // The connection's socket. Does not own the fd. With `read_buffer` > 0,
@@ -52,6 +55,7 @@ class SocketChannel : public ByteChannel {
   explicit SocketChannel(int fd, size_t read_buffer = 0) : fd_(fd), buf_(read_buffer) {}
   bool Write(const iovec* iov, int n) override;
   bool Read(void* p, size_t n) override;
+  bool InputReady() const override;
 
  private:
   int fd_;
@@ -121,6 +125,7 @@ class ShmChannel : public ByteChannel {
   bool Write(const iovec* iov, int n) override;
   bool Read(void* p, size_t n) override;
   void Flush() override;
+  bool InputReady() const override;
 
   // The memfd to send to the server (client side; -1 on the server side).
   int memfd() const { return memfd_; }

@@ -16,6 +16,12 @@ inline constexpr char kEnvLog[] = "WOOLY_LOG";                 // error|warn|inf
 // and POD_NAMESPACE are read when these are unset.
 inline constexpr char kEnvPodName[] = "WOOLY_POD_NAME";
 inline constexpr char kEnvPodNamespace[] = "WOOLY_POD_NAMESPACE";
+// Tenant settings, sent to woolyd at Hello when set (docs/configuration.md):
+// the tenant's name, scheduling weight and SM floor/cap shares, its memory
+// limit, and the memory manager's per-client options.
+inline constexpr const char* kTenantSettingEnvs[] = {
+    "WOOLY_TENANT",       "WOOLY_WEIGHT", "WOOLY_SM_FLOOR", "WOOLY_SM_CAP",
+    "WOOLY_MEMORY_LIMIT", "WOOLY_NOSWAP", "WOOLY_DEDUP"};
 // 0 keeps a same-node client on the unix socket (no shared-memory channel).
 inline constexpr char kEnvShm[] = "WOOLY_SHM";
 // Socket transports: how long (microseconds) a request sent without a reply

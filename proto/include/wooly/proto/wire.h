@@ -61,16 +61,30 @@ static_assert(sizeof(FrameHeader) == 16);
 // "tail" is the rest of the payload, no length prefix.
 enum class Op : uint16_t {
   // (u32 protocol_version, u32 pid, i32 priority, str client_name
-  //  [, str pod, str namespace])
+  //  [, str pod, str namespace [, u32 n, n x (str key, str value)]])
   //   -> (u32 protocol_version, str server_version, u64 client_id, DeviceInfo)
-  // A version mismatch is answered with CUDA_ERROR_NOT_SUPPORTED followed by
-  // a str explaining it (the only error reply that carries a message).
+  // The key/value pairs are the client's tenant settings, named as their
+  // environment variables (WOOLY_TENANT, WOOLY_WEIGHT, WOOLY_SM_FLOOR,
+  // WOOLY_SM_CAP, WOOLY_MEMORY_LIMIT, ...; docs/configuration.md), plus
+  // "role" = "observer" for a session that only asks kTenantView (the NVML
+  // view). Unknown keys are ignored.
+  // A version mismatch is answered with CUDA_ERROR_NOT_SUPPORTED, a bad
+  // setting with CUDA_ERROR_INVALID_VALUE; both are followed by a str
+  // explaining it (the only error replies that carry a message).
   kHello = 1,
   kGoodbye = 2,  // () -> ()
   // Same-node transport switch, on a unix socket only (channel.h): the
   // client then sends the channel's memfd with SendFd. () -> (); after a
   // successful reply both sides use the shared-memory rings.
   kShmAttach = 3,
+  // What the client's tenant has and uses (the NVML view): () ->
+  //   (str tenant, u64 memory_limit (0: none), u64 memory_total (the limit,
+  //    else the device's memory), u64 memory_used (the tenant's allocations),
+  //    u64 device_total, u64 device_free, f64 measured_share (last second,
+  //    0..1), f64 target_share (0..1), u64 busy_ns (GPU time since start),
+  //    u32 n, n x (u32 pid, u64 bytes, str name))
+  // pids are as each client reported them (its own pid namespace).
+  kTenantView = 4,
 
   kMemAlloc = 10,            // (u64 size) -> (u64 dptr)
   kMemFree = 11,             // (u64 dptr) -> ()

@@ -50,6 +50,7 @@
 #include "wooly/server/session_graphs.h"
 #include "wooly/server/session_memory_ext.h"
 #include "wooly/server/shared_context.h"
+#include "wooly/server/tenants.h"
 
 namespace wooly::server {
 
@@ -61,6 +62,9 @@ inline constexpr size_t kMaxClientNameBytes = 256;
 
 // A backend handle (gpu_backend.h); named apart from ClientSession::Handle.
 using BackendHandle = Handle;
+
+class ShareControl;
+class ScheduledClient;
 
 // What every session shares; outlives all sessions.
 struct SessionEnv {
@@ -77,6 +81,10 @@ struct SessionEnv {
   std::shared_ptr<ModuleCache> module_cache;
   // False: images are added to the cache before the load is answered (tests).
   bool fill_module_cache_in_background = true;
+  // Tenants, policies and memory limits (tenants.h); not owned, never null.
+  TenantRegistry* tenants = nullptr;
+  // The scheduler's mechanism (share_control.h); null: none (tests).
+  ShareControl* share_control = nullptr;
 };
 
 // A client as the admin service reports it.
@@ -98,6 +106,21 @@ struct ClientStatus {
   // Kubernetes placement from the client's environment (Hello), or empty.
   std::string pod;
   std::string pod_namespace;
+  // Its tenant (tenants.h) and the tenant's memory limit (0: none).
+  std::string tenant;
+  uint64_t memory_limit = 0;
+  // Effective scheduling policy (scheduler/tenant.h); floor 0 and cap 1
+  // mean none.
+  double weight = 1.0;
+  double sm_floor = 0.0;
+  double sm_cap = 1.0;
+  // The scheduler's view (share_control.h): target and measured SM share
+  // over the last second, GPU busy time since it connected, launches the
+  // GPU has not finished.
+  double target_share = 0.0;
+  double measured_share = 0.0;
+  double busy_seconds = 0.0;
+  uint32_t queue_depth = 0;
 };
 
 class ClientSession {
@@ -132,6 +155,21 @@ class ClientSession {
   // bookkeeping is dropped and the backend is not called.
   void Close(const std::string& reason);
 
+  // Scheduler hooks for the transport (share_control.h), called on the
+  // connection's thread outside Handle: Admit before a launch command (may
+  // wait while the client is held or paced); OnIdle when no further command
+  // is ready, which ends the client's open measurement batches.
+  void Admit(const std::atomic<bool>& stopping);
+  bool HasOpenBatch() const;
+  void OnIdle();
+
+  // Set by the transport before Hello: the peer's pid namespace inode (unix
+  // peers), which keys its tenant when nothing else does (tenants.h).
+  void set_peer_pid_namespace(uint64_t ns) { peer_pid_namespace_ = ns; }
+  // True for an NVML-view session (Hello role "observer"): it holds nothing
+  // and is not listed as a client.
+  bool observer() const { return observer_.load(std::memory_order_acquire); }
+
   // A file descriptor that arrived beside the next request (the memfd of a
   // kHostShmRegister); the session owns it and closes it if unused.
   void SetPendingFd(int fd);
@@ -153,6 +191,7 @@ class ClientSession {
     uint64_t epoch = 0;               // work items issued so far
     uint64_t seen_default_epoch = 0;  // default-stream work this stream waited for
     uint64_t seen_by_default = 0;     // this stream's work the default stream waited for
+    uint64_t placement = 0;           // the scheduler placement it runs in (share_control.h)
   };
   struct ModuleRec {
     BackendHandle backend = 0;
@@ -192,6 +231,8 @@ class ClientSession {
   void PublishStats() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Reply HandleHello(const wire::FrameHeader& header, absl::Span<const uint8_t> payload)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The successful Hello reply's payload; marks the session as past Hello.
+  std::vector<uint8_t> HelloAccepted() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseLocked(const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases every object the client owns through the backend, in the order
   // Close documents, and describes what it released in `summary`. Returns
@@ -213,6 +254,13 @@ class ClientSession {
   absl::StatusOr<BackendHandle> StreamForWork(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OrderAfter(StreamRec& waiter, StreamRec& signaler)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new backend stream where the scheduler places the client now; sets
+  // *placement to that placement's generation.
+  absl::StatusOr<BackendHandle> NewBackendStream(int32_t priority, uint64_t* placement)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves a stream to the client's current placement when it changed: a
+  // fresh backend stream that first waits for the old one's work.
+  void MoveToPlacement(StreamRec& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<BackendHandle> EventFor(uint64_t id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Callable> ResolveCallable(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> NewFunction(BackendHandle backend, uint64_t owner)
@@ -286,6 +334,11 @@ class ClientSession {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpCtxSynchronize(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpTenantView(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Charges an allocation to the tenant's memory limit before it is made;
+  // CUDA_ERROR_OUT_OF_MEMORY when it would exceed the limit.
+  absl::Status ChargeMemory(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UnchargeMemory(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Shared pinned memory (session_shared_host.cc).
   absl::Status OpImageLoadCached(wire::Reader& in, wire::Writer& out)
@@ -360,6 +413,8 @@ class ClientSession {
   const std::string peer_;
   const absl::Time connected_at_;
   std::atomic<bool> hello_done_{false};
+  std::atomic<bool> observer_{false};
+  uint64_t peer_pid_namespace_ = 0;  // set before Hello, then read-only
   std::atomic<uint64_t> kernels_launched_{0};
   // The context generation the client's objects live in (shared_context.h);
   // kUnbound until Hello. Written under mu_, read by Snapshot without it.
@@ -371,6 +426,12 @@ class ClientSession {
   uint32_t pid_ ABSL_GUARDED_BY(mu_) = 0;
   std::string name_ ABSL_GUARDED_BY(mu_);
   int32_t priority_ ABSL_GUARDED_BY(mu_) = 0;
+  // Its place among the tenants (set at Hello; leaves with the session).
+  std::unique_ptr<TenantMembership> membership_ ABSL_GUARDED_BY(mu_);
+  // Its scheduling state (share_control.h); set at Hello, before
+  // hello_done_ is published, and kept until the session is destroyed.
+  std::shared_ptr<ScheduledClient> sched_;
+  BackendHandle move_event_ ABSL_GUARDED_BY(mu_) = 0;  // for MoveToPlacement
   memory::AllocationTable allocations_ ABSL_GUARDED_BY(mu_);
   // Module and library globals; a range looked up through both a library and
   // its module is registered once and counted in global_refs_.

@@ -251,6 +251,34 @@ class GpuBackend {
   virtual absl::Status LaunchKernel(Handle function, const LaunchConfig& config,
                                     absl::Span<const uint8_t> args) = 0;
 
+  // SM partitions (CUDA green contexts), for the scheduler (share_control.h).
+  // The device's SMs split into `units` equal units of `unit_sms` SMs (the
+  // rest stay outside every partition); a partition is a run of whole units.
+  // Backends without them answer Unimplemented (the default): every stream
+  // then runs on the whole GPU.
+  struct PartitionLayout {
+    int sm_count = 0;  // all SMs of the device
+    int unit_sms = 0;
+    int units = 0;
+  };
+  virtual absl::StatusOr<PartitionLayout> GetPartitionLayout() {
+    return absl::UnimplementedError("no SM partitions");
+  }
+  // Creates the partition of units [first, first + count); it lives until
+  // PartitionDestroy or ResetContext.
+  virtual absl::StatusOr<Handle> PartitionCreate(int first, int count) {
+    return absl::UnimplementedError("no SM partitions");
+  }
+  virtual absl::Status PartitionDestroy(Handle partition) {
+    return absl::UnimplementedError("no SM partitions");
+  }
+  // A stream whose kernels run only on the partition's SMs (StreamDestroy
+  // destroys it). Events and stream waits work across partitions.
+  virtual absl::StatusOr<Handle> PartitionStreamCreate(Handle partition, uint32_t flags,
+                                                       int32_t priority) {
+    return absl::UnimplementedError("no SM partitions");
+  }
+
   // Streams and events.
   virtual absl::StatusOr<Handle> StreamCreate(uint32_t flags, int32_t priority) = 0;
   virtual absl::Status StreamDestroy(Handle stream) = 0;

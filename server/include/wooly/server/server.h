@@ -24,9 +24,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "wooly/server/client_session.h"
-#include "wooly/server/metrics.h"
 #include "wooly/server/gpu_backend.h"
+#include "wooly/server/metrics.h"
+#include "wooly/server/share_control.h"
 #include "wooly/server/shared_context.h"
+#include "wooly/server/tenants.h"
 
 namespace grpc {
 class Server;
@@ -73,6 +75,15 @@ struct ServerOptions {
   uint64_t module_cache_bytes = 0;
   // Tests: add images to the cache before answering the load.
   bool fill_module_cache_in_background = true;
+  // The scheduler (share_control.h): off runs every client on the whole GPU
+  // at its priority, unmeasured. `scheduler_thread` false leaves ticking to
+  // the caller (tests: share_control()->Tick()).
+  bool scheduler = true;
+  bool scheduler_thread = true;
+  absl::Duration scheduler_tick = absl::Milliseconds(100);
+  bool sm_partitions = true;
+  // The policy file (scheduler/tenant.h: PolicyFile); empty: none.
+  std::string policy_file;
   // How long Shutdown() lets connections finish their command in progress
   // and read its reply before cutting them.
   absl::Duration shutdown_grace = absl::Seconds(5);
@@ -164,6 +175,11 @@ class Server {
   GpuBackend* backend() const { return backend_.get(); }
   // The shared context's guard (fault recovery); null before Start succeeds.
   SharedContext* context() const { return context_.get(); }
+  TenantRegistry* tenants() { return &tenants_; }
+  // The scheduler's mechanism; null when ServerOptions::scheduler is off.
+  ShareControl* share_control() const { return share_control_.get(); }
+  // Runtime policy override from wooly-cli (tenants.h SetRuntimePolicy).
+  absl::Status SetClientPolicy(uint64_t client_id, const std::string& assignments, bool reset);
   // True once the shared context is lost beyond an in-process reset (see
   // ServerOptions::on_context_unrecoverable); the server no longer accepts.
   bool context_unrecoverable() const { return context_unrecoverable_.load(); }
@@ -206,6 +222,8 @@ class Server {
   std::unique_ptr<SharedContext> context_;  // set by Init, before any session
   std::atomic<uint64_t> next_handle_id_{0x100};
   std::atomic<uint64_t> next_client_id_{1};
+  TenantRegistry tenants_;
+  std::unique_ptr<ShareControl> share_control_;  // after context_, before sessions
   SessionEnv env_;
   absl::Time started_at_;
   std::vector<std::string> listen_addresses_;

@@ -104,6 +104,11 @@ struct FakeBackendOptions {
   std::function<uint64_t()> clock_ns;
   // The device name reported by GetDeviceInfo.
   std::string device_name = "Wooly Fake GPU";
+  // SM partitions (GetPartitionLayout): H100-like by default; units 0 turns
+  // them off (Unimplemented).
+  int sm_count = 132;
+  int partition_unit_sms = 8;
+  int partition_units = 15;
 };
 
 class FakeBackend : public server::GpuBackend {
@@ -236,6 +241,16 @@ class FakeBackend : public server::GpuBackend {
   absl::Status LaunchKernel(server::Handle function, const server::LaunchConfig& config,
                             absl::Span<const uint8_t> args) override;
 
+  absl::StatusOr<PartitionLayout> GetPartitionLayout() override;
+  absl::StatusOr<server::Handle> PartitionCreate(int first, int count) override;
+  absl::Status PartitionDestroy(server::Handle partition) override;
+  absl::StatusOr<server::Handle> PartitionStreamCreate(server::Handle partition, uint32_t flags,
+                                                       int32_t priority) override;
+  // Tests: the partition a stream was created in ({first, count}), or
+  // nullopt for a whole-GPU stream; and the priority it was created with.
+  std::optional<std::pair<int, int>> StreamPartition(server::Handle stream) const;
+  std::optional<int32_t> StreamPriority(server::Handle stream) const;
+  size_t live_partitions() const;
   absl::StatusOr<server::Handle> StreamCreate(uint32_t flags, int32_t priority) override;
   absl::Status StreamDestroy(server::Handle stream) override;
   absl::Status StreamSynchronize(server::Handle stream) override;
@@ -356,6 +371,9 @@ class FakeBackend : public server::GpuBackend {
   uint64_t used_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // allocations and globals
   std::map<server::DevPtr, Block> blocks_ ABSL_GUARDED_BY(mu_);
   std::set<server::Handle> streams_ ABSL_GUARDED_BY(mu_);
+  std::map<server::Handle, std::pair<int, int>> partitions_ ABSL_GUARDED_BY(mu_);
+  std::map<server::Handle, std::pair<int, int>> stream_partition_ ABSL_GUARDED_BY(mu_);
+  std::map<server::Handle, int32_t> stream_priority_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, Event> events_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, Module> modules_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, Library> libraries_ ABSL_GUARDED_BY(mu_);

@@ -1,0 +1,229 @@
+// The scheduler's mechanism in woolyd (issue #5): measures what each
+// client's kernels use, runs the policy (scheduler/controller.h) and carries
+// out its decisions.
+//
+//   measurement  Each client's launches are grouped into batches per backend
+//                stream; an event is recorded before a batch's first launch
+//                and after its last. A batch ends at 64 launches, when the
+//                client's connection has no further command ready (it waits
+//                or computes), at a synchronizing command, or at the next
+//                control tick. The control thread reads finished batches'
+//                GPU timestamps and feeds scheduler::UsageMeter with
+//                intervals on the client's share of SMs.
+//   partitions   When two or more clients have work (or one has a cap), each
+//                runs in a green context of the SM units the allocator gave
+//                it; contiguous unit ranges in priority order. Green contexts
+//                are created once per range and kept (about 1.3 ms each on an
+//                H100, never on a client's path). A client's streams move to
+//                its new partition at its next command on them: a fresh
+//                backend stream that first waits for the old one.
+//   priorities   Its streams get the CUDA stream priority of its priority.
+//   admission    A held client's launches wait; a paced client's launch waits
+//                for its earlier work and then idles so that its GPU time is
+//                at most the pace fraction. Waits happen before the command
+//                runs, outside every lock.
+//
+// Thread safety: ShareControl's methods may be called from any thread.
+// ScheduledClient documents each method's thread.
+#ifndef WOOLY_SERVER_SHARE_CONTROL_H_
+#define WOOLY_SERVER_SHARE_CONTROL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "wooly/proto/wire.h"
+#include "wooly/scheduler/clock.h"
+#include "wooly/scheduler/controller.h"
+#include "wooly/scheduler/measure.h"
+#include "wooly/server/gpu_backend.h"
+#include "wooly/server/shared_context.h"
+#include "wooly/server/tenants.h"
+
+namespace wooly::server {
+
+// One client's scheduling state, as status and metrics show it.
+struct ClientShare {
+  double target_share = 0.0;
+  double measured_share = 0.0;  // over the last second
+  absl::Duration busy;          // GPU time since it connected
+  int64_t kernels = 0;          // kernels in measured batches
+  int queue_depth = 0;          // launched, not finished
+  int first_unit = -1;          // its partition, or -1 for the whole GPU
+  int units = 0;
+  int stream_priority = 0;
+  scheduler::Admission admission = scheduler::Admission::kRun;
+  double pace_fraction = 1.0;
+};
+
+// Where a client's streams run.
+struct Placement {
+  Handle partition = 0;  // 0: the whole GPU
+  double share = 1.0;    // the partition's SMs / the device's SMs
+  int32_t stream_priority = 0;
+  uint64_t generation = 0;  // bumped at every change
+};
+
+struct ShareControlOptions {
+  absl::Duration tick = absl::Milliseconds(100);
+  // Use green-context partitions when the backend has them.
+  bool partitions = true;
+  int max_batch_kernels = 64;
+  // How often the GPU-to-host time anchor is renewed.
+  absl::Duration anchor_refresh = absl::Seconds(30);
+  scheduler::ControllerOptions controller;  // geometry comes from the backend
+  scheduler::UsageMeterOptions meter;
+};
+
+class ShareControl;
+
+class ScheduledClient {
+ public:
+  ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial);
+  ScheduledClient(const ScheduledClient&) = delete;
+  ScheduledClient& operator=(const ScheduledClient&) = delete;
+
+  uint64_t client_id() const { return id_; }
+
+  // --- The session's thread, inside a SharedContext::Access.
+  uint64_t placement_generation() const {
+    return placement_generation_.load(std::memory_order_acquire);
+  }
+  Placement placement() const;
+  // Around a launch on `stream`: BeginLaunch before it (opens the stream's
+  // batch), EndLaunch after it succeeded (counts `kernels`).
+  void BeginLaunch(Handle stream);
+  void EndLaunch(Handle stream, int64_t kernels = 1);
+  // Ends the open batches (all, or the one on `stream`).
+  void CloseBatches();
+  void CloseBatch(Handle stream);
+  bool has_open_batch() const { return has_open_.load(std::memory_order_acquire); }
+  // At session close: destroys its events when `context_ok`, else forgets
+  // them (they died with the context). No batch is measured afterwards.
+  void Release(bool context_ok);
+
+  // --- The connection's thread, holding no lock and no Access: waits while
+  // the client is held, or paces it. Returns early once `stopping` is set.
+  void Admit(const std::atomic<bool>& stopping);
+
+ private:
+  friend class ShareControl;
+  struct Open {
+    Handle start = 0;
+    int64_t kernels = 0;
+    double share = 1.0;
+    absl::Time opened;  // host time, for stale batches
+  };
+  struct Batch {
+    Handle start = 0;
+    Handle end = 0;
+    int64_t kernels = 0;
+    double share = 1.0;
+  };
+  Handle TakeEventLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseLocked(Handle stream, Open& open) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  GpuBackend* const backend_;
+  const uint64_t id_;
+  mutable absl::Mutex mu_;
+  std::map<Handle, Open> open_ ABSL_GUARDED_BY(mu_);
+  std::deque<Batch> pending_ ABSL_GUARDED_BY(mu_);
+  std::vector<Handle> free_events_ ABSL_GUARDED_BY(mu_);
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t inflight_kernels_ ABSL_GUARDED_BY(mu_) = 0;
+  Placement placement_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> placement_generation_{0};
+  std::atomic<bool> has_open_{false};
+  std::atomic<int64_t> launches_{0};  // since the last tick
+  // Admission (written by the control thread).
+  absl::Mutex admit_mu_;
+  absl::CondVar admit_cv_;
+  scheduler::Admission admission_ ABSL_GUARDED_BY(admit_mu_) = scheduler::Admission::kRun;
+  double pace_ ABSL_GUARDED_BY(admit_mu_) = 1.0;
+  std::atomic<bool> admission_free_{true};  // kRun: the fast path
+  // Average GPU time per kernel of its last measured batch, for pacing.
+  absl::Duration per_kernel_ ABSL_GUARDED_BY(admit_mu_);
+  // Measured (control thread).
+  ClientShare share_ ABSL_GUARDED_BY(mu_);
+};
+
+class ShareControl {
+ public:
+  // `backend`, `context` and `tenants` are not owned and must outlive this.
+  ShareControl(GpuBackend* backend, SharedContext* context, TenantRegistry* tenants,
+               const wire::DeviceInfo& device, ShareControlOptions options, scheduler::Clock clock);
+  ~ShareControl();  // Stop()
+  ShareControl(const ShareControl&) = delete;
+  ShareControl& operator=(const ShareControl&) = delete;
+
+  // Starts the control thread, which calls Tick() every options.tick.
+  void Start();
+  void Stop();
+
+  // A client's scheduling state, from its Hello until it leaves.
+  std::shared_ptr<ScheduledClient> Join(uint64_t client_id);
+  void Leave(uint64_t client_id);
+
+  // One control step: reads finished batches, runs the controller, applies
+  // its decisions. The control thread calls it; tests call it directly.
+  void Tick();
+
+  ClientShare ShareOf(uint64_t client_id) const;
+  // Whether green-context partitions are in use on this backend.
+  bool partitions_enabled() const { return layout_.has_value(); }
+  const scheduler::PartitionGeometry& geometry() const { return geometry_; }
+
+ private:
+  // The backend handle of the partition of units [first, first + count),
+  // created on first use.
+  absl::StatusOr<Handle> PartitionFor(int first, int count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HarvestLocked(const std::vector<std::shared_ptr<ScheduledClient>>& clients)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient>>& clients,
+                   const std::vector<scheduler::Decision>& decisions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  GpuBackend* const backend_;
+  SharedContext* const context_;
+  TenantRegistry* const tenants_;
+  const ShareControlOptions options_;
+  const scheduler::Clock clock_;
+  const int least_priority_;
+  const int greatest_priority_;
+  std::optional<GpuBackend::PartitionLayout> layout_;
+  scheduler::PartitionGeometry geometry_;
+  scheduler::UsageMeter meter_;
+
+  // Lock order: mu_ (one Tick at a time), then a SharedContext::Access,
+  // then clients_mu_, then a client's mutexes. Sessions call in holding an
+  // Access, so they never take mu_.
+  mutable absl::Mutex mu_;
+  std::optional<scheduler::Controller> controller_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex clients_mu_;
+  std::map<uint64_t, std::shared_ptr<ScheduledClient>> clients_ ABSL_GUARDED_BY(clients_mu_);
+  std::map<std::pair<int, int>, Handle> partitions_ ABSL_GUARDED_BY(mu_);
+  uint64_t partitions_generation_ ABSL_GUARDED_BY(mu_) = SharedContext::kUnbound;
+  // GPU time of the anchor event = host time anchor_time_.
+  Handle anchor_event_ ABSL_GUARDED_BY(mu_) = 0;
+  Handle anchor_stream_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time anchor_time_ ABSL_GUARDED_BY(mu_);
+  uint64_t anchor_generation_ ABSL_GUARDED_BY(mu_) = SharedContext::kUnbound;
+  std::atomic<uint64_t> placement_counter_{0};
+  bool partition_error_logged_ ABSL_GUARDED_BY(mu_) = false;
+
+  absl::Mutex thread_mu_;
+  bool stopping_ ABSL_GUARDED_BY(thread_mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace wooly::server
+
+#endif  // WOOLY_SERVER_SHARE_CONTROL_H_

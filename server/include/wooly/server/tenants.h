@@ -1,0 +1,217 @@
+// Tenants: who the clients are, what policy each runs under, and what they
+// may and do hold.
+//
+// A client is one connection (one process). A *tenant* is a group of
+// clients that belong together, for memory limits and for the NVML view: a
+// container or pod. Its key is, first found:
+//   WOOLY_TENANT from the client's environment        "name"
+//   the pod from WOOLY_POD_NAME / POD_NAME (+ namespace) "namespace/pod"
+//   the client's pid namespace (unix socket peers)    "pidns:4026532210"
+//   the client alone                                  "client-7"
+// so processes of one container share a tenant without configuration.
+//
+// Scheduling policy (priority, weight, SM floor and cap) is per client,
+// resolved from layers (scheduler/tenant.h): the client's environment, the
+// server's policy file, and runtime overrides from wooly-cli.
+//
+// Memory limit: per tenant, from WOOLY_MEMORY_LIMIT (the smallest any member
+// declared). Allocations beyond it fail with CUDA_ERROR_OUT_OF_MEMORY, and
+// cuMemGetInfo answers the limit as total and the tenant's headroom as free.
+//
+// Thread safety: every method may be called from any thread.
+#ifndef WOOLY_SERVER_TENANTS_H_
+#define WOOLY_SERVER_TENANTS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "wooly/scheduler/tenant.h"
+
+namespace wooly::server {
+
+// Client settings (Hello's key/value block; the names are the environment
+// variables the client library reads).
+inline constexpr char kSettingTenant[] = "WOOLY_TENANT";
+inline constexpr char kSettingMemoryLimit[] = "WOOLY_MEMORY_LIMIT";
+inline constexpr char kSettingNoSwap[] = "WOOLY_NOSWAP";
+inline constexpr char kSettingDedup[] = "WOOLY_DEDUP";
+inline constexpr char kSettingRole[] = "role";  // "observer": NVML view only
+
+// "20GiB", "512M", "1.5G", "1073741824": bytes, with binary suffixes K/KiB,
+// M/MiB, G/GiB, T/TiB (case-insensitive). InvalidArgument otherwise.
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
+
+// What a client said about itself at Hello.
+struct ClientSettings {
+  std::string tenant;  // WOOLY_TENANT; empty: derived (see the header comment)
+  bool observer = false;
+  scheduler::PolicyOverride env_policy;  // WOOLY_PRIORITY/WEIGHT/SM_FLOOR/SM_CAP
+  std::optional<uint64_t> memory_limit;  // WOOLY_MEMORY_LIMIT
+  bool noswap = false;                   // recorded for the memory manager
+  bool dedup = false;
+};
+
+// Parses Hello's settings. Unknown keys are ignored (newer clients);
+// InvalidArgument naming the variable for a bad value.
+absl::StatusOr<ClientSettings> ParseClientSettings(const scheduler::EnvMap& settings);
+
+// Who a client is, for deriving its tenant key.
+struct ClientIdentity {
+  uint64_t client_id = 0;
+  std::string name;
+  uint32_t pid = 0;  // as the client reported it
+  std::string pod;
+  std::string pod_namespace;
+  // The peer's pid namespace inode (unix peers whose /proc entry woolyd can
+  // read), or 0.
+  uint64_t pid_namespace = 0;
+};
+
+// The tenant key for a client (see the header comment).
+std::string TenantKeyFor(const ClientIdentity& who, const ClientSettings& settings);
+
+// The pid namespace inode of a local process, or 0 when unknown.
+uint64_t PidNamespaceOf(int pid);
+
+class TenantRegistry;
+
+// One client's place in the registry, held by its session. Leaves the
+// registry when destroyed.
+class TenantMembership {
+ public:
+  ~TenantMembership();
+  TenantMembership(const TenantMembership&) = delete;
+  TenantMembership& operator=(const TenantMembership&) = delete;
+
+  uint64_t client_id() const { return client_id_; }
+  const std::string& tenant() const { return tenant_; }
+  bool observer() const { return observer_; }
+
+  // Charges `bytes` of device memory to the tenant before allocating; false
+  // (nothing charged) when that would exceed the tenant's limit.
+  bool ReserveMemory(uint64_t bytes);
+  // Returns bytes charged by ReserveMemory (after a free, or a failed
+  // allocation).
+  void ReleaseMemory(uint64_t bytes);
+  uint64_t charged_bytes() const { return charged_.load(std::memory_order_relaxed); }
+
+  // The tenant's limit (0: none) and what all its members hold.
+  uint64_t tenant_limit() const;
+  uint64_t tenant_used() const;
+
+  // The client's effective scheduling policy now.
+  scheduler::ResolvedPolicy policy() const;
+
+ private:
+  friend class TenantRegistry;
+  struct TenantState;
+  TenantMembership(TenantRegistry* registry, uint64_t client_id, std::string tenant, bool observer,
+                   std::shared_ptr<TenantState> state)
+      : registry_(registry),
+        client_id_(client_id),
+        tenant_(std::move(tenant)),
+        observer_(observer),
+        state_(std::move(state)) {}
+
+  TenantRegistry* const registry_;
+  const uint64_t client_id_;
+  const std::string tenant_;
+  const bool observer_;
+  const std::shared_ptr<TenantState> state_;
+  std::atomic<uint64_t> charged_{0};
+};
+
+// A tenant as the NVML view and status report it.
+struct TenantProcess {
+  uint64_t client_id = 0;
+  uint32_t pid = 0;
+  std::string name;
+  uint64_t bytes = 0;
+};
+struct TenantSummary {
+  std::string tenant;
+  uint64_t memory_limit = 0;  // 0: none
+  uint64_t memory_used = 0;
+  std::vector<TenantProcess> processes;  // non-observer members, by client id
+};
+
+// A client's row for status, the scheduler and metrics.
+struct TenantMemberInfo {
+  uint64_t client_id = 0;
+  std::string name;
+  std::string tenant;
+  bool observer = false;
+  scheduler::ResolvedPolicy policy;
+  scheduler::PolicyOverride runtime;  // what wooly-cli set, if anything
+  bool noswap = false;
+  bool dedup = false;
+  uint64_t memory_limit = 0;  // the tenant's
+};
+
+class TenantRegistry {
+ public:
+  TenantRegistry() = default;
+  TenantRegistry(const TenantRegistry&) = delete;
+  TenantRegistry& operator=(const TenantRegistry&) = delete;
+
+  // Adds a client. Its policy is resolved now from its settings, the policy
+  // file and any runtime override; a client id joins at most once
+  // (FailedPrecondition otherwise).
+  absl::StatusOr<std::unique_ptr<TenantMembership>> Join(const ClientIdentity& who,
+                                                         const ClientSettings& settings);
+
+  // Replaces the policy file layer for every client, present and future.
+  void SetPolicyFile(scheduler::PolicyFile file);
+  // The runtime layer (wooly-cli): merged on top of what the client already
+  // has from wooly-cli; `reset` drops it first. NotFound for an unknown
+  // client, InvalidArgument when the result is inconsistent (never happens
+  // with MergeFrom, kept for safety).
+  absl::Status SetRuntimePolicy(uint64_t client_id, const scheduler::PolicyOverride& over,
+                                bool reset = false);
+
+  std::optional<TenantMemberInfo> Member(uint64_t client_id) const;
+  std::vector<TenantMemberInfo> Members() const;  // by client id
+  // The tenant's summary: limit, use, and each member's bytes. Empty
+  // processes and zero use for an unknown tenant.
+  TenantSummary Summary(const std::string& tenant) const;
+
+  // Bumped whenever any client's policy may have changed (join, leave,
+  // policy file, runtime override), so the scheduler can notice cheaply.
+  uint64_t policy_generation() const { return generation_.load(std::memory_order_acquire); }
+
+ private:
+  friend class TenantMembership;
+  struct Entry {
+    ClientIdentity who;
+    ClientSettings settings;
+    std::string tenant;
+    scheduler::PolicyOverride runtime;
+    scheduler::ResolvedPolicy policy;
+    TenantMembership* membership = nullptr;  // owned by the session
+  };
+  void Leave(uint64_t client_id);
+  void ResolveLocked(Entry& e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Recomputes a tenant's limit from its members.
+  void UpdateLimitLocked(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  scheduler::PolicyFile policy_file_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<TenantMembership::TenantState>> tenants_
+      ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> generation_{1};
+};
+
+}  // namespace wooly::server
+
+#endif  // WOOLY_SERVER_TENANTS_H_

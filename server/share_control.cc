@@ -1,0 +1,493 @@
+#include "wooly/server/share_control.h"
+
+#include <cuda.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "spdlog/spdlog.h"
+#include "wooly/scheduler/stream_priority.h"
+#include "wooly/server/cu_status.h"
+
+namespace wooly::server {
+
+namespace {
+// The device's SM count from its attributes, else an H100's.
+int SmCountOf(const wire::DeviceInfo& device) {
+  const int v = device.attributes[CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT];
+  return v > 0 ? v : 132;
+}
+}  // namespace
+
+// ---------------------------------------------------------------- client
+
+ScheduledClient::ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial)
+    : backend_(backend), id_(client_id), placement_(initial) {
+  placement_generation_.store(initial.generation, std::memory_order_release);
+}
+
+Placement ScheduledClient::placement() const {
+  absl::MutexLock lock(&mu_);
+  return placement_;
+}
+
+Handle ScheduledClient::TakeEventLocked() {
+  if (!free_events_.empty()) {
+    const Handle e = free_events_.back();
+    free_events_.pop_back();
+    return e;
+  }
+  absl::StatusOr<Handle> e = backend_->EventCreate(0);  // timed
+  return e.ok() ? *e : 0;
+}
+
+void ScheduledClient::BeginLaunch(Handle stream) {
+  launches_.fetch_add(1, std::memory_order_relaxed);
+  absl::MutexLock lock(&mu_);
+  if (released_ || open_.contains(stream)) return;
+  const Handle start = TakeEventLocked();
+  if (start == 0) return;  // unmeasured, not fatal
+  if (!backend_->EventRecord(start, stream, 0).ok()) {
+    free_events_.push_back(start);
+    return;
+  }
+  Open& o = open_[stream];
+  o.start = start;
+  o.share = placement_.share;
+  o.opened = absl::Now();
+  has_open_.store(true, std::memory_order_release);
+}
+
+void ScheduledClient::EndLaunch(Handle stream, int64_t kernels) {
+  absl::MutexLock lock(&mu_);
+  auto it = open_.find(stream);
+  if (it == open_.end()) return;
+  it->second.kernels += kernels;
+  // Long runs of launches are cut so that measurement keeps up.
+  if (it->second.kernels >= 64) {
+    CloseLocked(stream, it->second);
+    open_.erase(it);
+    has_open_.store(!open_.empty(), std::memory_order_release);
+  }
+}
+
+void ScheduledClient::CloseLocked(Handle stream, Open& open) {
+  const Handle end = TakeEventLocked();
+  if (end == 0 || !backend_->EventRecord(end, stream, 0).ok()) {
+    if (end != 0) free_events_.push_back(end);
+    free_events_.push_back(open.start);
+    return;
+  }
+  pending_.push_back(Batch{open.start, end, open.kernels, open.share});
+  inflight_kernels_ += open.kernels;
+}
+
+void ScheduledClient::CloseBatches() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [stream, open] : open_) CloseLocked(stream, open);
+  open_.clear();
+  has_open_.store(false, std::memory_order_release);
+}
+
+void ScheduledClient::CloseBatch(Handle stream) {
+  absl::MutexLock lock(&mu_);
+  auto it = open_.find(stream);
+  if (it == open_.end()) return;
+  CloseLocked(stream, it->second);
+  open_.erase(it);
+  has_open_.store(!open_.empty(), std::memory_order_release);
+}
+
+void ScheduledClient::Release(bool context_ok) {
+  absl::MutexLock lock(&mu_);
+  released_ = true;
+  if (context_ok) {
+    for (auto& [stream, open] : open_) (void)backend_->EventDestroy(open.start);
+    for (const Batch& b : pending_) {
+      (void)backend_->EventDestroy(b.start);
+      (void)backend_->EventDestroy(b.end);
+    }
+    for (Handle e : free_events_) (void)backend_->EventDestroy(e);
+  }
+  open_.clear();
+  pending_.clear();
+  free_events_.clear();
+  inflight_kernels_ = 0;
+  has_open_.store(false, std::memory_order_release);
+  {
+    absl::MutexLock admit(&admit_mu_);
+    admission_ = scheduler::Admission::kRun;
+    admission_free_.store(true, std::memory_order_release);
+  }
+  admit_cv_.SignalAll();
+}
+
+void ScheduledClient::Admit(const std::atomic<bool>& stopping) {
+  if (admission_free_.load(std::memory_order_acquire)) return;
+  absl::MutexLock lock(&admit_mu_);
+  // Held: wait until the controller admits it again (it re-decides every
+  // tick), checking now and then whether the server is stopping.
+  while (admission_ == scheduler::Admission::kHold && !stopping.load()) {
+    admit_cv_.WaitWithTimeout(&admit_mu_, absl::Milliseconds(50));
+  }
+  if (admission_ == scheduler::Admission::kPace && pace_ > 0 && pace_ < 1) {
+    // Idle so that this launch's GPU time is `pace_` of the time it takes:
+    // launches then arrive no faster than the paced share can run them.
+    const absl::Duration idle =
+        std::min(per_kernel_ * ((1.0 - pace_) / pace_), absl::Milliseconds(100));
+    if (idle > absl::ZeroDuration()) admit_cv_.WaitWithTimeout(&admit_mu_, idle);
+  }
+}
+
+// ---------------------------------------------------------------- control
+
+ShareControl::ShareControl(GpuBackend* backend, SharedContext* context, TenantRegistry* tenants,
+                           const wire::DeviceInfo& device, ShareControlOptions options,
+                           scheduler::Clock clock)
+    : backend_(backend),
+      context_(context),
+      tenants_(tenants),
+      options_(std::move(options)),
+      clock_(std::move(clock)),
+      least_priority_(device.stream_priority_least),
+      greatest_priority_(device.stream_priority_greatest),
+      meter_(clock_, options_.meter) {
+  if (options_.partitions) {
+    absl::StatusOr<GpuBackend::PartitionLayout> layout = backend_->GetPartitionLayout();
+    if (layout.ok() && layout->units > 0 && layout->unit_sms > 0) {
+      layout_ = *layout;
+    } else if (!layout.ok()) {
+      spdlog::info("scheduler: no SM partitions ({}); shares are kept by priority and pacing",
+                   std::string(layout.status().message()));
+    }
+  }
+  if (layout_) {
+    // Shares are of the SMs inside whole units (120 of an H100's 132).
+    geometry_ = scheduler::PartitionGeometry{layout_->units * layout_->unit_sms, layout_->unit_sms};
+  } else {
+    geometry_ = scheduler::PartitionGeometry{SmCountOf(device), 8};
+  }
+  scheduler::ControllerOptions copts = options_.controller;
+  copts.geometry = geometry_;
+  copts.stream_priority_least = least_priority_;
+  copts.stream_priority_greatest = greatest_priority_;
+  absl::StatusOr<scheduler::Controller> controller = scheduler::Controller::Create(copts, clock_);
+  if (controller.ok()) {
+    absl::MutexLock lock(&mu_);
+    controller_.emplace(std::move(*controller));
+  } else {
+    spdlog::error("scheduler: {}; running without share control", controller.status().ToString());
+  }
+}
+
+ShareControl::~ShareControl() { Stop(); }
+
+void ShareControl::Start() {
+  absl::MutexLock lock(&thread_mu_);
+  if (thread_.joinable() || stopping_) return;
+  thread_ = std::thread([this] {
+    absl::MutexLock l(&thread_mu_);
+    while (!stopping_) {
+      thread_mu_.Unlock();
+      Tick();
+      thread_mu_.Lock();
+      thread_mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.tick);
+    }
+  });
+}
+
+void ShareControl::Stop() {
+  std::thread t;
+  {
+    absl::MutexLock lock(&thread_mu_);
+    stopping_ = true;
+    t = std::move(thread_);
+  }
+  if (t.joinable()) t.join();
+}
+
+std::shared_ptr<ScheduledClient> ShareControl::Join(uint64_t client_id) {
+  Placement initial;
+  int priority = scheduler::kDefaultClientPriority;
+  if (std::optional<TenantMemberInfo> m = tenants_->Member(client_id)) {
+    priority = m->policy.policy.priority;
+  }
+  initial.stream_priority =
+      scheduler::StreamPriorityFor(priority, least_priority_, greatest_priority_);
+  initial.generation = placement_counter_.fetch_add(1) + 1;
+  auto client = std::make_shared<ScheduledClient>(backend_, client_id, initial);
+  meter_.AddTenant(client_id);
+  absl::MutexLock lock(&clients_mu_);
+  clients_[client_id] = client;
+  return client;
+}
+
+void ShareControl::Leave(uint64_t client_id) {
+  {
+    absl::MutexLock lock(&clients_mu_);
+    clients_.erase(client_id);
+  }
+  meter_.RemoveTenant(client_id);
+}
+
+ClientShare ShareControl::ShareOf(uint64_t client_id) const {
+  std::shared_ptr<ScheduledClient> c;
+  {
+    absl::MutexLock lock(&clients_mu_);
+    auto it = clients_.find(client_id);
+    if (it == clients_.end()) return ClientShare{};
+    c = it->second;
+  }
+  absl::MutexLock lock(&c->mu_);
+  return c->share_;
+}
+
+absl::StatusOr<Handle> ShareControl::PartitionFor(int first, int count) {
+  const auto key = std::make_pair(first, count);
+  if (auto it = partitions_.find(key); it != partitions_.end()) return it->second;
+  absl::StatusOr<Handle> p = backend_->PartitionCreate(first, count);
+  if (!p.ok()) return p.status();
+  partitions_[key] = *p;
+  return *p;
+}
+
+void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClient>>& clients) {
+  const absl::Time stale = clock_() - options_.tick;
+  for (const std::shared_ptr<ScheduledClient>& c : clients) {
+    std::deque<ScheduledClient::Batch> batches;
+    {
+      absl::MutexLock lock(&c->mu_);
+      if (c->released_) continue;
+      // A batch open since the last tick is ended here, so that a client
+      // that keeps one stream busy without pausing is still measured.
+      for (auto it = c->open_.begin(); it != c->open_.end();) {
+        if (it->second.opened < stale) {
+          c->CloseLocked(it->first, it->second);
+          it = c->open_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      c->has_open_.store(!c->open_.empty(), std::memory_order_release);
+      batches.swap(c->pending_);
+    }
+    std::deque<ScheduledClient::Batch> waiting;
+    std::vector<Handle> reusable;
+    int64_t done_kernels = 0;
+    absl::Duration busy;
+    int64_t measured_kernels = 0;
+    absl::Duration last_per_kernel;
+    for (const ScheduledClient::Batch& b : batches) {
+      const absl::Status q = backend_->EventQuery(b.end);
+      if (!q.ok() && ToCuResult(q) == CUDA_ERROR_NOT_READY) {
+        waiting.push_back(b);
+        continue;
+      }
+      done_kernels += b.kernels;
+      if (!q.ok()) continue;  // lost with a fault: forget the events
+      absl::StatusOr<float> t0 = backend_->EventElapsedTime(anchor_event_, b.start);
+      absl::StatusOr<float> t1 = backend_->EventElapsedTime(anchor_event_, b.end);
+      reusable.push_back(b.start);
+      reusable.push_back(b.end);
+      if (!t0.ok() || !t1.ok() || *t1 < *t0) continue;
+      scheduler::UsageInterval interval;
+      interval.start = anchor_time_ + absl::Microseconds(static_cast<double>(*t0) * 1000.0);
+      interval.end = anchor_time_ + absl::Microseconds(static_cast<double>(*t1) * 1000.0);
+      interval.share = std::clamp(b.share, 1e-6, 1.0);
+      interval.kernels = b.kernels;
+      if (meter_.Record(c->client_id(), interval).ok()) {
+        busy += interval.end - interval.start;
+        measured_kernels += b.kernels;
+        if (b.kernels > 0) last_per_kernel = (interval.end - interval.start) / b.kernels;
+      }
+    }
+    {
+      absl::MutexLock lock(&c->mu_);
+      if (c->released_) {
+        for (Handle e : reusable) (void)backend_->EventDestroy(e);
+        for (const auto& b : waiting) {
+          (void)backend_->EventDestroy(b.start);
+          (void)backend_->EventDestroy(b.end);
+        }
+        continue;
+      }
+      for (auto it = waiting.rbegin(); it != waiting.rend(); ++it) c->pending_.push_front(*it);
+      c->free_events_.insert(c->free_events_.end(), reusable.begin(), reusable.end());
+      c->inflight_kernels_ = std::max<int64_t>(0, c->inflight_kernels_ - done_kernels);
+      c->share_.busy += busy;
+      c->share_.kernels += measured_kernels;
+    }
+    if (last_per_kernel > absl::ZeroDuration()) {
+      absl::MutexLock lock(&c->admit_mu_);
+      c->per_kernel_ = last_per_kernel;
+    }
+  }
+}
+
+void ShareControl::Tick() {
+  absl::MutexLock lock(&mu_);
+  if (!controller_) return;
+  std::vector<std::shared_ptr<ScheduledClient>> clients;
+  {
+    absl::MutexLock l(&clients_mu_);
+    for (const auto& [id, c] : clients_) clients.push_back(c);
+  }
+  SharedContext::Access access(context_, SharedContext::kUnbound);
+  if (!access.ok()) return;
+  const uint64_t generation = access.generation();
+  if (generation != partitions_generation_) {
+    partitions_.clear();  // the reset took them
+    partitions_generation_ = generation;
+  }
+  const absl::Time now = clock_();
+  if (generation != anchor_generation_ || now - anchor_time_ > options_.anchor_refresh) {
+    if (generation == anchor_generation_) {
+      (void)backend_->EventDestroy(anchor_event_);
+    } else {
+      anchor_stream_ = 0;
+    }
+    anchor_event_ = 0;
+    if (anchor_stream_ == 0) {
+      absl::StatusOr<Handle> s = backend_->StreamCreate(CU_STREAM_NON_BLOCKING, 0);
+      if (s.ok()) anchor_stream_ = *s;
+    }
+    absl::StatusOr<Handle> e = backend_->EventCreate(0);
+    if (anchor_stream_ != 0 && e.ok() && backend_->EventRecord(*e, anchor_stream_, 0).ok()) {
+      anchor_event_ = *e;
+      anchor_time_ = clock_();
+      anchor_generation_ = generation;
+    } else if (e.ok()) {
+      (void)backend_->EventDestroy(*e);
+    }
+  }
+  if (anchor_event_ != 0) HarvestLocked(clients);
+
+  std::vector<scheduler::TenantInput> inputs;
+  std::vector<std::shared_ptr<ScheduledClient>> scheduled;
+  for (const std::shared_ptr<ScheduledClient>& c : clients) {
+    std::optional<TenantMemberInfo> m = tenants_->Member(c->client_id());
+    if (!m || m->observer) continue;
+    int depth = 0;
+    bool busy = c->launches_.exchange(0, std::memory_order_relaxed) > 0;
+    {
+      absl::MutexLock l(&c->mu_);
+      if (c->released_) continue;
+      depth = static_cast<int>(std::min<int64_t>(c->inflight_kernels_, 1 << 20));
+      busy = busy || !c->open_.empty() || !c->pending_.empty();
+    }
+    meter_.SetQueueDepth(c->client_id(), depth);
+    scheduler::TenantInput in;
+    in.id = c->client_id();
+    in.policy = m->policy.policy;
+    in.has_work = busy;
+    in.queue_depth = depth;
+    inputs.push_back(in);
+    scheduled.push_back(c);
+  }
+  absl::StatusOr<std::vector<scheduler::Decision>> decisions =
+      controller_->TickWithMeter(inputs, meter_);
+  if (!decisions.ok()) {
+    spdlog::error("scheduler: {}", decisions.status().ToString());
+    return;
+  }
+  ApplyLocked(scheduled, *decisions);
+}
+
+void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient>>& clients,
+                               const std::vector<scheduler::Decision>& decisions) {
+  const int total = geometry_.units();
+  // Who runs in a partition: the tenants with work and units, in priority
+  // order (then id), on contiguous unit ranges.
+  std::vector<size_t> order;
+  int active = 0;
+  bool confined = false;
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    if (!decisions[i].active) continue;
+    ++active;
+    if (decisions[i].units > 0) order.push_back(i);
+    if (decisions[i].units < total) confined = true;
+  }
+  const bool partitioned = layout_.has_value() && (active >= 2 || confined) && !order.empty();
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (decisions[a].stream_priority != decisions[b].stream_priority) {
+      return decisions[a].stream_priority < decisions[b].stream_priority;  // greater first
+    }
+    return decisions[a].id < decisions[b].id;
+  });
+  std::map<size_t, std::pair<int, int>> ranges;
+  int cursor = 0;
+  if (partitioned) {
+    for (size_t i : order) {
+      const int units = std::min(decisions[i].units, total - cursor);
+      if (units <= 0) break;
+      ranges[i] = {cursor, units};
+      cursor += units;
+    }
+  }
+  // Idle or held tenants wait in the spare units, or else beside the last
+  // (lowest-priority) tenant, so that a tenant waking up does not spill
+  // over the others before the next tick places it.
+  std::optional<std::pair<int, int>> spare;
+  if (partitioned) {
+    if (cursor < total) {
+      spare = std::make_pair(cursor, total - cursor);
+    } else if (!ranges.empty()) {
+      spare = ranges.at(order.back());
+    }
+  }
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    const scheduler::Decision& d = decisions[i];
+    const std::shared_ptr<ScheduledClient>& c = clients[i];
+    Placement p;
+    p.stream_priority = d.stream_priority;
+    int first = -1, units = 0;
+    std::optional<std::pair<int, int>> range;
+    if (auto r = ranges.find(i); r != ranges.end()) {
+      range = r->second;
+    } else if (partitioned) {
+      range = spare;
+    }
+    if (range) {
+      absl::StatusOr<Handle> h = PartitionFor(range->first, range->second);
+      if (h.ok()) {
+        p.partition = *h;
+        first = range->first;
+        units = range->second;
+        p.share = static_cast<double>(units) / std::max(total, 1);
+      } else if (!partition_error_logged_) {
+        partition_error_logged_ = true;
+        spdlog::warn("scheduler: cannot create an SM partition: {}; using the whole GPU",
+                     h.status().ToString());
+      }
+    }
+    std::optional<scheduler::WindowUsage> usage = meter_.Window(d.id, absl::Seconds(1));
+    {
+      absl::MutexLock lock(&c->mu_);
+      if (c->placement_.partition != p.partition ||
+          c->placement_.stream_priority != p.stream_priority) {
+        p.generation = placement_counter_.fetch_add(1) + 1;
+        c->placement_ = p;
+        c->placement_generation_.store(p.generation, std::memory_order_release);
+      }
+      ClientShare& s = c->share_;
+      s.target_share = d.target_share;
+      s.measured_share = usage ? usage->achieved_share : 0.0;
+      s.queue_depth = static_cast<int>(std::min<int64_t>(c->inflight_kernels_, 1 << 20));
+      s.first_unit = first;
+      s.units = units;
+      s.stream_priority = d.stream_priority;
+      s.admission = d.admission;
+      s.pace_fraction = d.pace_fraction;
+    }
+    {
+      absl::MutexLock lock(&c->admit_mu_);
+      c->admission_ = d.admission;
+      c->pace_ = d.pace_fraction;
+      c->admission_free_.store(d.admission == scheduler::Admission::kRun,
+                               std::memory_order_release);
+    }
+    c->admit_cv_.SignalAll();
+  }
+}
+
+}  // namespace wooly::server

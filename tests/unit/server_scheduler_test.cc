@@ -1,0 +1,399 @@
+// Tenants, memory limits, the NVML view op and the scheduler's mechanism
+// (tenants.h, share_control.h) in woolyd on the fake backend, with a manual
+// clock driving both the server and the fake GPU's event timestamps.
+#include <cuda.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server_test_client.h"
+#include "wooly/fake/fake_backend.h"
+#include "wooly/fake/fake_kernels.h"
+#include "wooly/proto/wire.h"
+#include "wooly/scheduler/clock.h"
+#include "wooly/server/server.h"
+#include "wooly/server/share_control.h"
+#include "wooly/server/tenants.h"
+
+namespace wooly::server {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::TestClient;
+
+// ---------------------------------------------------------------- tenants.h
+
+TEST(TenantsTest, ParsesByteSizes) {
+  EXPECT_EQ(*ParseByteSize("1024"), 1024u);
+  EXPECT_EQ(*ParseByteSize("20GiB"), 20ull << 30);
+  EXPECT_EQ(*ParseByteSize("20G"), 20ull << 30);
+  EXPECT_EQ(*ParseByteSize("512 MiB"), 512ull << 20);
+  EXPECT_EQ(*ParseByteSize("1.5g"), 3ull << 29);
+  EXPECT_EQ(*ParseByteSize("4k"), 4096u);
+  EXPECT_FALSE(ParseByteSize("").ok());
+  EXPECT_FALSE(ParseByteSize("GiB").ok());
+  EXPECT_FALSE(ParseByteSize("12 parsecs").ok());
+  EXPECT_FALSE(ParseByteSize("1.5").ok());  // fractional bytes
+  EXPECT_FALSE(ParseByteSize("-1G").ok());
+  EXPECT_FALSE(ParseByteSize("99999999999T").ok());
+}
+
+TEST(TenantsTest, SettingsErrorsNameTheVariable) {
+  absl::StatusOr<ClientSettings> s = ParseClientSettings({{"WOOLY_SM_CAP", "250"}});
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("WOOLY_SM_CAP"));
+  s = ParseClientSettings({{"WOOLY_MEMORY_LIMIT", "lots"}});
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("WOOLY_MEMORY_LIMIT"));
+  s = ParseClientSettings({{"WOOLY_NOSWAP", "maybe"}});
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("WOOLY_NOSWAP"));
+
+  s = ParseClientSettings({{"WOOLY_TENANT", "team-a"},
+                           {"WOOLY_MEMORY_LIMIT", "2GiB"},
+                           {"WOOLY_WEIGHT", "3"},
+                           {"WOOLY_SM_FLOOR", "20%"},
+                           {"WOOLY_NOSWAP", "1"},
+                           {"WOOLY_SOMETHING_NEWER", "x"},  // ignored
+                           {"role", "observer"}});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->tenant, "team-a");
+  EXPECT_EQ(s->memory_limit, 2ull << 30);
+  EXPECT_EQ(s->env_policy.weight, 3.0);
+  EXPECT_DOUBLE_EQ(*s->env_policy.floor_share, 0.2);
+  EXPECT_TRUE(s->noswap);
+  EXPECT_FALSE(s->dedup);
+  EXPECT_TRUE(s->observer);
+}
+
+TEST(TenantsTest, TenantKeyPrefersTheNamedTenantThenThePodThenThePidNamespace) {
+  ClientIdentity who;
+  who.client_id = 7;
+  ClientSettings settings;
+  EXPECT_EQ(TenantKeyFor(who, settings), "client-7");
+  who.pid_namespace = 4026531836;
+  EXPECT_EQ(TenantKeyFor(who, settings), "pidns:4026531836");
+  who.pod = "llama-0";
+  EXPECT_EQ(TenantKeyFor(who, settings), "llama-0");
+  who.pod_namespace = "serving";
+  EXPECT_EQ(TenantKeyFor(who, settings), "serving/llama-0");
+  settings.tenant = "gold";
+  EXPECT_EQ(TenantKeyFor(who, settings), "gold");
+}
+
+TEST(TenantsTest, MemoryIsChargedPerTenantUpToTheSmallestLimit) {
+  TenantRegistry registry;
+  ClientSettings a1;
+  a1.tenant = "a";
+  a1.memory_limit = 1000;
+  ClientSettings a2;
+  a2.tenant = "a";
+  a2.memory_limit = 800;
+  ClientSettings b;
+  b.tenant = "b";
+  auto m1 = registry.Join({1, "one", 11}, a1);
+  auto m2 = registry.Join({2, "two", 12}, a2);
+  auto m3 = registry.Join({3, "three", 13}, b);
+  ASSERT_TRUE(m1.ok() && m2.ok() && m3.ok());
+  EXPECT_FALSE(registry.Join({1, "again", 11}, a1).ok());
+  EXPECT_EQ((*m1)->tenant_limit(), 800u);  // the smallest any member declared
+  EXPECT_TRUE((*m1)->ReserveMemory(500));
+  EXPECT_FALSE((*m2)->ReserveMemory(301));  // 500 + 301 > 800
+  EXPECT_TRUE((*m2)->ReserveMemory(300));
+  EXPECT_EQ((*m1)->tenant_used(), 800u);
+  EXPECT_TRUE((*m3)->ReserveMemory(1ull << 40));  // no limit for b
+  TenantSummary s = registry.Summary("a");
+  EXPECT_EQ(s.memory_limit, 800u);
+  EXPECT_EQ(s.memory_used, 800u);
+  ASSERT_EQ(s.processes.size(), 2u);
+  EXPECT_EQ(s.processes[0].pid, 11u);
+  EXPECT_EQ(s.processes[0].bytes, 500u);
+  // Leaving returns what the client held, and its limit no longer applies.
+  m2->reset();
+  EXPECT_EQ((*m1)->tenant_used(), 500u);
+  EXPECT_EQ((*m1)->tenant_limit(), 1000u);
+  (*m1)->ReleaseMemory(10000);  // never below zero
+  EXPECT_EQ((*m1)->tenant_used(), 0u);
+}
+
+TEST(TenantsTest, PolicyLayersResolveAndRuntimeOverridesWin) {
+  TenantRegistry registry;
+  ClientSettings env;
+  env.env_policy.priority = 3;
+  env.env_policy.weight = 2;
+  auto m = registry.Join({1, "decode-1", 1}, env);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)->policy().policy.priority, 3);
+  absl::StatusOr<scheduler::PolicyFile> file =
+      scheduler::PolicyFile::Parse("decode-* priority=0 cap=80\n");
+  ASSERT_TRUE(file.ok());
+  const uint64_t before = registry.policy_generation();
+  registry.SetPolicyFile(*file);
+  EXPECT_GT(registry.policy_generation(), before);
+  EXPECT_EQ((*m)->policy().policy.priority, 0);
+  EXPECT_DOUBLE_EQ((*m)->policy().policy.cap(), 0.8);
+  EXPECT_EQ((*m)->policy().policy.weight, 2.0);
+  ASSERT_TRUE(registry.SetRuntimePolicy(1, *scheduler::ParseAssignments("priority=4")).ok());
+  EXPECT_EQ((*m)->policy().policy.priority, 4);
+  EXPECT_EQ((*m)->policy().priority_source, scheduler::PolicySource::kRuntime);
+  ASSERT_TRUE(registry.SetRuntimePolicy(1, {}, /*reset=*/true).ok());
+  EXPECT_EQ((*m)->policy().policy.priority, 0);
+  EXPECT_TRUE(absl::IsNotFound(registry.SetRuntimePolicy(9, {})));
+}
+
+// ---------------------------------------------------------------- woolyd
+
+// The fixture's clock; the "busy" kernel runs for 400 ms of it (the fake
+// GPU runs kernels at launch, and stamps events with this clock).
+scheduler::ManualClock* g_clock = nullptr;
+
+void RegisterKernels() {
+  fake::FakeKernel noop;
+  noop.name = "wooly_sched_noop";
+  noop.run = [](const fake::FakeLaunch&) { return absl::OkStatus(); };
+  fake::RegisterFakeKernel(noop);
+  fake::FakeKernel busy;
+  busy.name = "wooly_sched_busy";
+  busy.run = [](const fake::FakeLaunch&) {
+    if (g_clock != nullptr) g_clock->Advance(absl::Milliseconds(400));
+    return absl::OkStatus();
+  };
+  fake::RegisterFakeKernel(busy);
+}
+
+// Records the backend stream of every launch.
+class LaunchRecordingBackend : public fake::FakeBackend {
+ public:
+  using FakeBackend::FakeBackend;
+  absl::Status LaunchKernel(Handle function, const LaunchConfig& config,
+                            absl::Span<const uint8_t> args) override {
+    {
+      absl::MutexLock lock(&launch_mu_);
+      last_stream_ = config.stream;
+    }
+    return FakeBackend::LaunchKernel(function, config, args);
+  }
+  Handle last_stream() const {
+    absl::MutexLock lock(&launch_mu_);
+    return last_stream_;
+  }
+
+ private:
+  mutable absl::Mutex launch_mu_;
+  Handle last_stream_ ABSL_GUARDED_BY(launch_mu_) = 0;
+};
+
+class SchedulerServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RegisterKernels();
+    g_clock = &clock_;
+    dir_ = testing::MakeTempDir();
+    ServerOptions options;
+    options.listen = {"unix:" + dir_ + "/woolyd.sock"};
+    options.clock = clock_.AsClock();
+    options.scheduler_thread = false;  // the test ticks
+    fake::FakeBackendOptions fo;
+    fo.capacity_bytes = 1ull << 30;
+    fo.clock_ns = [this] { return static_cast<uint64_t>(absl::ToUnixNanos(clock_.Now())); };
+    auto backend = std::make_unique<LaunchRecordingBackend>(fo);
+    fake_ = backend.get();
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(backend));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    endpoint_ = server_->listen_addresses()[0];
+  }
+  void TearDown() override {
+    server_.reset();
+    g_clock = nullptr;
+  }
+
+  std::unique_ptr<TestClient> Connect(const std::string& name, int priority,
+                                      std::vector<std::pair<std::string, std::string>> settings,
+                                      uint64_t* id = nullptr) {
+    auto c = TestClient::Connect(endpoint_);
+    EXPECT_NE(c, nullptr);
+    if (c == nullptr) return nullptr;
+    std::string message;
+    EXPECT_EQ(c->HelloWith(name, priority, settings, id, &message), CUDA_SUCCESS) << message;
+    return c;
+  }
+  uint64_t LoadKernel(TestClient& c, const std::string& name = "wooly_sched_noop") {
+    uint64_t module = 0, fn = 0;
+    EXPECT_EQ(c.LoadModule(fake::MakeFakeModuleImage({name}), &module), CUDA_SUCCESS);
+    EXPECT_EQ(c.GetFunction(module, name, &fn), CUDA_SUCCESS);
+    return fn;
+  }
+  void Tick() {
+    clock_.Advance(absl::Milliseconds(100));
+    server_->share_control()->Tick();
+  }
+  ClientStatus StatusOf(uint64_t id) {
+    for (const ClientStatus& c : server_->Clients()) {
+      if (c.client_id == id) return c;
+    }
+    ADD_FAILURE() << "no client " << id;
+    return {};
+  }
+
+  scheduler::ManualClock clock_;
+  std::string dir_;
+  LaunchRecordingBackend* fake_ = nullptr;
+  std::unique_ptr<Server> server_;
+  std::string endpoint_;
+};
+
+TEST_F(SchedulerServerTest, BadSettingIsRefusedWithItsName) {
+  auto c = TestClient::Connect(endpoint_);
+  ASSERT_NE(c, nullptr);
+  std::string message;
+  EXPECT_EQ(c->HelloWith("x", 2, {{"WOOLY_SM_CAP", "250"}}, nullptr, &message),
+            CUDA_ERROR_INVALID_VALUE);
+  EXPECT_THAT(message, HasSubstr("WOOLY_SM_CAP"));
+  EXPECT_TRUE(server_->Clients().empty());
+}
+
+TEST_F(SchedulerServerTest, MemoryLimitHoldsPerTenantAndMemGetInfoShowsIt) {
+  uint64_t id1 = 0;
+  auto a1 = Connect("a1", 2, {{"WOOLY_TENANT", "a"}, {"WOOLY_MEMORY_LIMIT", "1MiB"}}, &id1);
+  auto a2 = Connect("a2", 2, {{"WOOLY_TENANT", "a"}});
+  auto b = Connect("b", 2, {{"WOOLY_TENANT", "b"}});
+  ASSERT_TRUE(a1 && a2 && b);
+  uint64_t p1 = 0, p2 = 0, p3 = 0;
+  ASSERT_EQ(a1->MemAlloc(600 << 10, &p1), CUDA_SUCCESS);
+  EXPECT_EQ(a2->MemAlloc(600 << 10, &p2), CUDA_ERROR_OUT_OF_MEMORY);  // same tenant
+  EXPECT_EQ(b->MemAlloc(600 << 10, &p3), CUDA_SUCCESS);               // another tenant
+  std::optional<TestClient::Result> info = a2->Call(wire::Op::kMemGetInfo);
+  ASSERT_TRUE(info && info->result == CUDA_SUCCESS);
+  wire::Reader rd = info->reader();
+  const uint64_t free = rd.Get<uint64_t>();
+  const uint64_t total = rd.Get<uint64_t>();
+  EXPECT_EQ(total, 1u << 20);
+  EXPECT_EQ(free, (1u << 20) - (600u << 10));
+  EXPECT_EQ(StatusOf(id1).memory_limit, 1u << 20);
+  EXPECT_EQ(StatusOf(id1).tenant, "a");
+  // Freed memory (and a departed client's) is available again.
+  ASSERT_EQ(a1->Code(wire::Op::kMemFree, wire::Writer().Put<uint64_t>(p1)), CUDA_SUCCESS);
+  ASSERT_EQ(a2->MemAlloc(600 << 10, &p2), CUDA_SUCCESS);
+  a2->Close();
+  ASSERT_TRUE(server_->WaitForSessionCount(2, absl::Seconds(10)));
+  EXPECT_EQ(a1->MemAlloc(900 << 10, &p1), CUDA_SUCCESS);
+}
+
+TEST_F(SchedulerServerTest, ObserverSeesItsTenantAndNothingElse) {
+  uint64_t id = 0;
+  auto a = Connect("trainer", 2, {{"WOOLY_TENANT", "a"}, {"WOOLY_MEMORY_LIMIT", "64MiB"}}, &id);
+  auto b = Connect("other", 2, {{"WOOLY_TENANT", "b"}});
+  ASSERT_TRUE(a && b);
+  uint64_t p = 0;
+  ASSERT_EQ(a->MemAlloc(4 << 20, &p), CUDA_SUCCESS);
+  ASSERT_EQ(b->MemAlloc(8 << 20, &p), CUDA_SUCCESS);
+  auto nvml = Connect("nvidia-smi", 2, {{"role", "observer"}, {"WOOLY_TENANT", "a"}});
+  ASSERT_TRUE(nvml);
+  std::optional<TestClient::Result> r = nvml->Call(wire::Op::kTenantView);
+  ASSERT_TRUE(r && r->result == CUDA_SUCCESS);
+  wire::Reader rd = r->reader();
+  EXPECT_EQ(rd.GetStr(), "a");
+  EXPECT_EQ(rd.Get<uint64_t>(), 64u << 20);  // limit
+  EXPECT_EQ(rd.Get<uint64_t>(), 64u << 20);  // total shown
+  EXPECT_EQ(rd.Get<uint64_t>(), 4u << 20);   // used by the tenant
+  EXPECT_EQ(rd.Get<uint64_t>(), 1u << 30);   // device total
+  rd.Get<uint64_t>();                        // device free
+  const double measured = rd.Get<double>();
+  const double target = rd.Get<double>();
+  rd.Get<uint64_t>();  // busy ns
+  EXPECT_GE(measured, 0.0);
+  EXPECT_GE(target, 0.0);
+  ASSERT_EQ(rd.Get<uint32_t>(), 1u);  // the trainer only, not the observer
+  EXPECT_EQ(rd.Get<uint32_t>(), static_cast<uint32_t>(::getpid()));
+  EXPECT_EQ(rd.Get<uint64_t>(), 4u << 20);
+  EXPECT_EQ(rd.GetStr(), "trainer");
+  EXPECT_TRUE(rd.ok());
+  // An observer holds nothing and is not a client.
+  EXPECT_EQ(nvml->MemAlloc(1024, &p), CUDA_ERROR_NOT_PERMITTED);
+  for (const ClientStatus& c : server_->Clients()) EXPECT_NE(c.name, "nvidia-smi");
+  EXPECT_EQ(server_->Clients().size(), 2u);
+}
+
+TEST_F(SchedulerServerTest, BusyClientsRunInDisjointPartitionsByPriority) {
+  uint64_t hi_id = 0, lo_id = 0;
+  auto hi = Connect("decode", 0, {}, &hi_id);
+  auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, &lo_id);
+  ASSERT_TRUE(hi && lo);
+  const uint64_t fhi = LoadKernel(*hi), flo = LoadKernel(*lo);
+  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  EXPECT_FALSE(fake_->StreamPartition(fake_->last_stream()).has_value());  // whole GPU first
+  Tick();
+  // Both had work: each now runs in its own units.
+  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+  const Handle hs_stream = fake_->last_stream();
+  const std::optional<std::pair<int, int>> hp = fake_->StreamPartition(hs_stream);
+  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  const Handle ls_stream = fake_->last_stream();
+  const std::optional<std::pair<int, int>> lp = fake_->StreamPartition(ls_stream);
+  ASSERT_TRUE(hp && lp);
+  EXPECT_EQ(hp->first, 0);  // priority order
+  EXPECT_EQ(lp->first, hp->first + hp->second);
+  EXPECT_EQ(lp->second, 4);  // 25 % of 120 partitionable SMs, rounded up to units of 8
+  EXPECT_EQ(hp->second, 11);
+  // Stream priorities follow the client priorities (the fake's range is 0..-5).
+  EXPECT_EQ(*fake_->StreamPriority(hs_stream), -5);
+  EXPECT_EQ(*fake_->StreamPriority(ls_stream), 0);
+  const ClientStatus hs = StatusOf(hi_id), ls = StatusOf(lo_id);
+  EXPECT_GT(hs.target_share, ls.target_share);
+  EXPECT_NEAR(ls.target_share, 0.25, 0.01);
+  // Launch order within a client is kept across the move (the new stream
+  // waits for the old one), and nothing leaks when the clients leave.
+  hi.reset();
+  lo.reset();
+  ASSERT_TRUE(server_->WaitForSessionCount(0, absl::Seconds(10)));
+  Tick();
+  EXPECT_EQ(fake_->live_events(), 1u);   // the scheduler's time anchor (and nothing else)
+  EXPECT_EQ(fake_->live_streams(), 1u);  // its anchor stream
+}
+
+TEST_F(SchedulerServerTest, MeasuredShareAndBusyTimeComeFromGpuTimestamps) {
+  uint64_t id = 0;
+  auto c = Connect("solo", 2, {}, &id);
+  ASSERT_TRUE(c);
+  const uint64_t fn = LoadKernel(*c, "wooly_sched_busy");
+  Tick();                                            // anchors GPU time
+  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);  // runs 400 ms
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  clock_.Advance(absl::Milliseconds(500));
+  server_->share_control()->Tick();
+  const ClientShare share = server_->share_control()->ShareOf(id);
+  EXPECT_EQ(share.busy, absl::Milliseconds(400));
+  EXPECT_EQ(share.kernels, 1);
+  EXPECT_NEAR(share.measured_share, 0.4, 0.01);  // 400 ms of the last second, whole GPU
+  EXPECT_NEAR(StatusOf(id).busy_seconds, 0.4, 1e-6);
+}
+
+TEST_F(SchedulerServerTest, RuntimePolicyOverrides) {
+  uint64_t id = 0;
+  auto c = Connect("job", 2, {{"WOOLY_WEIGHT", "2"}}, &id);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(StatusOf(id).weight, 2.0);
+  ASSERT_TRUE(server_->SetClientPolicy(id, "priority=0 cap=50%", false).ok());
+  EXPECT_EQ(StatusOf(id).priority, 0);
+  EXPECT_DOUBLE_EQ(StatusOf(id).sm_cap, 0.5);
+  const absl::Status bad = server_->SetClientPolicy(id, "cap=lots", false);
+  EXPECT_TRUE(absl::IsInvalidArgument(bad));
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("cap"));
+  EXPECT_TRUE(absl::IsNotFound(server_->SetClientPolicy(id + 100, "priority=1", false)));
+  ASSERT_TRUE(server_->SetClientPolicy(id, "", true).ok());
+  EXPECT_EQ(StatusOf(id).priority, 2);
+  EXPECT_DOUBLE_EQ(StatusOf(id).sm_cap, 1.0);
+}
+
+}  // namespace
+}  // namespace wooly::server
