@@ -24,6 +24,7 @@ copy() {  # copy build-relative paths that exist
 copy 'server/woolyd' 'cli/wooly-cli' 'client/libcuda.so.1' 'client/libwooly.so*' \
      'tests/programs/*' 'tests/kernels/*.fatbin' 'tests/kernels/*.cubin' 'tests/kernels/*.fake' \
      'tests/runtime/*' 'bench/wooly_bench*'
+copy 'nvml/libnvidia-ml.so*'  # the NVML view (scripts/nvml-check.sh)
 
 # Bundle every shared library the executables need except glibc's own.
 . scripts/lib/bundle-libs.sh

@@ -39,6 +39,26 @@ class FakeWoolyd {
     std::vector<uint8_t> args;
   };
 
+  // What kTenantView answers (wire.h), for the NVML view's tests.
+  struct TenantViewReply {
+    struct Process {
+      uint32_t pid = 0;
+      uint64_t bytes = 0;
+      std::string name;
+    };
+    std::string tenant = "fake-tenant";
+    uint64_t memory_limit = 0;
+    uint64_t memory_total = 16ull << 30;
+    uint64_t memory_used = 0;
+    uint64_t device_total = 16ull << 30;
+    uint64_t device_free = 16ull << 30;
+    double measured_share = 0;
+    double target_share = 0;
+    uint64_t busy_ns = 0;
+    std::vector<Process> processes;
+  };
+  using Settings = std::vector<std::pair<std::string, std::string>>;
+
   static constexpr uint64_t kDeviceBase = 0x600000000000ull;
   static constexpr uint64_t kTotalMem = 16ull << 30;
 
@@ -77,6 +97,12 @@ class FakeWoolyd {
   void set_protocol_mismatch(bool v) { mismatch_ = v; }
   // Closes the connection instead of answering the next request.
   void DropOnNextRequest() { drop_next_ = true; }
+  void set_tenant_view(const TenantViewReply& v) {
+    std::lock_guard<std::mutex> l(mu_);
+    tenant_view_ = v;
+  }
+  // Answers kTenantView with CUDA_ERROR_NOT_SUPPORTED (an older woolyd).
+  void set_tenant_view_unsupported(bool v) { tenant_view_unsupported_ = v; }
 
   // Observations.
   std::vector<uint32_t> hello_pids() {
@@ -90,6 +116,15 @@ class FakeWoolyd {
   std::vector<int32_t> hello_priorities() {
     std::lock_guard<std::mutex> l(mu_);
     return hello_priorities_;
+  }
+  // Hello's optional pod, namespace and settings block, per Hello.
+  std::vector<std::string> hello_pods() {
+    std::lock_guard<std::mutex> l(mu_);
+    return hello_pods_;
+  }
+  std::vector<Settings> hello_settings() {
+    std::lock_guard<std::mutex> l(mu_);
+    return hello_settings_;
   }
   std::vector<wire::Op> ops() {
     std::lock_guard<std::mutex> l(mu_);
@@ -216,6 +251,23 @@ class FakeWoolyd {
         hello_pids_.push_back(r.Get<uint32_t>());
         hello_priorities_.push_back(r.Get<int32_t>());
         hello_names_.push_back(r.GetStr());
+        {
+          std::string pod;
+          Settings settings;
+          if (r.remaining() > 0) {
+            pod = r.GetStr();
+            r.GetStr();  // namespace
+          }
+          if (r.remaining() > 0) {
+            const uint32_t n = r.Get<uint32_t>();
+            for (uint32_t i = 0; i < n && r.ok(); ++i) {
+              std::string key = r.GetStr();
+              settings.emplace_back(std::move(key), r.GetStr());
+            }
+          }
+          hello_pods_.push_back(std::move(pod));
+          hello_settings_.push_back(std::move(settings));
+        }
         if (mismatch_ || version != wire::kProtocolVersion) {
           out.PutStr("woolyd speaks protocol version 99");
           return CUDA_ERROR_NOT_SUPPORTED;
@@ -243,6 +295,24 @@ class FakeWoolyd {
       }
       case wire::Op::kGoodbye:
         return CUDA_SUCCESS;
+      case wire::Op::kTenantView: {
+        if (tenant_view_unsupported_) return CUDA_ERROR_NOT_SUPPORTED;
+        const TenantViewReply& v = tenant_view_;
+        out.PutStr(v.tenant)
+            .Put<uint64_t>(v.memory_limit)
+            .Put<uint64_t>(v.memory_total)
+            .Put<uint64_t>(v.memory_used)
+            .Put<uint64_t>(v.device_total)
+            .Put<uint64_t>(v.device_free)
+            .Put<double>(v.measured_share)
+            .Put<double>(v.target_share)
+            .Put<uint64_t>(v.busy_ns)
+            .Put<uint32_t>(static_cast<uint32_t>(v.processes.size()));
+        for (const auto& p : v.processes) {
+          out.Put<uint32_t>(p.pid).Put<uint64_t>(p.bytes).PutStr(p.name);
+        }
+        return CUDA_SUCCESS;
+      }
       case wire::Op::kMemAlloc: {
         const uint64_t size = r.Get<uint64_t>();
         const uint64_t base = kDeviceBase + (next_mem_++) * (1ull << 30);
@@ -449,6 +519,7 @@ class FakeWoolyd {
   std::thread accept_thread_;
   std::atomic<bool> mismatch_{false};
   std::atomic<bool> drop_next_{false};
+  std::atomic<bool> tenant_view_unsupported_{false};
 
   std::mutex mu_;
   std::vector<int> conn_fds_;
@@ -456,6 +527,9 @@ class FakeWoolyd {
   std::vector<uint32_t> hello_pids_;
   std::vector<std::string> hello_names_;
   std::vector<int32_t> hello_priorities_;
+  std::vector<std::string> hello_pods_;
+  std::vector<Settings> hello_settings_;
+  TenantViewReply tenant_view_;
   std::vector<wire::Op> ops_;
   std::vector<Launch> launches_;
   std::vector<std::vector<uint8_t>> images_;

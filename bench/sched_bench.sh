@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The scheduler benchmark (issue #5), one command on the GPU machine:
+#
+#   bench/sched_bench.sh DIR     DIR: a build tree or the pack .carry/build
+#
+# A latency-sensitive tenant (batch-1 decode of a Llama-style model with
+# random weights, bench/sched_worker.py decode) and a best-effort tenant (a
+# training loop, ... train) run, in the same invocation:
+#   solo       each alone, natively;
+#   timeslice  both native processes at once (CUDA time-slicing);
+#   mps        both under NVIDIA MPS (when its control daemon starts);
+#   wooly      both through Wooly, decode WOOLY_PRIORITY=0, train
+#              WOOLY_PRIORITY=4 with WOOLY_SM_FLOOR=$WOOLY_SCHED_TRAIN_FLOOR
+#              (default 30%).
+# Then two compute-bound tenants (... spin) at equal priority through Wooly
+# with weights 3:7 and 1:1, sampling each one's measured SM share from
+# `wooly-cli clients --json` every 0.5 s.
+#
+# Prints a table with ratios against solo from this run, and the share
+# timelines. Environment: WOOLY_SCHED_SECONDS (default 15) per measurement,
+# WOOLY_SCHED_ONLY (space-separated subset of: solo timeslice mps wooly
+# shares), WOOLY_PYTHON, WOOLY_NATIVE_LIBDIR. Results and logs go to $OUT
+# when set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DIR=$(cd "${1:-build}" && pwd)
+SECS=${WOOLY_SCHED_SECONDS:-15}
+ONLY=${WOOLY_SCHED_ONLY:-solo timeslice mps wooly shares}
+FLOOR=${WOOLY_SCHED_TRAIN_FLOOR:-30%}
+PY=${WOOLY_PYTHON:-python3}
+W=$ROOT/bench/sched_worker.py
+WOOLYD=$DIR/server/woolyd
+CLI=$DIR/cli/wooly-cli
+CLIENT=$DIR/client/libcuda.so.1
+LIB_DIR=
+[ -d "$DIR/lib" ] && LIB_DIR=$DIR/lib
+NATIVE_LIBDIR=${WOOLY_NATIVE_LIBDIR:-}
+[ -z "$NATIVE_LIBDIR" ] && [ -e /usr/local/nvidia/lib64/libcuda.so.1 ] && NATIVE_LIBDIR=/usr/local/nvidia/lib64
+real_libcuda=
+[ -n "$NATIVE_LIBDIR" ] && real_libcuda=$NATIVE_LIBDIR/libcuda.so.1
+tmp=$(mktemp -d /tmp/wooly-sched.XXXXXX)
+OUTDIR=${OUT:-$tmp}
+woolyd_pid=
+
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+cleanup() {
+  [ -n "$woolyd_pid" ] && kill -TERM "$woolyd_pid" 2>/dev/null
+  echo quit | CUDA_MPS_PIPE_DIRECTORY=$tmp/mps-pipe nvidia-cuda-mps-control >/dev/null 2>&1
+  for f in "$tmp"/*.err "$tmp"/woolyd.log "$tmp"/mps-log/control.log; do
+    [ -e "$f" ] && [ "$OUTDIR" != "$tmp" ] && cp "$f" "$OUTDIR/" 2>/dev/null
+  done
+}
+trap cleanup EXIT
+
+# run_tenants NAME SPEC...: SPEC is "role|env assignments"; starts them, waits
+# until every one is warm, releases them together, and waits for all.
+run_tenants() {
+  local name=$1; shift
+  local start=$tmp/start.$name pids=() i=0 spec role envs
+  for spec in "$@"; do
+    role=${spec%%|*}; envs=${spec#*|}
+    # shellcheck disable=SC2086
+    env $envs "$PY" "$W" "$role" --seconds "$SECS" --start-file "$start" --tag "$name$i" \
+      >"$tmp/$name.$i.json" 2>"$tmp/$name.$i.err" &
+    pids+=($!); i=$((i + 1))
+  done
+  local n=$# t=0
+  while [ "$(ls "$start".ready.* 2>/dev/null | wc -l)" -lt "$n" ] && [ $t -lt 1800 ]; do
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || t=1800; done
+    sleep 0.1; t=$((t + 1))
+  done
+  touch "$start"
+  for p in "${pids[@]}"; do wait "$p"; done
+}
+
+NATIVE="env -u LD_PRELOAD -u WOOLY_SERVER"
+if want solo; then
+  echo "== solo"
+  run_tenants solo_decode "decode|-u LD_PRELOAD"
+  run_tenants solo_train "train|-u LD_PRELOAD"
+fi
+if want timeslice; then
+  echo "== timeslice"
+  run_tenants timeslice "decode|-u LD_PRELOAD" "train|-u LD_PRELOAD"
+fi
+if want mps; then
+  echo "== mps"
+  mkdir -p "$tmp/mps-pipe" "$tmp/mps-log"
+  if CUDA_MPS_PIPE_DIRECTORY=$tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=$tmp/mps-log \
+       nvidia-cuda-mps-control -d 2>"$tmp/mps.err"; then
+    m="-u LD_PRELOAD CUDA_MPS_PIPE_DIRECTORY=$tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=$tmp/mps-log"
+    run_tenants mps "decode|$m" "train|$m"
+    echo quit | CUDA_MPS_PIPE_DIRECTORY=$tmp/mps-pipe nvidia-cuda-mps-control
+    sleep 1
+  else
+    echo "MPS: the control daemon did not start: $(cat "$tmp/mps.err")" | tee "$tmp/mps.unavailable"
+  fi
+fi
+
+start_woolyd() {
+  env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
+    "$WOOLYD" --listen "unix:$tmp/woolyd.sock" --admin "unix:$tmp/admin.sock" \
+    --module-cache-dir none --ready-file "$tmp/ready" >>"$tmp/woolyd.log" 2>&1 &
+  woolyd_pid=$!
+  for _ in $(seq 300); do [ -e "$tmp/ready" ] && break; sleep 0.1; done
+}
+stop_woolyd() {
+  kill -TERM "$woolyd_pid" 2>/dev/null; wait "$woolyd_pid" 2>/dev/null; woolyd_pid=; rm -f "$tmp/ready"
+}
+WOOLY="LD_PRELOAD=$CLIENT WOOLY_SERVER=unix:$tmp/woolyd.sock"
+
+if want wooly; then
+  echo "== wooly"
+  start_woolyd
+  run_tenants wooly "decode|$WOOLY WOOLY_PRIORITY=0 WOOLY_CLIENT_NAME=decode" \
+    "train|$WOOLY WOOLY_PRIORITY=4 WOOLY_SM_FLOOR=$FLOOR WOOLY_CLIENT_NAME=train"
+  stop_woolyd
+fi
+
+# shares WEIGHT_A WEIGHT_B: two spinning tenants, measured shares sampled.
+shares() {
+  local a=$1 b=$2 tag=shares_$1_$2
+  start_woolyd
+  ( run_tenants "$tag" "spin|$WOOLY WOOLY_WEIGHT=$a WOOLY_CLIENT_NAME=spin-w$a" \
+      "spin|$WOOLY WOOLY_WEIGHT=$b WOOLY_CLIENT_NAME=spin-w$b" ) &
+  local runner=$! t0
+  while [ ! -e "$tmp/start.$tag" ] && kill -0 $runner 2>/dev/null; do sleep 0.05; done
+  t0=$(date +%s.%N)
+  while kill -0 $runner 2>/dev/null; do
+    printf '%s ' "$(echo "$(date +%s.%N) - $t0" | bc)"
+    LD_LIBRARY_PATH="$LIB_DIR" "$CLI" clients --json --admin "unix:$tmp/admin.sock" 2>/dev/null | tr -d '\n'
+    echo
+    sleep 0.5
+  done >"$tmp/$tag.samples"
+  wait $runner
+  stop_woolyd
+}
+if want shares; then
+  echo "== shares"
+  shares 3 7
+  shares 1 1
+fi
+
+# ---------------------------------------------------------------- report
+"$PY" - "$tmp" "$SECS" "$FLOOR" <<'PY' | tee "$OUTDIR/sched-report.md"
+import glob, json, os, sys
+tmp, secs, floor = sys.argv[1], sys.argv[2], sys.argv[3]
+def load(name, i):
+    try:
+        with open(f"{tmp}/{name}.{i}.json") as f:
+            return json.loads(f.read().strip().splitlines()[-1])
+    except Exception:
+        return None
+solo_d, solo_t = load("solo_decode", 0), load("solo_train", 0)
+print(f"# Scheduler benchmark ({secs} s per run; Wooly trainer floor {floor})\n")
+print("| setup | decode p50 ms | decode p99 ms | p99 / solo | train steps/s | train / solo | aggregate (sum of / solo) |")
+print("|---|---|---|---|---|---|---|")
+rows = [("solo", solo_d, solo_t)]
+for name in ("timeslice", "mps", "wooly"):
+    rows.append((name, load(name, 0), load(name, 1)))
+agg = {}
+for name, d, t in rows:
+    if d is None and t is None:
+        if name == "mps" and os.path.exists(f"{tmp}/mps.unavailable"):
+            print(f"| mps | unavailable: {open(f'{tmp}/mps.unavailable').read().strip()} |||||")
+        continue
+    p99r = d["p99_ms"] / solo_d["p99_ms"] if d and solo_d else float("nan")
+    tr = t["steps_per_s"] / solo_t["steps_per_s"] if t and solo_t else float("nan")
+    dr = d["tokens_per_s"] / solo_d["tokens_per_s"] if d and solo_d else float("nan")
+    a = (dr + tr) if name != "solo" else float("nan")
+    agg[name] = a
+    print(f"| {name} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {p99r:.3f} | "
+          f"{t['steps_per_s']:.2f} | {tr:.3f} | {a:.3f} |" if d and t else f"| {name} | failed |||||")
+if "wooly" in agg and "timeslice" in agg:
+    print(f"\nWooly aggregate / time-slicing: {agg['wooly'] / agg['timeslice']:.3f}")
+if "wooly" in agg and "mps" in agg:
+    print(f"Wooly aggregate / MPS: {agg['wooly'] / agg['mps']:.3f}")
+for path in sorted(glob.glob(f"{tmp}/shares_*.samples")):
+    tag = os.path.basename(path)[:-8]
+    print(f"\n## {tag}: measured SM share per client over time (target from weights)\n")
+    print("| t s | client | target | measured |")
+    print("|---|---|---|---|")
+    for line in open(path):
+        parts = line.split(" ", 1)
+        if len(parts) < 2:
+            continue
+        try:
+            data = json.loads(parts[1])
+        except Exception:
+            continue
+        clients = data.get("clients", data) if isinstance(data, dict) else data
+        for c in clients:
+            if not str(c.get("name", "")).startswith("spin"):
+                continue
+            print(f"| {float(parts[0]):.1f} | {c.get('name')} | {c.get('target_share', 'n/a')} | "
+                  f"{c.get('measured_share', 'n/a')} |")
+PY
+echo "sched bench done"
