@@ -48,7 +48,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 cleanup() {
   [ -n "$woolyd_pid" ] && kill -TERM "$woolyd_pid" 2>/dev/null
   echo quit | CUDA_MPS_PIPE_DIRECTORY=$tmp/mps-pipe nvidia-cuda-mps-control >/dev/null 2>&1
-  for f in "$tmp"/*.err "$tmp"/woolyd.log "$tmp"/mps-log/control.log; do
+  for f in "$tmp"/woolyd.log "$tmp"/wooly.*.err "$tmp"/*.samples; do
     [ -e "$f" ] && [ "$OUTDIR" != "$tmp" ] && cp "$f" "$OUTDIR/" 2>/dev/null
   done
 }
@@ -127,9 +127,9 @@ shares() {
       "spin|$WOOLY WOOLY_WEIGHT=$b WOOLY_CLIENT_NAME=spin-w$b" ) &
   local runner=$! t0
   while [ ! -e "$tmp/start.$tag" ] && kill -0 $runner 2>/dev/null; do sleep 0.05; done
-  t0=$(date +%s.%N)
+  t0=$(date +%s%N)
   while kill -0 $runner 2>/dev/null; do
-    printf '%s ' "$(echo "$(date +%s.%N) - $t0" | bc)"
+    printf '%s ' "$(( ($(date +%s%N) - t0) / 1000000 ))e-3"
     LD_LIBRARY_PATH="$LIB_DIR" "$CLI" clients --json --admin "unix:$tmp/admin.sock" 2>/dev/null | tr -d '\n'
     echo
     sleep 0.5

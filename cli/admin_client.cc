@@ -103,4 +103,17 @@ absl::StatusOr<wooly::v1::ListClientsReply> FetchClients(const std::string& endp
   return reply;
 }
 
+absl::StatusOr<wooly::v1::SetPolicyReply> SetPolicy(const std::string& endpoint,
+                                                    const wooly::v1::SetPolicyRequest& request,
+                                                    int timeout_ms) {
+  auto stub = Connect(endpoint);
+  if (!stub.ok()) return stub.status();
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, timeout_ms);
+  wooly::v1::SetPolicyReply reply;
+  grpc::Status s = (*stub)->SetPolicy(&ctx, request, &reply);
+  if (!s.ok()) return FromGrpc(s);
+  return reply;
+}
+
 }  // namespace wooly::cli

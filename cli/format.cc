@@ -1,9 +1,12 @@
 #include "wooly/cli/format.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <iterator>
+#include <utility>
 #include <vector>
 
 namespace wooly::cli {
@@ -51,34 +54,98 @@ std::string RenderTable(const std::vector<Column>& columns,
   return out;
 }
 
-void AppendClientJson(const wooly::v1::ClientInfo& c, const std::string& indent, std::string* out) {
-  const std::string in = indent + "  ";
-  *out += indent + "{\n";
-  *out += in + "\"client_id\": " + std::to_string(c.client_id()) + ",\n";
-  *out += in + "\"pid\": " + std::to_string(c.pid()) + ",\n";
-  *out += in + "\"name\": " + JsonQuote(c.name()) + ",\n";
-  *out += in + "\"priority\": " + std::to_string(c.priority()) + ",\n";
-  *out += in + "\"bytes_allocated\": " + std::to_string(c.bytes_allocated()) + ",\n";
-  *out += in + "\"streams\": " + std::to_string(c.streams()) + ",\n";
-  *out += in + "\"modules\": " + std::to_string(c.modules()) + ",\n";
-  *out += in + "\"transport\": " + JsonQuote(c.transport()) + ",\n";
-  *out += in + "\"connected_unix_seconds\": " + std::to_string(c.connected_unix_seconds()) + ",\n";
-  *out += in + "\"context_lost\": " + (c.context_lost() ? "true" : "false") + "\n";
-  *out += indent + "}";
+// A JSON object as (key, rendered value) pairs, in output order.
+using JsonFields = std::vector<std::pair<const char*, std::string>>;
+
+// `indent` is the indentation of the object's opening brace's line; nested
+// values must have been rendered for indent + two spaces. Compact objects
+// have no blanks at all.
+std::string JsonObject(const JsonFields& fields, const std::string& indent, bool pretty) {
+  std::string out = pretty ? "{\n" : "{";
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (pretty) out += indent + "  ";
+    out += JsonQuote(fields[i].first);
+    out += pretty ? ": " : ":";
+    out += fields[i].second;
+    if (i + 1 < fields.size()) out += ',';
+    if (pretty) out += '\n';
+  }
+  out += pretty ? indent + "}" : "}";
+  return out;
 }
 
-void AppendClientsJson(const google::protobuf::RepeatedPtrField<wooly::v1::ClientInfo>& clients,
-                       const std::string& indent, std::string* out) {
-  if (clients.empty()) {
-    *out += "[]";
-    return;
-  }
-  *out += "[\n";
+std::string JsonBool(bool b) { return b ? "true" : "false"; }
+
+// New keys go at the end: scripts may depend on the order of the old ones.
+JsonFields ClientFields(const wooly::v1::ClientInfo& c) {
+  return {
+      {"client_id", std::to_string(c.client_id())},
+      {"pid", std::to_string(c.pid())},
+      {"name", JsonQuote(c.name())},
+      {"priority", std::to_string(c.priority())},
+      {"bytes_allocated", std::to_string(c.bytes_allocated())},
+      {"streams", std::to_string(c.streams())},
+      {"modules", std::to_string(c.modules())},
+      {"transport", JsonQuote(c.transport())},
+      {"connected_unix_seconds", std::to_string(c.connected_unix_seconds())},
+      {"context_lost", JsonBool(c.context_lost())},
+      {"kernels_launched", std::to_string(c.kernels_launched())},
+      {"pod", JsonQuote(c.pod())},
+      {"pod_namespace", JsonQuote(c.pod_namespace())},
+      {"tenant", JsonQuote(c.tenant())},
+      {"memory_limit_bytes", std::to_string(c.memory_limit_bytes())},
+      {"weight", JsonDouble(c.weight())},
+      {"sm_floor", JsonDouble(c.sm_floor())},
+      {"sm_cap", JsonDouble(c.sm_cap())},
+      {"target_share", JsonDouble(c.target_share())},
+      {"measured_share", JsonDouble(c.measured_share())},
+      {"busy_seconds", JsonDouble(c.busy_seconds())},
+      {"queue_depth", std::to_string(c.queue_depth())},
+  };
+}
+
+// The clients array as the value of a key at `indent`.
+std::string ClientsJson(const google::protobuf::RepeatedPtrField<wooly::v1::ClientInfo>& clients,
+                        const std::string& indent, bool pretty) {
+  if (clients.empty()) return "[]";
+  std::string out = pretty ? "[\n" : "[";
   for (int i = 0; i < clients.size(); ++i) {
-    AppendClientJson(clients[i], indent + "  ", out);
-    *out += i + 1 < clients.size() ? ",\n" : "\n";
+    if (pretty) out += indent + "  ";
+    out += JsonObject(ClientFields(clients[i]), indent + "  ", pretty);
+    if (i + 1 < clients.size()) out += ',';
+    if (pretty) out += '\n';
   }
-  *out += indent + "]";
+  out += pretty ? indent + "]" : "]";
+  return out;
+}
+
+std::string StatusJson(const wooly::v1::StatusReply& st, bool pretty) {
+  std::string addresses = "[";
+  for (int i = 0; i < st.listen_addresses().size(); ++i) {
+    if (i > 0) addresses += pretty ? ", " : ",";
+    addresses += JsonQuote(st.listen_addresses(i));
+  }
+  addresses += "]";
+  const JsonFields fields = {
+      {"server_version", JsonQuote(st.server_version())},
+      {"protocol_version", std::to_string(st.protocol_version())},
+      {"backend", JsonQuote(st.backend())},
+      {"gpu_name", JsonQuote(st.gpu_name())},
+      {"gpu_uuid", JsonQuote(st.gpu_uuid())},
+      {"total_memory_bytes", std::to_string(st.total_memory_bytes())},
+      {"used_memory_bytes", std::to_string(st.used_memory_bytes())},
+      {"free_memory_bytes", std::to_string(st.free_memory_bytes())},
+      {"uptime_seconds", std::to_string(st.uptime_seconds())},
+      {"context_resets", std::to_string(st.context_resets())},
+      {"listen_addresses", addresses},
+      {"clients", ClientsJson(st.clients(), "  ", pretty)},
+  };
+  return JsonObject(fields, "", pretty) + "\n";
+}
+
+// Sanitized text, or "-" when empty.
+std::string TextOrDash(const std::string& text, size_t max_len) {
+  return text.empty() ? "-" : Sanitize(text, max_len);
 }
 
 }  // namespace
@@ -132,7 +199,8 @@ std::string RenderClientsTable(
   std::vector<Column> columns = {
       {"ID", Align::kRight},       {"PID", Align::kRight},       {"NAME", Align::kLeft},
       {"PRIORITY", Align::kRight}, {"ALLOCATED", Align::kRight}, {"STREAMS", Align::kRight},
-      {"MODULES", Align::kRight},  {"TRANSPORT", Align::kLeft},
+      {"MODULES", Align::kRight},  {"TRANSPORT", Align::kLeft},  {"TENANT", Align::kLeft},
+      {"TARGET", Align::kRight},   {"MEASURED", Align::kRight},
   };
   // Only after a sticky error: which clients lost their GPU context.
   const bool any_lost =
@@ -150,6 +218,9 @@ std::string RenderClientsTable(
         std::to_string(c.streams()),
         std::to_string(c.modules()),
         c.transport().empty() ? "-" : Sanitize(c.transport(), 16),
+        TextOrDash(c.tenant(), 32),
+        FormatShare(c.target_share()),
+        FormatShare(c.measured_share()),
     });
     if (any_lost) rows.back().push_back(c.context_lost() ? "lost" : "ok");
   }
@@ -221,34 +292,139 @@ std::string JsonQuote(const std::string& text) {
   return out;
 }
 
-std::string StatusToJson(const wooly::v1::StatusReply& st) {
-  std::string out = "{\n";
-  out += "  \"server_version\": " + JsonQuote(st.server_version()) + ",\n";
-  out += "  \"protocol_version\": " + std::to_string(st.protocol_version()) + ",\n";
-  out += "  \"backend\": " + JsonQuote(st.backend()) + ",\n";
-  out += "  \"gpu_name\": " + JsonQuote(st.gpu_name()) + ",\n";
-  out += "  \"gpu_uuid\": " + JsonQuote(st.gpu_uuid()) + ",\n";
-  out += "  \"total_memory_bytes\": " + std::to_string(st.total_memory_bytes()) + ",\n";
-  out += "  \"used_memory_bytes\": " + std::to_string(st.used_memory_bytes()) + ",\n";
-  out += "  \"free_memory_bytes\": " + std::to_string(st.free_memory_bytes()) + ",\n";
-  out += "  \"uptime_seconds\": " + std::to_string(st.uptime_seconds()) + ",\n";
-  out += "  \"context_resets\": " + std::to_string(st.context_resets()) + ",\n";
-  out += "  \"listen_addresses\": [";
-  for (int i = 0; i < st.listen_addresses().size(); ++i) {
-    if (i > 0) out += ", ";
-    out += JsonQuote(st.listen_addresses(i));
-  }
-  out += "],\n";
-  out += "  \"clients\": ";
-  AppendClientsJson(st.clients(), "  ", &out);
-  out += "\n}\n";
+std::string StatusToJson(const wooly::v1::StatusReply& st) { return StatusJson(st, true); }
+
+std::string StatusToJsonLine(const wooly::v1::StatusReply& st) { return StatusJson(st, false); }
+
+std::string ClientsToJson(const wooly::v1::ListClientsReply& reply) {
+  return JsonObject({{"clients", ClientsJson(reply.clients(), "  ", true)}}, "", true) + "\n";
+}
+
+std::string JsonDouble(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  const std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+
+std::string FormatShare(double fraction) {
+  if (!std::isfinite(fraction) || fraction < 0) fraction = 0;
+  return Printf("%.1f%%", fraction * 100.0);
+}
+
+std::string FormatPolicyShare(double fraction) {
+  if (!std::isfinite(fraction) || fraction < 0) fraction = 0;
+  std::string s = Printf("%.2f", fraction * 100.0);
+  while (s.back() == '0') s.pop_back();
+  if (s.back() == '.') s.pop_back();
+  return s + "%";
+}
+
+std::string FormatWeight(double weight) {
+  if (!std::isfinite(weight)) return "?";
+  return Printf("%.6g", weight);
+}
+
+std::string FormatGpuTime(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) seconds = 0;
+  if (seconds < 59.995) return Printf("%.2fs", seconds);
+  return FormatDuration(static_cast<int64_t>(seconds));
+}
+
+std::string RenderPolicy(const wooly::v1::ClientInfo& c) {
+  std::string out;
+  auto line = [&out](const char* key, const std::string& value) {
+    out += Printf("%-11s", key);
+    out += value;
+    out += '\n';
+  };
+  line("Client:", std::to_string(c.client_id()) + " (" + TextOrDash(c.name(), 64) + ", pid " +
+                      std::to_string(c.pid()) + ")");
+  line("Tenant:", TextOrDash(c.tenant(), 128));
+  line("Priority:", std::to_string(c.priority()) + " (0 highest .. 4 lowest)");
+  line("Weight:", FormatWeight(c.weight()));
+  line("Floor:", c.sm_floor() > 0 ? FormatPolicyShare(c.sm_floor()) + " of the SMs" : "none");
+  line("Cap:", c.sm_cap() < 1 ? FormatPolicyShare(c.sm_cap()) + " of the SMs" : "none");
   return out;
 }
 
-std::string ClientsToJson(const wooly::v1::ListClientsReply& reply) {
-  std::string out = "{\n  \"clients\": ";
-  AppendClientsJson(reply.clients(), "  ", &out);
-  out += "\n}\n";
+std::string PolicyToJson(const wooly::v1::SetPolicyReply& reply) {
+  return JsonObject({{"client", JsonObject(ClientFields(reply.client()), "  ", true)}}, "", true) +
+         "\n";
+}
+
+std::string RenderTop(const wooly::v1::StatusReply& st, const TopView& view) {
+  std::string out = "woolyd " + Sanitize(st.server_version(), 64) + " on " +
+                    TextOrDash(st.gpu_name(), 128) + " (" + TextOrDash(st.backend(), 32) +
+                    "), up " + FormatDuration(st.uptime_seconds()) + "; every " +
+                    Printf("%g", view.interval_seconds) + "s";
+  if (!view.clock.empty()) out += "; " + Sanitize(view.clock, 32);
+  out += '\n';
+  double target = 0, measured = 0;
+  for (const wooly::v1::ClientInfo& c : st.clients()) {
+    if (std::isfinite(c.target_share())) target += c.target_share();
+    if (std::isfinite(c.measured_share())) measured += c.measured_share();
+  }
+  out +=
+      "Memory: " + FormatBytes(st.used_memory_bytes()) + " used of " +
+      FormatBytes(st.total_memory_bytes()) + "; clients: " + std::to_string(st.clients().size()) +
+      "; SM share: " + FormatShare(target) + " target, " + FormatShare(measured) + " measured\n\n";
+  if (st.clients().empty()) return out + "No clients connected.\n";
+
+  std::vector<const wooly::v1::ClientInfo*> order;
+  for (const wooly::v1::ClientInfo& c : st.clients()) order.push_back(&c);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+    if (a->priority() != b->priority()) return a->priority() < b->priority();
+    return a->client_id() < b->client_id();
+  });
+  const std::vector<Column> columns = {
+      {"ID", Align::kRight},       {"NAME", Align::kLeft},      {"TENANT", Align::kLeft},
+      {"PRI", Align::kRight},      {"WEIGHT", Align::kRight},   {"FLOOR/CAP", Align::kRight},
+      {"TARGET", Align::kRight},   {"MEASURED", Align::kRight}, {"GPU-TIME", Align::kRight},
+      {"QUEUE", Align::kRight},    {"MEMORY", Align::kRight},   {"LIMIT", Align::kRight},
+      {"TRANSPORT", Align::kLeft},
+  };
+  std::vector<std::vector<std::string>> rows;
+  for (const wooly::v1::ClientInfo* c : order) {
+    const std::string floor = c->sm_floor() > 0 ? FormatPolicyShare(c->sm_floor()) : "-";
+    const std::string cap = c->sm_cap() < 1 ? FormatPolicyShare(c->sm_cap()) : "-";
+    rows.push_back({
+        std::to_string(c->client_id()),
+        TextOrDash(c->name(), 24),
+        TextOrDash(c->tenant(), 24),
+        std::to_string(c->priority()),
+        FormatWeight(c->weight()),
+        floor + "/" + cap,
+        FormatShare(c->target_share()),
+        FormatShare(c->measured_share()),
+        FormatGpuTime(c->busy_seconds()),
+        std::to_string(c->queue_depth()),
+        FormatBytes(c->bytes_allocated()),
+        c->memory_limit_bytes() > 0 ? FormatBytes(c->memory_limit_bytes()) : "-",
+        TextOrDash(c->transport(), 16),
+    });
+    if (c->context_lost()) rows.back().back() += " (context lost)";
+  }
+  return out + RenderTable(columns, rows);
+}
+
+std::string FitWidth(const std::string& text, size_t width) {
+  if (width == 0) return text;
+  std::string out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    const bool newline = end != std::string::npos;
+    if (!newline) end = text.size();
+    size_t len = end - start;
+    if (len > width) {
+      len = width;
+      while (len > 0 && (static_cast<unsigned char>(text[start + len]) & 0xC0) == 0x80) --len;
+    }
+    out.append(text, start, len);
+    if (newline) out += '\n';
+    start = end + 1;
+  }
   return out;
 }
 

@@ -46,6 +46,58 @@ std::string TenantLabels(const ClientStatus& c) {
                       "\"");
 }
 
+// The scheduler's series add the client's tenant (tenants.h) to the labels.
+std::string SchedulerLabels(const ClientStatus& c) {
+  return absl::StrCat(TenantLabels(c), ",tenant=\"", Escape(c.tenant), "\"");
+}
+
+// Shares and times are doubles; a client that has not run yet reads 0, never
+// NaN.
+double Finite(double v) { return std::isfinite(v) ? v : 0.0; }
+
+// Per-client series of the scheduler (issue #5) and the tenant's memory
+// limit. Every family's HELP/TYPE is written even without clients, so
+// dashboards and scrapers see what exists.
+void RenderSchedulerSeries(const StatusSnapshot& s, std::string& out) {
+  Header(out, "wooly_tenant_priority", "gauge",
+         "The client's effective scheduling priority, 0 (highest) to 4.");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_priority{", SchedulerLabels(c), "} ", c.priority, "\n");
+  }
+  Header(out, "wooly_tenant_sm_share_target_ratio", "gauge",
+         "Share of the GPU's SMs the scheduler assigns the client now (0 to 1).");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_sm_share_target_ratio{", SchedulerLabels(c), "} ",
+                    Num(Finite(c.target_share)), "\n");
+  }
+  Header(out, "wooly_tenant_sm_share_measured_ratio", "gauge",
+         "Share of the GPU's SMs the client's kernels used over the last second (0 to 1).");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_sm_share_measured_ratio{", SchedulerLabels(c), "} ",
+                    Num(Finite(c.measured_share)), "\n");
+  }
+  Header(out, "wooly_tenant_gpu_busy_seconds_total", "counter",
+         "Seconds of GPU time the client's kernels ran since it connected (measured around its "
+         "launch batches).");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_gpu_busy_seconds_total{", SchedulerLabels(c), "} ",
+                    Num(Finite(c.busy_seconds)), "\n");
+  }
+  Header(out, "wooly_tenant_queue_depth", "gauge",
+         "Kernels the client launched that the GPU has not finished.");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_queue_depth{", SchedulerLabels(c), "} ", c.queue_depth,
+                    "\n");
+  }
+  Header(out, "wooly_tenant_memory_limit_bytes", "gauge",
+         "Device memory limit of the client's tenant (only tenants with a limit).");
+  for (const ClientStatus& c : s.clients) {
+    if (c.memory_limit == 0) continue;
+    absl::StrAppend(&out, "wooly_tenant_memory_limit_bytes{", SchedulerLabels(c), "} ",
+                    c.memory_limit, "\n");
+  }
+}
+
 }  // namespace
 
 void LatencyHistogram::Observe(double seconds) {
@@ -91,6 +143,7 @@ std::string RenderMetrics(const StatusSnapshot& s, const LatencyHistogram::Snaps
     absl::StrAppend(&out, "wooly_tenant_context_lost{", TenantLabels(c), "} ",
                     c.context_lost ? 1 : 0, "\n");
   }
+  RenderSchedulerSeries(s, out);
   Header(out, "wooly_context_resets_total", "counter",
          "Resets of the shared GPU context after a sticky error.");
   absl::StrAppend(&out, "wooly_context_resets_total ", s.context_resets, "\n");

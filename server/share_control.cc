@@ -3,6 +3,8 @@
 #include <cuda.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #include "spdlog/spdlog.h"
@@ -152,7 +154,9 @@ ShareControl::ShareControl(GpuBackend* backend, SharedContext* context, TenantRe
       least_priority_(device.stream_priority_least),
       greatest_priority_(device.stream_priority_greatest),
       meter_(clock_, options_.meter) {
-  if (options_.partitions) {
+  // WOOLY_SM_PARTITIONS=0 turns partitions off (diagnosis; see docs).
+  const char* env = std::getenv("WOOLY_SM_PARTITIONS");
+  if (options_.partitions && !(env != nullptr && std::string(env) == "0")) {
     absl::StatusOr<GpuBackend::PartitionLayout> layout = backend_->GetPartitionLayout();
     if (layout.ok() && layout->units > 0 && layout->unit_sms > 0) {
       layout_ = *layout;
@@ -465,6 +469,15 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       absl::MutexLock lock(&c->mu_);
       if (c->placement_.partition != p.partition ||
           c->placement_.stream_priority != p.stream_priority) {
+        if (first >= 0) {
+          spdlog::info(
+              "scheduler: client {} moves to SM units [{}, {}) ({:.0f}% of the SMs), "
+              "stream priority {}",
+              d.id, first, first + units, p.share * 100, p.stream_priority);
+        } else {
+          spdlog::info("scheduler: client {} runs on the whole GPU, stream priority {}", d.id,
+                       p.stream_priority);
+        }
         p.generation = placement_counter_.fetch_add(1) + 1;
         c->placement_ = p;
         c->placement_generation_.store(p.generation, std::memory_order_release);

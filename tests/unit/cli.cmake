@@ -10,12 +10,13 @@ wooly_cc_test(NAME cli_test
   DEPS wooly::cli wooly::proto gRPC::grpc++ protobuf::libprotobuf)
 target_compile_definitions(cli_test PRIVATE WOOLY_TEST_PYTHON="${Python3_EXECUTABLE}")
 
-# The real wooly-cli against woolyd on the fake backend. Its `run` cases need
+# The real wooly-cli against woolyd on the fake backend, with test clients
+# speaking the framed protocol (server_test_client.h). Its `run` cases need
 # the client library and the sample program and skip until they are built.
 if(TARGET woolyd-fake)
   wooly_cc_test(NAME cli_e2e_test
     SRCS ${CMAKE_CURRENT_LIST_DIR}/cli_e2e_test.cc
-    DEPS wooly::proto protobuf::libprotobuf)
+    DEPS wooly::proto wooly::wire wooly::cuda_headers protobuf::libprotobuf)
   add_dependencies(cli_e2e_test wooly-cli woolyd-fake)
   foreach(_t wooly_client wooly_prog_vector_add)  # when they exist: the `run` cases
     if(TARGET ${_t})

@@ -1,7 +1,8 @@
 // wooly-cli, the real binary, against woolyd on the fake backend
-// (woolyd-fake): `status`, `clients`, and `run` with the built client
-// library. The `run` cases skip when the client library or the sample
-// program has not been built.
+// (woolyd-fake): `status`, `clients`, `policy` and `top` (against a client
+// speaking the framed protocol from the test), and `run` with the built
+// client library. The `run` cases skip when the client library or the
+// sample program has not been built.
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
@@ -11,14 +12,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "server_test_client.h"
+#include "wooly/proto/wire.h"
 #include "wooly/v1/admin.pb.h"
 
 namespace {
@@ -153,6 +159,165 @@ TEST_F(CliEndToEnd, StatusOfAStoppedServerIsOneLine) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, StartsWith("wooly-cli: cannot reach woolyd at " + admin_ + ": "));
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
+}
+
+// A client connected over the framed protocol with a tenant and a memory
+// limit in its settings; returns its client id (0 on failure).
+uint64_t ConnectClient(wooly::testing::TestClient& c) {
+  namespace wire = wooly::wire;
+  wire::Writer hello;
+  hello.Put<uint32_t>(wire::kProtocolVersion).Put<uint32_t>(static_cast<uint32_t>(::getpid()));
+  hello.Put<int32_t>(3).PutStr("e2e-client").PutStr("").PutStr("");
+  hello.Put<uint32_t>(2);
+  hello.PutStr("WOOLY_TENANT").PutStr("e2e-tenant");
+  hello.PutStr("WOOLY_MEMORY_LIMIT").PutStr("512MiB");
+  std::optional<wooly::testing::TestClient::Result> r = c.Call(wire::Op::kHello, hello);
+  if (!r || r->result != CUDA_SUCCESS) return 0;
+  wire::Reader rd = r->reader();
+  rd.Get<uint32_t>();
+  rd.GetStr();
+  const uint64_t id = rd.Get<uint64_t>();
+  return rd.ok() ? id : 0;
+}
+
+const wooly::v1::ClientInfo* FindClient(const wooly::v1::ListClientsReply& reply, uint64_t id) {
+  for (const wooly::v1::ClientInfo& c : reply.clients()) {
+    if (c.client_id() == id) return &c;
+  }
+  return nullptr;
+}
+
+TEST_F(CliEndToEnd, PolicyChangesARunningClient) {
+  std::unique_ptr<wooly::testing::TestClient> client =
+      wooly::testing::TestClient::Connect(session_);
+  ASSERT_NE(client, nullptr);
+  const uint64_t id = ConnectClient(*client);
+  ASSERT_NE(id, 0u);
+  const std::string id_text = std::to_string(id);
+
+  Result r = Cli(
+      {"policy", id_text, "priority=0", "weight=2", "floor=20%", "cap=none", "--admin", admin_});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_THAT(r.out, StartsWith("Client:    " + id_text + " (e2e-client, pid "));
+  EXPECT_THAT(r.out, HasSubstr("Tenant:    e2e-tenant\n"));
+  EXPECT_THAT(r.out, HasSubstr("Priority:  0 (0 highest .. 4 lowest)\n"));
+  EXPECT_THAT(r.out, HasSubstr("Weight:    2\n"));
+  EXPECT_THAT(r.out, HasSubstr("Floor:     20% of the SMs\n"));
+  EXPECT_THAT(r.out, HasSubstr("Cap:       none\n"));
+
+  // `clients --json` sees the new policy.
+  r = Cli({"clients", "--json", "--admin", admin_});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  wooly::v1::ListClientsReply list;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &list).ok()) << r.out;
+  const wooly::v1::ClientInfo* info = FindClient(list, id);
+  ASSERT_NE(info, nullptr) << r.out;
+  EXPECT_EQ(info->name(), "e2e-client");
+  EXPECT_EQ(info->priority(), 0);
+  EXPECT_EQ(info->weight(), 2);
+  EXPECT_DOUBLE_EQ(info->sm_floor(), 0.2);
+  EXPECT_EQ(info->sm_cap(), 1);
+  EXPECT_EQ(info->tenant(), "e2e-tenant");
+  EXPECT_EQ(info->memory_limit_bytes(), 512ull << 20);
+
+  // The table has the tenant too.
+  r = Cli({"clients", "--admin", admin_});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("TENANT"));
+  EXPECT_THAT(r.out, HasSubstr("e2e-tenant"));
+
+  // --json prints the client object.
+  r = Cli({"policy", id_text, "cap=50%", "--json", "--admin", admin_});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  wooly::v1::SetPolicyReply set;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.out, &set).ok()) << r.out;
+  EXPECT_EQ(set.client().client_id(), id);
+  EXPECT_DOUBLE_EQ(set.client().sm_cap(), 0.5);
+  EXPECT_EQ(set.client().priority(), 0);  // the earlier change stays
+
+  // --reset alone drops the overrides: back to what the client said (priority 3).
+  r = Cli({"policy", id_text, "--reset", "--admin", admin_});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Priority:  3 "));
+  EXPECT_THAT(r.out, HasSubstr("Weight:    1\n"));
+  EXPECT_THAT(r.out, HasSubstr("Floor:     none\n"));
+  EXPECT_THAT(r.out, HasSubstr("Cap:       none\n"));
+}
+
+TEST_F(CliEndToEnd, PolicyErrorsCarryTheServersMessage) {
+  std::unique_ptr<wooly::testing::TestClient> client =
+      wooly::testing::TestClient::Connect(session_);
+  ASSERT_NE(client, nullptr);
+  const uint64_t id = ConnectClient(*client);
+  ASSERT_NE(id, 0u);
+
+  Result r = Cli({"policy", std::to_string(id), "bogus=1", "--admin", admin_});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_THAT(r.err, StartsWith("wooly-cli: policy: "));
+  EXPECT_THAT(r.err, HasSubstr("bogus"));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1);
+
+  r = Cli({"policy", std::to_string(id), "priority=9", "--admin", admin_});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_THAT(r.err, HasSubstr("priority"));
+
+  r = Cli({"policy", "987654321", "priority=1", "--admin", admin_});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_THAT(r.err, StartsWith("wooly-cli: policy: no client 987654321"));
+
+  // A usage error never reaches the server.
+  r = Cli({"policy", std::to_string(id), "--admin", admin_});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_THAT(r.err, StartsWith("wooly-cli: policy: nothing to change"));
+}
+
+TEST_F(CliEndToEnd, TopRefreshesAndStops) {
+  std::unique_ptr<wooly::testing::TestClient> client =
+      wooly::testing::TestClient::Connect(session_);
+  ASSERT_NE(client, nullptr);
+  const uint64_t id = ConnectClient(*client);
+  ASSERT_NE(id, 0u);
+
+  Result r = Cli({"top", "--count", "2", "--interval", "0.1", "--admin", admin_});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_THAT(r.out, StartsWith("woolyd "));
+  // stdout is a file: two blocks, no terminal control.
+  const size_t second = r.out.find("\n\nwoolyd ");
+  ASSERT_NE(second, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\n\nwoolyd ", second + 1), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+  EXPECT_THAT(r.out, HasSubstr("TARGET  MEASURED  GPU-TIME  QUEUE"));
+  EXPECT_THAT(r.out, HasSubstr("e2e-client"));
+  EXPECT_THAT(r.out, HasSubstr("e2e-tenant"));
+  EXPECT_THAT(r.out, HasSubstr("512.00 MiB"));  // the tenant's limit
+
+  r = Cli({"top", "--count", "2", "--interval", "0.1", "--json", "--admin", admin_});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    wooly::v1::StatusReply st;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(line, &st).ok()) << line;
+    EXPECT_EQ(st.backend(), "fake");
+    ASSERT_EQ(st.clients().size(), 1);
+    EXPECT_EQ(st.clients(0).client_id(), id);
+    EXPECT_EQ(st.clients(0).tenant(), "e2e-tenant");
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
+}
+
+TEST_F(CliEndToEnd, TopOfAStoppedServerFails) {
+  ::kill(server_pid_, SIGTERM);
+  ::waitpid(server_pid_, nullptr, 0);
+  server_pid_ = -1;
+  Result r = Cli({"top", "--count", "2", "--interval", "0.1", "--admin", admin_});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_THAT(r.err, StartsWith("wooly-cli: cannot reach woolyd at " + admin_ + ": "));
 }
 
 TEST_F(CliEndToEnd, RunInjectsTheClientAndReturnsTheExitStatus) {

@@ -98,7 +98,14 @@ TEST(ServerMetricsTest, ScrapeShowsTenantsAndLatencies) {
   wire::Writer hello;
   hello.Put<uint32_t>(wire::kProtocolVersion).Put<uint32_t>(4242).Put<int32_t>(1);
   hello.PutStr("metrics \"test\"").PutStr("trainer-0").PutStr("ml");
+  hello.Put<uint32_t>(2);
+  hello.PutStr("WOOLY_TENANT").PutStr("team-a");
+  hello.PutStr("WOOLY_MEMORY_LIMIT").PutStr("1GiB");
   ASSERT_EQ(c->Code(Op::kHello, hello), CUDA_SUCCESS);
+  // A second client without a tenant name or a memory limit.
+  std::unique_ptr<TestClient> other = TestClient::Connect((*server)->listen_addresses()[0]);
+  ASSERT_NE(other, nullptr);
+  ASSERT_EQ(other->Hello("other", 3), CUDA_SUCCESS);
   uint64_t module = 0, fn = 0, d = 0;
   ASSERT_EQ(c->LoadModule(fake::MakeFakeModuleImage({"wooly_metrics_noop"}), &module),
             CUDA_SUCCESS);
@@ -118,10 +125,15 @@ TEST(ServerMetricsTest, ScrapeShowsTenantsAndLatencies) {
   EXPECT_EQ(types["wooly_command_latency_seconds"], "histogram");
   EXPECT_EQ(types["wooly_tenant_kernels_launched_total"], "counter");
   std::map<std::string, const Sample*> tenant;
+  std::map<std::string, const Sample*> other_tenant;
   double buckets_prev = -1, inf_bucket = -1, count = -1, clients = -1;
   for (const Sample& s : samples) {
     if (s.name == "wooly_clients_connected") clients = s.value;
-    if (s.labels.count("client")) tenant[s.name] = &s;
+    if (s.labels.count("client") && s.labels.at("client") == "other") {
+      other_tenant[s.name] = &s;
+    } else if (s.labels.count("client")) {
+      tenant[s.name] = &s;
+    }
     if (s.name == "wooly_command_latency_seconds_bucket") {
       EXPECT_GE(s.value, buckets_prev) << "buckets must be cumulative";
       buckets_prev = s.value;
@@ -129,7 +141,7 @@ TEST(ServerMetricsTest, ScrapeShowsTenantsAndLatencies) {
     }
     if (s.name == "wooly_command_latency_seconds_count") count = s.value;
   }
-  EXPECT_EQ(clients, 1);
+  EXPECT_EQ(clients, 2);
   EXPECT_EQ(inf_bucket, count);
   EXPECT_GE(count, 7);  // hello, load, function, alloc, 3 launches
   ASSERT_TRUE(tenant.count("wooly_tenant_kernels_launched_total"));
@@ -143,10 +155,103 @@ TEST(ServerMetricsTest, ScrapeShowsTenantsAndLatencies) {
   ASSERT_TRUE(tenant.count("wooly_tenant_memory_allocated_bytes"));
   EXPECT_EQ(tenant["wooly_tenant_memory_allocated_bytes"]->value, 4096);
 
+  // The scheduler's series: the usual labels plus the tenant.
+  EXPECT_EQ(types["wooly_tenant_priority"], "gauge");
+  EXPECT_EQ(types["wooly_tenant_sm_share_target_ratio"], "gauge");
+  EXPECT_EQ(types["wooly_tenant_sm_share_measured_ratio"], "gauge");
+  EXPECT_EQ(types["wooly_tenant_gpu_busy_seconds_total"], "counter");
+  EXPECT_EQ(types["wooly_tenant_queue_depth"], "gauge");
+  EXPECT_EQ(types["wooly_tenant_memory_limit_bytes"], "gauge");
+  for (const char* name :
+       {"wooly_tenant_priority", "wooly_tenant_sm_share_target_ratio",
+        "wooly_tenant_sm_share_measured_ratio", "wooly_tenant_gpu_busy_seconds_total",
+        "wooly_tenant_queue_depth", "wooly_tenant_memory_limit_bytes"}) {
+    ASSERT_TRUE(tenant.count(name)) << name;
+    const Sample& m = *tenant[name];
+    EXPECT_EQ(m.labels.at("tenant"), "team-a") << name;
+    EXPECT_EQ(m.labels.at("pid"), "4242") << name;
+    EXPECT_EQ(m.labels.at("pod"), "trainer-0") << name;
+    EXPECT_EQ(m.labels.at("namespace"), "ml") << name;
+    EXPECT_EQ(m.labels.at("client_id"), k.labels.at("client_id")) << name;
+    EXPECT_GE(m.value, 0) << name;
+  }
+  EXPECT_EQ(tenant["wooly_tenant_priority"]->value, 1);
+  EXPECT_LE(tenant["wooly_tenant_sm_share_target_ratio"]->value, 1);
+  EXPECT_LE(tenant["wooly_tenant_sm_share_measured_ratio"]->value, 1);
+  EXPECT_EQ(tenant["wooly_tenant_memory_limit_bytes"]->value, 1ull << 30);
+  // A tenant without a limit has no limit series; the others it has.
+  EXPECT_EQ(other_tenant.count("wooly_tenant_memory_limit_bytes"), 0u);
+  ASSERT_TRUE(other_tenant.count("wooly_tenant_priority"));
+  EXPECT_EQ(other_tenant["wooly_tenant_priority"]->value, 3);
+  EXPECT_NE(other_tenant["wooly_tenant_priority"]->labels.at("tenant"), "team-a");
+  EXPECT_TRUE(other_tenant.count("wooly_tenant_sm_share_target_ratio"));
+
+  // A runtime policy change shows in the next scrape.
+  ASSERT_TRUE(
+      (*server)->SetClientPolicy(std::stoull(k.labels.at("client_id")), "priority=0", false).ok());
+  res = http.Get("/metrics");
+  ASSERT_TRUE(res) << "scrape failed";
+  types.clear();
+  bool saw_new_priority = false;
+  for (const Sample& s : Parse(res->body, &types)) {
+    if (s.name == "wooly_tenant_priority" && s.labels.at("tenant") == "team-a") {
+      EXPECT_EQ(s.value, 0);
+      saw_new_priority = true;
+    }
+  }
+  EXPECT_TRUE(saw_new_priority);
+
   c.reset();
+  other.reset();
   server->reset();
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
+}
+
+// Without clients every family is still declared (the dashboard check relies
+// on it), and none has samples.
+TEST(ServerMetricsTest, FamiliesAreDeclaredWithoutClients) {
+  StatusSnapshot snapshot;
+  std::map<std::string, std::string> types;
+  const std::vector<Sample> samples = Parse(RenderMetrics(snapshot, {}), &types);
+  for (const char* name :
+       {"wooly_tenant_priority", "wooly_tenant_sm_share_target_ratio",
+        "wooly_tenant_sm_share_measured_ratio", "wooly_tenant_gpu_busy_seconds_total",
+        "wooly_tenant_queue_depth", "wooly_tenant_memory_limit_bytes"}) {
+    EXPECT_TRUE(types.count(name)) << name;
+    for (const Sample& s : samples) EXPECT_NE(s.name, name);
+  }
+}
+
+// Label values are escaped, and shares render as plain numbers.
+TEST(ServerMetricsTest, SchedulerSeriesValues) {
+  StatusSnapshot snapshot;
+  ClientStatus c;
+  c.client_id = 7;
+  c.pid = 99;
+  c.name = "decode";
+  c.tenant = "ns/pod \"a\"";
+  c.priority = 0;
+  c.target_share = 0.3;
+  c.measured_share = 0.25;
+  c.busy_seconds = 12.5;
+  c.queue_depth = 4;
+  c.memory_limit = 2048;
+  snapshot.clients.push_back(c);
+  const std::string text = RenderMetrics(snapshot, {});
+  EXPECT_NE(text.find("wooly_tenant_sm_share_target_ratio{client=\"decode\",client_id=\"7\","
+                      "pid=\"99\",pod=\"\",namespace=\"\",tenant=\"ns/pod \\\"a\\\"\"} "),
+            std::string::npos)
+      << text;
+  std::map<std::string, std::string> types;
+  std::map<std::string, double> value;
+  for (const Sample& s : Parse(text, &types)) value[s.name] = s.value;
+  EXPECT_EQ(value["wooly_tenant_sm_share_target_ratio"], 0.3);
+  EXPECT_EQ(value["wooly_tenant_sm_share_measured_ratio"], 0.25);
+  EXPECT_EQ(value["wooly_tenant_gpu_busy_seconds_total"], 12.5);
+  EXPECT_EQ(value["wooly_tenant_queue_depth"], 4);
+  EXPECT_EQ(value["wooly_tenant_memory_limit_bytes"], 2048);
+  EXPECT_EQ(value["wooly_tenant_priority"], 0);
 }
 
 TEST(ServerMetricsTest, BadAddressIsRefused) {

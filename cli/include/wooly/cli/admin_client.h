@@ -21,6 +21,12 @@ absl::StatusOr<std::string> GrpcTarget(const std::string& endpoint);
 absl::StatusOr<wooly::v1::StatusReply> FetchStatus(const std::string& endpoint, int timeout_ms);
 absl::StatusOr<wooly::v1::ListClientsReply> FetchClients(const std::string& endpoint,
                                                          int timeout_ms);
+// SetPolicy: NOT_FOUND for an unknown client and INVALID_ARGUMENT for a bad
+// assignment, with woolyd's message; UNIMPLEMENTED from a woolyd older than
+// the call.
+absl::StatusOr<wooly::v1::SetPolicyReply> SetPolicy(const std::string& endpoint,
+                                                    const wooly::v1::SetPolicyRequest& request,
+                                                    int timeout_ms);
 
 }  // namespace wooly::cli
 

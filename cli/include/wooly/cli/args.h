@@ -2,23 +2,33 @@
 #ifndef WOOLY_CLI_ARGS_H_
 #define WOOLY_CLI_ARGS_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace wooly::cli {
 
-enum class CommandKind { kHelp, kVersion, kStatus, kClients, kRun };
+enum class CommandKind { kHelp, kVersion, kStatus, kClients, kRun, kPolicy, kTop };
+
+// Bounds of `top --interval`, in seconds.
+inline constexpr double kMinTopInterval = 0.05;
+inline constexpr double kMaxTopInterval = 86400;
 
 // One parsed invocation. Fields that a command does not take stay empty.
 struct Invocation {
   CommandKind kind = CommandKind::kHelp;
-  bool json = false;                 // status, clients
-  std::string admin_endpoint;        // status, clients; empty: the default
-  std::string server_endpoint;       // run; empty: the default
-  std::optional<int> priority;       // run; 0 (highest) .. 4
-  std::optional<std::string> name;   // run
-  std::vector<std::string> command;  // run: the program and its arguments
+  bool json = false;                     // status, clients, policy, top
+  std::string admin_endpoint;            // status, clients, policy, top; empty: the default
+  std::string server_endpoint;           // run; empty: the default
+  std::optional<int> priority;           // run; 0 (highest) .. 4
+  std::optional<std::string> name;       // run
+  std::vector<std::string> command;      // run: the program and its arguments
+  uint64_t client_id = 0;                // policy
+  std::vector<std::string> assignments;  // policy: "key=value" words, as given
+  bool reset = false;                    // policy: drop earlier overrides first
+  double interval_seconds = 1.0;         // top: between refreshes
+  std::optional<int64_t> count;          // top: refreshes; nullopt: until interrupted
 };
 
 // The outcome of parsing: either an invocation or a usage error message
@@ -30,7 +40,9 @@ struct ParseResult {
 
 // Parses the arguments after argv[0]. Options accept "--opt value" and
 // "--opt=value". For `run`, options end at "--" or at the first argument
-// that does not start with '-'; everything after is the command.
+// that does not start with '-'; everything after is the command. For
+// `policy`, options may come anywhere; the first other argument is the
+// client id and the rest are assignments (checked by woolyd, not here).
 ParseResult ParseArgs(const std::vector<std::string>& args);
 
 // The usage text (ends with a newline).
