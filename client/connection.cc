@@ -17,25 +17,6 @@
 #include "wooly/proto/socket.h"
 
 namespace wooly::client {
-namespace {
-
-std::string ProgramName() {
-  // Plain read(2): iostreams would pull libstdc++'s locale machinery into
-  // the library for one line of text.
-  char buf[64];
-  ssize_t n = -1;
-  const int fd = ::open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    n = ::read(fd, buf, sizeof(buf) - 1);
-    ::close(fd);
-  }
-  std::string name = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\0')) name.pop_back();
-  if (!name.empty()) return name;
-  return "pid-" + std::to_string(::getpid());
-}
-
-}  // namespace
 
 ClientIdentity IdentityFromEnvironment() {
   ClientIdentity id;
@@ -52,7 +33,7 @@ ClientIdentity IdentityFromEnvironment() {
   if (const char* n = std::getenv(wire::kEnvClientName); n != nullptr && *n != '\0') {
     id.name = n;
   } else {
-    id.name = ProgramName();
+    id.name = wire::ProgramName();
   }
   auto first_env = [](const char* a, const char* b) {
     const char* v = std::getenv(a);

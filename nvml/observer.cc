@@ -22,20 +22,6 @@ constexpr uint32_t kMaxProcesses = 65536;
 constexpr int32_t kCuSuccess = 0;
 constexpr int32_t kCuNotSupported = 801;
 
-std::string ProgramName() {
-  char buf[64];
-  ssize_t n = -1;
-  const int fd = ::open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    n = ::read(fd, buf, sizeof(buf) - 1);
-    ::close(fd);
-  }
-  std::string name = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\0')) name.pop_back();
-  if (!name.empty()) return name;
-  return "pid-" + std::to_string(::getpid());
-}
-
 std::string FirstEnv(const char* a, const char* b) {
   const char* v = std::getenv(a);
   if ((v == nullptr || *v == '\0') && b != nullptr) v = std::getenv(b);
@@ -53,7 +39,7 @@ HelloIdentity ObserverIdentityFromEnvironment() {
     id.priority = p[0] - '0';
   }
   id.name = FirstEnv(wire::kEnvClientName, nullptr);
-  if (id.name.empty()) id.name = ProgramName();
+  if (id.name.empty()) id.name = wire::ProgramName();
   id.pod = FirstEnv(wire::kEnvPodName, "POD_NAME");
   id.pod_namespace = FirstEnv(wire::kEnvPodNamespace, "POD_NAMESPACE");
   id.settings.emplace_back("role", "observer");

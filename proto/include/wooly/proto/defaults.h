@@ -33,6 +33,10 @@ inline constexpr char kEnvAsync[] = "WOOLY_ASYNC";
 inline constexpr char kEnvSocketDir[] = "WOOLY_SOCKET_DIR";
 inline constexpr char kEnvAdmin[] = "WOOLY_ADMIN";  // admin gRPC endpoint
 
+// This process's name (/proc/self/comm), else "pid-<pid>": the default
+// client name of libwooly and the NVML view.
+std::string ProgramName();
+
 // The directory for the node's sockets: $WOOLY_SOCKET_DIR, else /run/wooly
 // when it exists and is writable by us, else $XDG_RUNTIME_DIR/wooly, else
 // /tmp/wooly-<uid>.
