@@ -48,7 +48,7 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 cleanup() {
   [ -n "$woolyd_pid" ] && kill -TERM "$woolyd_pid" 2>/dev/null
   echo quit | CUDA_MPS_PIPE_DIRECTORY=$tmp/mps-pipe nvidia-cuda-mps-control >/dev/null 2>&1
-  for f in "$tmp"/woolyd.log "$tmp"/wooly.*.err "$tmp"/*.samples; do
+  for f in "$tmp"/woolyd.log "$tmp"/*.err "$tmp"/*.json "$tmp"/*.samples; do
     [ -e "$f" ] && [ "$OUTDIR" != "$tmp" ] && cp "$f" "$OUTDIR/" 2>/dev/null
   done
 }
@@ -114,6 +114,9 @@ WOOLY="LD_PRELOAD=$CLIENT WOOLY_SERVER=unix:$tmp/woolyd.sock"
 if want wooly; then
   echo "== wooly"
   start_woolyd
+  # Each alone through Wooly too: separates Wooly's own overhead from sharing.
+  run_tenants wsolo_decode "decode|$WOOLY WOOLY_PRIORITY=0 WOOLY_CLIENT_NAME=decode"
+  run_tenants wsolo_train "train|$WOOLY WOOLY_PRIORITY=4 WOOLY_CLIENT_NAME=train"
   run_tenants wooly "decode|$WOOLY WOOLY_PRIORITY=0 WOOLY_CLIENT_NAME=decode" \
     "train|$WOOLY WOOLY_PRIORITY=4 WOOLY_SM_FLOOR=$FLOOR WOOLY_CLIENT_NAME=train"
   stop_woolyd
@@ -158,6 +161,8 @@ print(f"# Scheduler benchmark ({secs} s per run; Wooly trainer floor {floor})\n"
 print("| setup | decode p50 ms | decode p99 ms | p99 / solo | train steps/s | train / solo | aggregate (sum of / solo) |")
 print("|---|---|---|---|---|---|---|")
 rows = [("solo", solo_d, solo_t)]
+if load("wsolo_decode", 0) or load("wsolo_train", 0):
+    rows.append(("solo through Wooly", load("wsolo_decode", 0), load("wsolo_train", 0)))
 for name in ("timeslice", "mps", "wooly"):
     rows.append((name, load(name, 0), load(name, 1)))
 agg = {}
@@ -169,7 +174,7 @@ for name, d, t in rows:
     p99r = d["p99_ms"] / solo_d["p99_ms"] if d and solo_d else float("nan")
     tr = t["steps_per_s"] / solo_t["steps_per_s"] if t and solo_t else float("nan")
     dr = d["tokens_per_s"] / solo_d["tokens_per_s"] if d and solo_d else float("nan")
-    a = (dr + tr) if name != "solo" else float("nan")
+    a = (dr + tr) if not name.startswith("solo") else float("nan")
     agg[name] = a
     print(f"| {name} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {p99r:.3f} | "
           f"{t['steps_per_s']:.2f} | {tr:.3f} | {a:.3f} |" if d and t else f"| {name} | failed |||||")

@@ -32,7 +32,22 @@ def wait_for_start(path, role="", tag=""):
 
 
 def decode(args):
+    starts = []
+    # WOOLY_SCHED_STALL_MS: dump the Python stacks of a step that takes longer
+    # (faulthandler's watchdog needs no GIL), to see where a tail comes from.
+    stall_s = float(os.environ.get("WOOLY_SCHED_STALL_MS", "0")) / 1e3
+    if stall_s > 0:
+        import faulthandler
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    # PyTorch 2.11's default SDPA choice on the H100 loads and unloads about
+    # 100 freshly built cuDNN libraries on every call at a new key length:
+    # 61 ms per call natively, 750 ms through Wooly (bench/sdpa_probe.py,
+    # docs/benchmarks.md). A decode server pins its attention kernels, so the
+    # decoder uses flash / memory-efficient attention unless
+    # WOOLY_SCHED_SDPA=default asks for PyTorch's own choice.
+    if os.environ.get("WOOLY_SCHED_SDPA", "fixed") != "default":
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
     torch.manual_seed(0)
     cfg = LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
@@ -49,25 +64,36 @@ def decode(args):
             torch.cuda.synchronize()
             for _ in range(n):
                 t0 = time.perf_counter()
+                if stall_s > 0:
+                    faulthandler.dump_traceback_later(stall_s)
                 out = model(input_ids=tok, past_key_values=pkv, use_cache=True)
                 pkv = out.past_key_values
                 tok = out.logits[:, -1:].argmax(-1)
                 torch.cuda.synchronize()
                 timings.append(time.perf_counter() - t0)
+                if stall_s > 0:
+                    faulthandler.cancel_dump_traceback_later()
+                starts.append(t0)
                 if len(timings) and args.deadline and time.perf_counter() > args.deadline:
                     return
 
     run_steps(20, [])  # warm-up
     wait_for_start(args.start_file, args.role, args.tag)
     steps = []
-    args.deadline = time.perf_counter() + args.seconds
+    starts.clear()
+    t_begin = time.perf_counter()
+    args.deadline = t_begin + args.seconds
     while time.perf_counter() < args.deadline:
         run_steps(256, steps)  # a fresh KV cache every 256 tokens
-    steps.sort()
-    ms = [s * 1e3 for s in steps]
-    return {"role": "decode", "steps": len(ms), "p50_ms": statistics.median(ms),
-            "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
-            "mean_ms": statistics.fmean(ms), "tokens_per_s": len(ms) / args.seconds}
+    ms = sorted(s * 1e3 for s in steps)
+    p50 = statistics.median(ms)
+    # The slowest steps and when they started: where a tail comes from.
+    slow = sorted(((d * 1e3, t - t_begin) for d, t in zip(steps, starts[-len(steps):])),
+                  reverse=True)[:20]
+    return {"role": "decode", "steps": len(ms), "p50_ms": p50,
+            "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))], "max_ms": ms[-1],
+            "mean_ms": statistics.fmean(ms), "tokens_per_s": len(ms) / args.seconds,
+            "slowest": [[round(d, 2), round(t, 3)] for d, t in slow]}
 
 
 def train(args):

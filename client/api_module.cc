@@ -3,6 +3,7 @@
 // cached in the client object, so parameter queries (and launches) never ask
 // woolyd again. Names, owning module/library and parameter info are local.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -81,11 +82,19 @@ CUresult SendImage(wire::Op op, const ImageSpan& span, uint64_t* id) {
     return CUDA_ERROR_INVALID_VALUE;
   }
   Reply reply;
+  using Clock = std::chrono::steady_clock;
+  const auto us = [](Clock::time_point a) {
+    return static_cast<long>(
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - a).count());
+  };
+  const Clock::time_point t0 = Clock::now();
   // Large images are named by their digest first: woolyd loads them from
   // its module cache when any process on the node has sent them before.
   if (span.size >= kCachedImageMin) {
     const unsigned threads = std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u);
     const wire::Sha256Hash digest = wire::ImageDigest(span.data, span.size, threads);
+    WLOG_DEBUG("image of %zu bytes, digest %02x%02x%02x%02x, hashed in %ld us", span.size,
+               digest[0], digest[1], digest[2], digest[3], us(t0));
     wire::Writer q;
     q.Put<uint8_t>(op == wire::Op::kLibraryLoadData ? 1 : 0)
         .PutRaw(digest.data(), digest.size())
@@ -105,6 +114,7 @@ CUresult SendImage(wire::Op op, const ImageSpan& span, uint64_t* id) {
   wire::Reader rd = reply.reader();
   *id = rd.Get<uint64_t>();
   if (!rd.ok()) return BadReply(op);
+  WLOG_DEBUG("image of %zu bytes sent and loaded in %ld us", span.size, us(t0));
   return CUDA_SUCCESS;
 }
 
