@@ -76,9 +76,14 @@ std::string JsonObject(const JsonFields& fields, const std::string& indent, bool
 
 std::string JsonBool(bool b) { return b ? "true" : "false"; }
 
+bool HasOvercommitMemory(const wooly::v1::ClientInfo& c) {
+  return c.memory_resident_bytes() != 0 || c.memory_swapped_bytes() != 0 ||
+         c.memory_shared_bytes() != 0;
+}
+
 // New keys go at the end: scripts may depend on the order of the old ones.
 JsonFields ClientFields(const wooly::v1::ClientInfo& c) {
-  return {
+  JsonFields fields = {
       {"client_id", std::to_string(c.client_id())},
       {"pid", std::to_string(c.pid())},
       {"name", JsonQuote(c.name())},
@@ -102,6 +107,33 @@ JsonFields ClientFields(const wooly::v1::ClientInfo& c) {
       {"busy_seconds", JsonDouble(c.busy_seconds())},
       {"queue_depth", std::to_string(c.queue_depth())},
   };
+  // Overcommit (docs/overcommit.md): only for clients that hold such memory.
+  if (HasOvercommitMemory(c)) {
+    fields.push_back({"memory_resident_bytes", std::to_string(c.memory_resident_bytes())});
+    fields.push_back({"memory_swapped_bytes", std::to_string(c.memory_swapped_bytes())});
+    fields.push_back({"memory_shared_bytes", std::to_string(c.memory_shared_bytes())});
+  }
+  return fields;
+}
+
+// The node's overcommit figures as the value of a key at `indent`.
+std::string MemoryJson(const wooly::v1::MemoryStatus& m, const std::string& indent, bool pretty) {
+  const JsonFields fields = {
+      {"overcommit_enabled", JsonBool(m.overcommit_enabled())},
+      {"overcommit_percent", std::to_string(m.overcommit_percent())},
+      {"physical_bytes", std::to_string(m.physical_bytes())},
+      {"admission_limit_bytes", std::to_string(m.admission_limit_bytes())},
+      {"physical_used_bytes", std::to_string(m.physical_used_bytes())},
+      {"admitted_bytes", std::to_string(m.admitted_bytes())},
+      {"overcommitted_bytes", std::to_string(m.overcommitted_bytes())},
+      {"resident_bytes", std::to_string(m.resident_bytes())},
+      {"swapped_bytes", std::to_string(m.swapped_bytes())},
+      {"host_pool_used_bytes", std::to_string(m.host_pool_used_bytes())},
+      {"swap_out_bytes_total", std::to_string(m.swap_out_bytes_total())},
+      {"swap_in_bytes_total", std::to_string(m.swap_in_bytes_total())},
+      {"dedup_saved_bytes", std::to_string(m.dedup_saved_bytes())},
+  };
+  return JsonObject(fields, indent, pretty);
 }
 
 // The clients array as the value of a key at `indent`.
@@ -126,7 +158,7 @@ std::string StatusJson(const wooly::v1::StatusReply& st, bool pretty) {
     addresses += JsonQuote(st.listen_addresses(i));
   }
   addresses += "]";
-  const JsonFields fields = {
+  JsonFields fields = {
       {"server_version", JsonQuote(st.server_version())},
       {"protocol_version", std::to_string(st.protocol_version())},
       {"backend", JsonQuote(st.backend())},
@@ -140,6 +172,9 @@ std::string StatusJson(const wooly::v1::StatusReply& st, bool pretty) {
       {"listen_addresses", addresses},
       {"clients", ClientsJson(st.clients(), "  ", pretty)},
   };
+  if (st.memory().overcommit_enabled()) {
+    fields.push_back({"memory", MemoryJson(st.memory(), "  ", pretty)});
+  }
   return JsonObject(fields, "", pretty) + "\n";
 }
 
@@ -207,6 +242,12 @@ std::string RenderClientsTable(
       std::any_of(clients.begin(), clients.end(),
                   [](const wooly::v1::ClientInfo& c) { return c.context_lost(); });
   if (any_lost) columns.push_back({"CONTEXT", Align::kLeft});
+  // Only with overcommit: where each client's memory is.
+  const bool any_overcommit = std::any_of(clients.begin(), clients.end(), HasOvercommitMemory);
+  if (any_overcommit) {
+    columns.push_back({"RESIDENT", Align::kRight});
+    columns.push_back({"SWAPPED", Align::kRight});
+  }
   std::vector<std::vector<std::string>> rows;
   for (const wooly::v1::ClientInfo& c : clients) {
     rows.push_back({
@@ -223,6 +264,10 @@ std::string RenderClientsTable(
         FormatShare(c.measured_share()),
     });
     if (any_lost) rows.back().push_back(c.context_lost() ? "lost" : "ok");
+    if (any_overcommit) {
+      rows.back().push_back(FormatBytes(c.memory_resident_bytes()));
+      rows.back().push_back(FormatBytes(c.memory_swapped_bytes()));
+    }
   }
   return RenderTable(columns, rows);
 }
@@ -243,6 +288,18 @@ std::string RenderStatus(const wooly::v1::StatusReply& st) {
   line("Memory:", FormatBytes(st.total_memory_bytes()) + " total, " +
                       FormatBytes(st.used_memory_bytes()) + " used, " +
                       FormatBytes(st.free_memory_bytes()) + " free");
+  if (st.memory().overcommit_enabled()) {
+    const wooly::v1::MemoryStatus& m = st.memory();
+    line("VRAM pool:", FormatBytes(m.physical_bytes()) + " physical (" +
+                           FormatBytes(m.physical_used_bytes()) + " used), " +
+                           FormatBytes(m.admitted_bytes()) + " admitted of " +
+                           FormatBytes(m.admission_limit_bytes()) + " (+" +
+                           std::to_string(m.overcommit_percent()) + "%), " +
+                           FormatBytes(m.overcommitted_bytes()) + " overcommitted");
+    line("Swap:", FormatBytes(m.swapped_bytes()) + " swapped out; " +
+                      FormatBytes(m.swap_out_bytes_total()) + " out, " +
+                      FormatBytes(m.swap_in_bytes_total()) + " in since start");
+  }
   line("Uptime:", FormatDuration(st.uptime_seconds()));
   if (st.listen_addresses().empty()) {
     line("Listening:", "-");

@@ -22,29 +22,31 @@ ClientIdentity IdentityFromEnvironment() {
   ClientIdentity id;
   id.pid = static_cast<uint32_t>(::getpid());
   id.priority = 2;
-  if (const char* p = std::getenv(wire::kEnvPriority); p != nullptr && *p != '\0') {
-    if (p[0] >= '0' && p[0] <= '4' && p[1] == '\0') {
+  // WOOLY_* settings come from the environment, else the client config
+  // file (wire::Setting).
+  if (const std::string p = wire::Setting(wire::kEnvPriority); !p.empty()) {
+    if (p.size() == 1 && p[0] >= '0' && p[0] <= '4') {
       id.priority = p[0] - '0';
     } else {
       WLOG_WARN("%s='%s' is not a priority 0 (highest) .. 4 (lowest); using the default 2",
-                wire::kEnvPriority, p);
+                wire::kEnvPriority, p.c_str());
     }
   }
-  if (const char* n = std::getenv(wire::kEnvClientName); n != nullptr && *n != '\0') {
-    id.name = n;
-  } else {
-    id.name = wire::ProgramName();
-  }
-  auto first_env = [](const char* a, const char* b) {
-    const char* v = std::getenv(a);
-    if (v == nullptr || *v == '\0') v = std::getenv(b);
-    return std::string(v != nullptr ? v : "");
+  id.name = wire::Setting(wire::kEnvClientName);
+  if (id.name.empty()) id.name = wire::ProgramName();
+  auto first_env = [](const char* wooly_name, const char* plain_name) {
+    std::string v = wire::Setting(wooly_name);
+    if (v.empty()) {
+      const char* e = std::getenv(plain_name);
+      if (e != nullptr) v = e;
+    }
+    return v;
   };
   id.pod = first_env(wire::kEnvPodName, "POD_NAME");
   id.pod_namespace = first_env(wire::kEnvPodNamespace, "POD_NAMESPACE");
   for (const char* name : wire::kTenantSettingEnvs) {
-    const char* v = std::getenv(name);
-    if (v != nullptr && *v != '\0') id.settings.emplace_back(name, v);
+    std::string v = wire::Setting(name);
+    if (!v.empty()) id.settings.emplace_back(name, std::move(v));
   }
   return id;
 }
@@ -114,8 +116,9 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
     BreakLocked(nullptr);
     return CUDA_ERROR_SYSTEM_DRIVER_MISMATCH;
   }
-  if (r == CUDA_ERROR_INVALID_VALUE) {
-    // A refused setting comes with woolyd's explanation.
+  if (r == CUDA_ERROR_INVALID_VALUE || r == CUDA_ERROR_OUT_OF_MEMORY) {
+    // A refused setting (or a WOOLY_MEMORY_REQUIRED the tenant cannot
+    // have) comes with woolyd's explanation.
     std::string msg = rd.GetStr();
     if (rd.ok() && !msg.empty()) {
       *error = msg;
@@ -154,8 +157,8 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
   batching_ = false;
   if (!shm_active_.load()) {
     batch_us_ = 50;
-    if (const char* e = std::getenv(wire::kEnvBatchUs); e != nullptr && *e != '\0') {
-      batch_us_ = static_cast<uint32_t>(std::min(100000L, std::max(0L, std::atol(e))));
+    if (const std::string e = wire::Setting(wire::kEnvBatchUs); !e.empty()) {
+      batch_us_ = static_cast<uint32_t>(std::min(100000L, std::max(0L, std::atol(e.c_str()))));
     }
     batching_ = batch_us_ > 0;
   }
@@ -187,7 +190,7 @@ void Connection::FlusherLoop() {
 
 void Connection::AttachShmLocked() {
   if (!is_unix_) return;
-  if (const char* e = std::getenv(wire::kEnvShm); e != nullptr && std::strcmp(e, "0") == 0) {
+  if (wire::Setting(wire::kEnvShm) == "0") {
     WLOG_INFO("%s=0: staying on the socket", wire::kEnvShm);
     return;
   }

@@ -168,8 +168,7 @@ __attribute__((destructor)) void SayGoodbye() {
 
 bool AsyncEnabled() {
   static const bool on = [] {
-    const char* e = std::getenv(wire::kEnvAsync);
-    return e == nullptr || std::strcmp(e, "0") != 0;
+    return wire::Setting(wire::kEnvAsync) != "0";  // env, then client config
   }();
   return on;
 }

@@ -27,5 +27,5 @@ set_target_properties(wooly_driver_surface PROPERTIES POSITION_INDEPENDENT_CODE 
 target_include_directories(wooly_driver_surface
   PUBLIC ${WOOLY_DRIVER_SURFACE_DIR}/include
   PRIVATE ${WOOLY_DRIVER_SURFACE_DIR})
-target_link_libraries(wooly_driver_surface PUBLIC wooly::cuda_headers)
+target_link_libraries(wooly_driver_surface PUBLIC wooly::cuda_headers PRIVATE wooly::wire)
 target_compile_options(wooly_driver_surface PRIVATE -Wall -Wextra -Wno-unused-parameter)

@@ -1,9 +1,6 @@
 #include "log.h"
 
 #include <cuda.h>
-
-#include "api.h"
-
 #include <strings.h>
 #include <unistd.h>
 
@@ -13,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "api.h"
 #include "wooly/proto/defaults.h"
 
 namespace wooly::client {
@@ -61,7 +59,8 @@ LogLevel CurrentLogLevel() {
   int v = g_level.load(std::memory_order_relaxed);
   if (v != kUnset) return static_cast<LogLevel>(v);
   LogLevel level = LogLevel::kWarn;
-  const char* env = std::getenv(wire::kEnvLog);
+  const std::string env_value = wire::Setting(wire::kEnvLog);  // env, then client config
+  const char* env = env_value.c_str();
   bool bad = false;
   if (env != nullptr && *env != '\0' && !ParseLogLevel(env, &level)) {
     level = LogLevel::kWarn;

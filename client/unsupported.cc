@@ -8,8 +8,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "wooly/client/driver_surface.h"
+#include "wooly/proto/defaults.h"
 
 namespace wooly::client {
 namespace {
@@ -55,8 +57,9 @@ std::atomic<bool> g_reported[kEntryCount];
 // WOOLY_LOG is read when a report is about to be printed (rare: once per
 // symbol), so tests and late setenv calls are honoured.
 bool ReportsSilenced() {
-  const char* level = std::getenv("WOOLY_LOG");
-  if (level == nullptr) return false;
+  const std::string value = wire::Setting(wire::kEnvLog);  // env, then client config
+  const char* level = value.c_str();
+  if (*level == '\0') return false;
   return strcasecmp(level, "off") == 0 || strcasecmp(level, "error") == 0 ||
          strcasecmp(level, "err") == 0 || strcasecmp(level, "critical") == 0;
 }

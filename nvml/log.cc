@@ -18,8 +18,9 @@ constexpr int kUnset = -1;
 std::atomic<int> g_level{kUnset};
 
 LogLevel LevelFromEnvironment() {
-  const char* env = std::getenv(wire::kEnvLog);
-  if (env == nullptr || *env == '\0') return LogLevel::kWarn;
+  const std::string value = wire::Setting(wire::kEnvLog);  // env, then client config
+  const char* env = value.c_str();
+  if (*env == '\0') return LogLevel::kWarn;
   static constexpr struct {
     const char* name;
     LogLevel level;

@@ -22,10 +22,15 @@ constexpr uint32_t kMaxProcesses = 65536;
 constexpr int32_t kCuSuccess = 0;
 constexpr int32_t kCuNotSupported = 801;
 
+// `a` (a WOOLY_* setting: environment, then client config), else the
+// environment variable `b`.
 std::string FirstEnv(const char* a, const char* b) {
-  const char* v = std::getenv(a);
-  if ((v == nullptr || *v == '\0') && b != nullptr) v = std::getenv(b);
-  return v != nullptr ? std::string(v) : std::string();
+  std::string v = wire::Setting(a);
+  if (v.empty() && b != nullptr) {
+    const char* e = std::getenv(b);
+    if (e != nullptr) v = e;
+  }
+  return v;
 }
 
 }  // namespace
@@ -34,8 +39,8 @@ HelloIdentity ObserverIdentityFromEnvironment() {
   HelloIdentity id;
   id.pid = static_cast<uint32_t>(::getpid());
   // Same rules as libwooly; a bad value is libwooly's to report.
-  if (const char* p = std::getenv(wire::kEnvPriority);
-      p != nullptr && p[0] >= '0' && p[0] <= '4' && p[1] == '\0') {
+  if (const std::string p = wire::Setting(wire::kEnvPriority);
+      p.size() == 1 && p[0] >= '0' && p[0] <= '4') {
     id.priority = p[0] - '0';
   }
   id.name = FirstEnv(wire::kEnvClientName, nullptr);
@@ -44,9 +49,7 @@ HelloIdentity ObserverIdentityFromEnvironment() {
   id.pod_namespace = FirstEnv(wire::kEnvPodNamespace, "POD_NAMESPACE");
   id.settings.emplace_back("role", "observer");
   for (const char* key : {"WOOLY_TENANT", "WOOLY_MEMORY_LIMIT"}) {
-    if (const char* v = std::getenv(key); v != nullptr && *v != '\0') {
-      id.settings.emplace_back(key, v);
-    }
+    if (std::string v = wire::Setting(key); !v.empty()) id.settings.emplace_back(key, v);
   }
   return id;
 }

@@ -13,9 +13,10 @@ namespace {
 
 constexpr int32_t kCuSuccess = 0;
 
+// A WOOLY_* setting (environment, then client config), else `fallback`.
 std::string EnvOr(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+  std::string v = wire::Setting(name);
+  return v.empty() ? fallback : v;
 }
 
 }  // namespace
@@ -41,11 +42,18 @@ nvmlReturn_t Session::Init(unsigned int flags) {
   endpoint_ = EnvOr(wire::kEnvServer, wire::DefaultSessionEndpoint());
   identity_ = ObserverIdentityFromEnvironment();
   cache_ms_ = 100;
-  if (const char* c = std::getenv(kEnvCacheMs); c != nullptr && *c != '\0') {
-    cache_ms_ = std::strtoull(c, nullptr, 10);
+  if (const std::string c = wire::Setting(kEnvCacheMs); !c.empty()) {
+    cache_ms_ = std::strtoull(c.c_str(), nullptr, 10);
   }
-  const char* marker = std::getenv(kEnvMarker);
-  marker_ = marker != nullptr ? marker : kDefaultMarker;
+  // An empty marker is allowed (it removes the marker), so this one reads
+  // the environment first as it always did.
+  if (const char* marker = std::getenv(kEnvMarker); marker != nullptr) {
+    marker_ = marker;
+  } else if (std::string m = wire::Setting(kEnvMarker); !m.empty()) {
+    marker_ = m;
+  } else {
+    marker_ = kDefaultMarker;
+  }
   cached_ = false;
   warned_no_view_ = false;
   const nvmlReturn_t r = ConnectLocked(/*quiet=*/false);

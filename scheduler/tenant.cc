@@ -177,6 +177,8 @@ absl::string_view PolicySourceName(PolicySource source) {
   switch (source) {
     case PolicySource::kDefault:
       return "default";
+    case PolicySource::kServerDefault:
+      return "server-default";
     case PolicySource::kClientEnv:
       return "client";
     case PolicySource::kPolicyFile:
@@ -190,7 +192,15 @@ absl::string_view PolicySourceName(PolicySource source) {
 ResolvedPolicy ResolveTenantPolicy(const PolicyOverride& client_env,
                                    const PolicyOverride& policy_file,
                                    const PolicyOverride& runtime) {
+  return ResolveTenantPolicy(PolicyOverride{}, client_env, policy_file, runtime);
+}
+
+ResolvedPolicy ResolveTenantPolicy(const PolicyOverride& server_defaults,
+                                   const PolicyOverride& client_env,
+                                   const PolicyOverride& policy_file,
+                                   const PolicyOverride& runtime) {
   Accumulator acc;
+  acc.Apply(server_defaults, PolicySource::kServerDefault);
   acc.Apply(client_env, PolicySource::kClientEnv);
   acc.Apply(policy_file, PolicySource::kPolicyFile);
   acc.Apply(runtime, PolicySource::kRuntime);

@@ -138,7 +138,8 @@ say "  $(tail -1 "$tmp/native.txt")"
 # ---------------------------------------------------------------- woolyd
 env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" WOOLY_SOCKET_DIR="$tmp" \
   "$WOOLYD" --listen "unix:$tmp/woolyd.sock" --admin "unix:$tmp/admin.sock" \
-  --log-level "${WOOLYD_LOG_LEVEL:-info}" --ready-file "$tmp/ready" >"$tmp/woolyd.log" 2>&1 &
+  --log-level "${WOOLYD_LOG_LEVEL:-info}" --metrics 127.0.0.1:0 --ready-file "$tmp/ready" \
+  >"$tmp/woolyd.log" 2>&1 &
 woolyd_pid=$!
 for _ in $(seq 300); do
   [ -e "$tmp/ready" ] && break
@@ -152,6 +153,7 @@ if [ ! -e "$tmp/ready" ]; then
 fi
 pass woolyd "started"
 ENDPOINT=unix:$tmp/woolyd.sock
+METRICS=$(awk '$1 == "metrics" { print $2 }' "$tmp/ready")
 
 # ---------------------------------------------------------------- tenants
 cat >"$tmp/tenant.py" <<'PY'
@@ -250,6 +252,7 @@ mkdir -p "$tmp/sync"
 run_tenant() {  # run_tenant ROLE LIMIT ALLOC_GIB
   env LD_PRELOAD="$CLIENT" LD_LIBRARY_PATH="$NVML_DIR:$CLIENT_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     WOOLY_SERVER="$ENDPOINT" WOOLY_TENANT="$1" WOOLY_MEMORY_LIMIT="$2" \
+    WOOLY_POD_NAME="pod-$1" WOOLY_POD_NAMESPACE=nvml-check \
     WOOLY_LOG="${WOOLY_CLIENT_LOG:-warn}" WOOLY_CLIENT_NAME="nvml-check-$1" NVML_CHECK_SMI="$smi" \
     PYTHONUNBUFFERED=1 timeout -k 5 300 "$PYTHON" "$tmp/tenant.py" "$1" "$3" "$tmp/sync" \
     >"$tmp/tenant-$1.log" 2>&1 &
@@ -257,10 +260,32 @@ run_tenant() {  # run_tenant ROLE LIMIT ALLOC_GIB
 }
 run_tenant a 20GiB 6
 run_tenant b 10GiB 3
+# Scrapes the metrics endpoint while the tenants run; keeps the last scrape
+# that shows both of them holding their memory.
+"$PYTHON" - "$METRICS" "$tmp/metrics.txt" "${tenant_pids[@]}" <<'PY' &
+import os, sys, time, urllib.request
+addr, out, pids = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3:]]
+def alive():
+    return any(os.path.exists(f"/proc/{p}") for p in pids)
+while alive():
+    try:
+        text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=5).read().decode()
+        held = [l for l in text.splitlines() if l.startswith("wooly_tenant_memory_allocated_bytes{")
+                and 'client="nvml-check-' in l and not l.rstrip().endswith(" 0")]
+        if len(held) >= 2:
+            with open(out + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(out + ".tmp", out)
+    except Exception:
+        pass
+    time.sleep(0.5)
+PY
+scraper=$!
 rc_a=0; rc_b=0
 wait "${tenant_pids[0]}" || rc_a=$?
 wait "${tenant_pids[1]}" || rc_b=$?
 tenant_pids=()
+wait "$scraper" 2>/dev/null
 
 # ---------------------------------------------------------------- checks
 # Turns a tenant's RESULT line into shell variables T_<key> (numbers, short
@@ -328,6 +353,28 @@ for spec in "a 20 6 $rc_a" "b 10 3 $rc_b"; do
   check "tenant $t processes: only its own pid" "[$T_pids]" test "$T_pids" = "$T_pid"
   check "tenant $t utilization in 0..100" "$T_util%" within "$T_util" 0 100
 done
+
+# Metrics: both tenants, with their labels, in one scrape taken while they ran.
+if [ -s "$tmp/metrics.txt" ]; then
+  for t in a b; do
+    vars=$(extract "$t"); [ -n "$vars" ] && eval "$vars"
+    line=$(grep -m1 "^wooly_tenant_memory_allocated_bytes{client=\"nvml-check-$t\"" "$tmp/metrics.txt")
+    check "metrics: tenant $t labels (client, pid, pod, namespace)" "${line:-no series}" \
+      eval '[[ "$line" == *"pid=\"$T_pid\""*"pod=\"pod-$t\""*"namespace=\"nvml-check\""* ]]'
+    bytes=${line##* }
+    alloc=$([ $t = a ] && echo $((6 * GiB)) || echo $((3 * GiB)))
+    check "metrics: tenant $t allocated bytes" "$(gib "${bytes%.*}")" \
+      within "${bytes%.*}" "$alloc" $((alloc + GiB))
+    share=$(grep -m1 "^wooly_tenant_sm_share_measured_ratio{client=\"nvml-check-$t\"" "$tmp/metrics.txt")
+    check "metrics: tenant $t scheduler series carry tenant=\"$t\"" "${share:-no series}" \
+      eval '[[ "$share" == *"tenant=\"$t\""* ]]'
+  done
+  clients=$(awk '/^wooly_clients_connected / { print $2 }' "$tmp/metrics.txt")
+  check "metrics: clients connected" "${clients:-none}" test "${clients%.*}" -ge 2
+  [ -n "${OUT:-}" ] && cp "$tmp/metrics.txt" "$OUT/"
+else
+  fail "metrics scrape with both tenants" "none recorded from http://$METRICS/metrics"
+fi
 
 # nvidia-smi: printed, not judged.
 smi_out=$(grep -m1 '^RESULT ' "$tmp/tenant-a.log" | cut -c8- | "$PYTHON" -c '

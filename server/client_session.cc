@@ -15,6 +15,7 @@
 #include "spdlog/spdlog.h"
 #include "wooly/scheduler/stream_priority.h"
 #include "wooly/server/cu_status.h"
+#include "wooly/server/node_memory.h"
 #include "wooly/server/share_control.h"
 
 namespace wooly::server {
@@ -107,6 +108,12 @@ ClientStatus ClientSession::Snapshot() const {
     s.sm_cap = m->policy.policy.cap();
     s.memory_limit = m->memory_limit;
   }
+  if (env_->node_memory != nullptr) {
+    const memory::ClientUsage usage = env_->node_memory->Usage(id_);
+    s.memory_resident = usage.resident;
+    s.memory_swapped_out = usage.swapped_out;
+    s.memory_shared = usage.shared;
+  }
   if (env_->share_control != nullptr) {
     const ClientShare share = env_->share_control->ShareOf(id_);
     s.target_share = share.target_share;
@@ -122,6 +129,9 @@ ClientStatus ClientSession::Snapshot() const {
     s.bytes_allocated = 0;
     s.streams = 0;
     s.modules = 0;
+    s.memory_resident = 0;
+    s.memory_swapped_out = 0;
+    s.memory_shared = 0;
   }
   return s;
 }
@@ -160,8 +170,9 @@ bool ReportsDeferredErrors(uint16_t op) {
   }
 }
 
-// Hot requests that change nothing status reports: they skip refreshing it.
-bool LeavesStatsAlone(uint16_t op) {
+// Requests whose work reads or writes the client's device memory: with
+// overcommit on, all its memory is made resident before them (node_memory.h).
+bool TouchesDeviceMemory(uint16_t op) {
   switch (static_cast<Op>(op)) {
     case Op::kLaunchKernel:
     case Op::kMemcpyHtoD:
@@ -171,9 +182,19 @@ bool LeavesStatsAlone(uint16_t op) {
     case Op::kMemcpy3D:
     case Op::kMemcpyHtoDShared:
     case Op::kMemcpyDtoHShared:
+    case Op::kGraphLaunch:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Hot requests that change nothing status reports: they skip refreshing it.
+bool LeavesStatsAlone(uint16_t op) {
+  if (TouchesDeviceMemory(op)) return true;
+  switch (static_cast<Op>(op)) {
     case Op::kEventRecord:
     case Op::kStreamWaitEvent:
-    case Op::kGraphLaunch:
       return true;
     default:
       return ReportsDeferredErrors(op);
@@ -308,13 +329,23 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
   wire::Writer out;
   out.Put<int32_t>(CUDA_SUCCESS);
   absl::Status status;
-  try {
-    status = (this->*handler)(in, out);
-  } catch (const std::bad_alloc&) {
-    status = CuError(CUDA_ERROR_OUT_OF_MEMORY, "server out of host memory");
-  } catch (const std::exception& e) {
-    status = CuError(CUDA_ERROR_UNKNOWN, e.what());
+  // Overcommit: the client's memory is resident (swapped in first if need
+  // be) and it stays a non-victim while the command is issued.
+  bool node_busy = false;
+  if (node_client_ && TouchesDeviceMemory(op)) {
+    status = env_->node_memory->BeginKernel(id_);
+    node_busy = status.ok();
   }
+  if (status.ok()) {
+    try {
+      status = (this->*handler)(in, out);
+    } catch (const std::bad_alloc&) {
+      status = CuError(CUDA_ERROR_OUT_OF_MEMORY, "server out of host memory");
+    } catch (const std::exception& e) {
+      status = CuError(CUDA_ERROR_UNKNOWN, e.what());
+    }
+  }
+  if (node_busy) env_->node_memory->EndCommand(id_);
   CUresult result = ToCuResult(status);
   const bool no_reply = (header.flags & wire::kFlagNoReply) != 0;
   if (no_reply && result != CUDA_SUCCESS) {
@@ -403,10 +434,10 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
       if (in.ok() && key.size() <= 64 && value.size() <= 1024) env[key] = std::move(value);
     }
   }
-  auto refuse = [&](const std::string& message) {
+  auto refuse = [&](const std::string& message, CUresult code = CUDA_ERROR_INVALID_VALUE) {
     spdlog::warn("client {} ({}): refused: {}", id_, peer_, message);
     wire::Writer w;
-    w.Put<int32_t>(CUDA_ERROR_INVALID_VALUE).PutStr(message);
+    w.Put<int32_t>(code).PutStr(message);
     reply.payload = std::move(w.data());
     reply.close = true;
     return reply;
@@ -424,7 +455,13 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
   who.pid_namespace = peer_pid_namespace_;
   absl::StatusOr<std::unique_ptr<TenantMembership>> membership =
       env_->tenants->Join(who, *settings);
-  if (!membership.ok()) return refuse(std::string(membership.status().message()));
+  if (!membership.ok()) {
+    // ResourceExhausted: WOOLY_MEMORY_REQUIRED is more than the tenant can have.
+    return refuse(std::string(membership.status().message()),
+                  membership.status().code() == absl::StatusCode::kResourceExhausted
+                      ? CUDA_ERROR_OUT_OF_MEMORY
+                      : CUDA_ERROR_INVALID_VALUE);
+  }
   membership_ = std::move(*membership);
   {
     absl::MutexLock stats_lock(&stats_mu_);
@@ -491,6 +528,24 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
   // From here the client's objects live in this generation of the context.
   env_->context->Bind(access->generation());
   context_generation_.store(access->generation(), std::memory_order_release);
+  PublishQuiesceStreamsLocked();
+  if (env_->node_memory != nullptr) {
+    memory::ClientOptions mo;
+    mo.policy.priority = priority_;
+    mo.policy.noswap = membership_->noswap();  // the client's, else the server default
+    // Its cleanup (CloseLocked) runs once the generation is bound, so the
+    // reservation is released even when this Hello fails below.
+    if (absl::Status s = env_->node_memory->AddClient(
+            id_, mo, [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return QuiesceStreams(); });
+        !s.ok()) {
+      spdlog::error("client {} ({}): cannot set up its overcommitted memory: {}", id_, peer_,
+                    s.ToString());
+      reply.payload = ResultOnly(ToCuResult(s));
+      reply.close = true;
+      return reply;
+    }
+    node_client_ = true;
+  }
 
   reply.payload = HelloAccepted();
   PublishStats();
@@ -570,6 +625,12 @@ bool ClientSession::ReleaseAllLocked(SharedContext::Access& access, std::string*
   if (has_default_stream_)
     warn("synchronize", backend_->StreamSynchronize(default_stream_.backend));
   for (auto& [id, s] : streams_) warn("synchronize", backend_->StreamSynchronize(s.backend));
+  // Nothing of it runs any more: another client's eviction need not wait
+  // for these streams, which are destroyed below.
+  {
+    absl::MutexLock lock(&quiesce_mu_);
+    quiesce_streams_.clear();
+  }
   // A fault seen here (an asynchronous one, often this client's own last
   // kernel) means the context and everything below are gone.
   if (access.faulted()) return false;
@@ -613,8 +674,11 @@ bool ClientSession::ReleaseAllLocked(SharedContext::Access& access, std::string*
   // 5. Memory.
   const size_t n_allocations = allocations_.size();
   const uint64_t bytes = allocations_.TotalBytes();
-  for (const memory::Range& r : allocations_.Ranges()) warn("free", backend_->MemFree(r.base));
+  for (const memory::Range& r : allocations_.Ranges()) {
+    if (!node_allocations_.contains(r.base)) warn("free", backend_->MemFree(r.base));
+  }
   allocations_.Clear();
+  LeaveNodeMemoryLocked();
   // 6. Mappings, allocation handles, reservations and pools.
   CloseMemoryExtLocked();
   // 7. Shared pinned memory (its copies finished with the streams).
@@ -646,6 +710,13 @@ std::string ClientSession::DropAllLocked() {
   globals_.Clear();
   global_refs_.clear();
   allocations_.Clear();
+  {
+    absl::MutexLock lock(&quiesce_mu_);
+    quiesce_streams_.clear();
+  }
+  // Bookkeeping mostly: the device calls it makes in the lost context fail
+  // and are counted (memory::NodeUsage::teardown_errors).
+  LeaveNodeMemoryLocked();
   ReleaseSharedHostLocked(/*unregister=*/false);
   graphs_ = SessionGraphs{};
   mem_ext_.reset();  // bookkeeping only: its deleter calls nothing
@@ -757,9 +828,13 @@ void ClientSession::MoveToPlacement(StreamRec& s) {
     return;
   }
   sched_->CloseBatch(s.backend);
-  // The driver keeps the old stream until its work is done.
-  (void)backend_->StreamDestroy(s.backend);
+  const BackendHandle old = s.backend;
   s.backend = *fresh;
+  // The fresh stream waits for the old one's work, so quiescing it covers
+  // both; the old one leaves the quiesce list before it is destroyed.
+  PublishQuiesceStreamsLocked();
+  // The driver keeps the old stream until its work is done.
+  (void)backend_->StreamDestroy(old);
 }
 
 bool ClientSession::HasOpenBatch() const { return sched_ != nullptr && sched_->has_open_batch(); }
@@ -858,9 +933,53 @@ void ClientSession::UnchargeMemory(uint64_t bytes) {
   if (membership_ != nullptr) membership_->ReleaseMemory(bytes);
 }
 
+void ClientSession::PublishQuiesceStreamsLocked() {
+  std::vector<BackendHandle> streams;
+  if (has_default_stream_) streams.push_back(default_stream_.backend);
+  for (const auto& [id, s] : streams_) streams.push_back(s.backend);
+  absl::MutexLock lock(&quiesce_mu_);
+  quiesce_streams_ = std::move(streams);
+}
+
+absl::Status ClientSession::QuiesceStreams() {
+  absl::MutexLock lock(&quiesce_mu_);
+  for (BackendHandle s : quiesce_streams_) {
+    if (absl::Status st = backend_->StreamSynchronize(s); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+void ClientSession::LeaveNodeMemoryLocked() {
+  if (!node_client_) return;
+  node_client_ = false;
+  node_allocations_.clear();
+  if (absl::Status s = env_->node_memory->RemoveClient(id_); !s.ok()) {
+    spdlog::warn("client {}: releasing its overcommitted memory: {}", id_, s.ToString());
+  }
+}
+
 absl::Status ClientSession::OpMemAlloc(wire::Reader& in, wire::Writer& out) {
   const uint64_t size = in.Get<uint64_t>();
   if (!in.ok()) return Malformed();
+  if (node_client_) {
+    if (size == 0) return CuError(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes");
+    if (absl::Status s = ChargeMemory(size); !s.ok()) return s;
+    absl::StatusOr<memory::Allocation> a = env_->node_memory->Allocate(id_, size);
+    if (!a.ok()) {
+      UnchargeMemory(size);
+      return a.status();
+    }
+    if (!allocations_.Insert(a->va, size)) {
+      spdlog::error("client {}: overcommit returned overlapping allocation {:#x}+{}", id_, a->va,
+                    size);
+      (void)env_->node_memory->Free(id_, a->va);
+      UnchargeMemory(size);
+      return CuError(CUDA_ERROR_UNKNOWN, "overlapping allocation");
+    }
+    node_allocations_.insert(a->va);
+    out.Put<uint64_t>(a->va);
+    return absl::OkStatus();
+  }
   if (absl::Status s = ChargeMemory(size); !s.ok()) return s;
   absl::StatusOr<DevPtr> p = backend_->MemAlloc(size);
   if (!p.ok()) {
@@ -883,7 +1002,15 @@ absl::Status ClientSession::OpMemFree(wire::Reader& in, wire::Writer& out) {
   if (!in.ok()) return Malformed();
   std::optional<memory::Range> r = allocations_.FindExact(p);
   if (!r) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
-  if (absl::Status s = backend_->MemFree(p); !s.ok()) return s;
+  if (node_allocations_.contains(p)) {
+    // Its GPU work may still read it: CUDA's cuMemFree waits for the
+    // device too (it synchronizes when memory is in use).
+    if (absl::Status s = QuiesceStreams(); !s.ok()) return s;
+    if (absl::Status s = env_->node_memory->Free(id_, p); !s.ok()) return s;
+    node_allocations_.erase(p);
+  } else if (absl::Status s = backend_->MemFree(p); !s.ok()) {
+    return s;
+  }
   allocations_.Erase(p);
   UnchargeMemory(r->size);
   return absl::OkStatus();
@@ -1401,6 +1528,7 @@ absl::Status ClientSession::OpStreamCreate(wire::Reader& in, wire::Writer& out) 
   s.blocking = (flags & CU_STREAM_NON_BLOCKING) == 0;
   // Only default-stream work issued from now on must be ordered before it.
   s.seen_default_epoch = default_stream_.epoch;
+  PublishQuiesceStreamsLocked();
   out.Put<uint64_t>(id);
   return absl::OkStatus();
 }
@@ -1411,7 +1539,18 @@ absl::Status ClientSession::OpStreamDestroy(wire::Reader& in, wire::Writer& out)
   auto it = streams_.find(id);
   if (it == streams_.end()) return BadHandle("stream");
   AbandonCaptureOn(id);
-  if (absl::Status s = backend_->StreamDestroy(it->second.backend); !s.ok()) return s;
+  const BackendHandle backend = it->second.backend;
+  if (node_client_) {
+    // Overcommit quiesces a client through its live streams only: let this
+    // one's work finish before it leaves that list.
+    if (absl::Status s = backend_->StreamSynchronize(backend); !s.ok()) return s;
+    absl::MutexLock lock(&quiesce_mu_);
+    std::erase(quiesce_streams_, backend);
+  }
+  if (absl::Status s = backend_->StreamDestroy(backend); !s.ok()) {
+    PublishQuiesceStreamsLocked();
+    return s;
+  }
   if (it->second.sync_event) (void)backend_->EventDestroy(it->second.sync_event);
   streams_.erase(it);
   return absl::OkStatus();

@@ -10,16 +10,20 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <initializer_list>
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -27,6 +31,7 @@
 #include "wooly/proto/defaults.h"
 #include "wooly/proto/socket.h"
 #include "wooly/proto/wire.h"
+#include "wooly/scheduler/tenant.h"
 #include "wooly/server/metrics.h"
 #include "wooly/server/server.h"
 
@@ -83,19 +88,14 @@ sigset_t SignalSet(std::initializer_list<int> signals) {
 // blocks them before this starts any thread).
 int RunServer(const DaemonFlags& flags, const std::string& program,
               const BackendFactory& make_backend, const std::map<std::string, int>& bound) {
-  absl::StatusOr<std::unique_ptr<GpuBackend>> backend = make_backend(flags.device);
+  absl::StatusOr<std::unique_ptr<GpuBackend>> backend = CreateBackend(flags, make_backend);
   if (!backend.ok()) {
     std::fprintf(stderr, "%s: no usable GPU: %s\n", program.c_str(),
                  std::string(backend.status().message()).c_str());
     return 1;
   }
-  ServerOptions options;
-  options.listen = flags.listen;
-  options.admin = flags.admin;
+  ServerOptions options = ServerOptionsFromFlags(flags);
   options.bound_listeners = bound;
-  options.metrics_address = flags.metrics;
-  options.module_cache_dir = flags.module_cache_dir;
-  options.module_cache_bytes = flags.module_cache_bytes;
   // The server thread that finds the context lost for good wakes this one,
   // which shuts the server down (that joins the server threads).
   const pthread_t main_thread = ::pthread_self();
@@ -321,7 +321,7 @@ std::string DaemonUsage(const std::string& program) {
       "  --admin ENDPOINT    gRPC admin/session services (default ",
       wire::DefaultAdminEndpoint(),
       "; 'none' disables)\n"
-      "  --device N          GPU ordinal (default 0)\n"
+      "  --device N|UUID     GPU ordinal, or UUID (GPU-xxxxxxxx-...) (default 0)\n"
       "  --log-level LEVEL   trace|debug|info|warn|error (default info)\n"
       "  --ready-file PATH   write the bound endpoints to PATH once serving\n"
       "  --config FILE       read these settings from a TOML file first (default\n"
@@ -336,6 +336,15 @@ std::string DaemonUsage(const std::string& program) {
       "  --module-cache-bytes N\n"
       "                      size bound of the module cache, bytes or with a K/M/G suffix\n"
       "                      (default 4G; 0 turns the cache off)\n"
+      "  --policy-file PATH  per-client scheduling policy (docs/scheduler.md); checked\n"
+      "                      at start (default none)\n"
+      "  --no-scheduler      run every client on the whole GPU at its priority,\n"
+      "                      without SM shares (default: the scheduler runs)\n"
+      "  --overcommit-percent N\n"
+      "                      turn device memory overcommit on, admitting up to\n"
+      "                      (100 + N)% of the GPU's memory, 0..1000 (default off)\n"
+      "  --swap-idle-seconds S\n"
+      "                      a client idle this long may be swapped out (default 30)\n"
       "  --no-supervisor     serve in this process; by default a supervisor runs the\n"
       "                      server in a worker process and restarts it when the GPU\n"
       "                      context is lost\n"
@@ -356,6 +365,10 @@ std::string DefaultModuleCacheDir() {
 
 namespace {
 
+constexpr uint32_t kMaxOvercommitPercent = 1000;
+// Bounds the idle threshold far beyond use, well inside absl::Duration.
+constexpr double kMaxSwapIdleSeconds = 1e9;
+
 constexpr const char* kValuedFlags[] = {"listen",
                                         "admin",
                                         "device",
@@ -363,7 +376,40 @@ constexpr const char* kValuedFlags[] = {"listen",
                                         "ready-file",
                                         "module-cache-dir",
                                         "module-cache-bytes",
-                                        "metrics"};
+                                        "metrics",
+                                        "policy-file",
+                                        "overcommit-percent",
+                                        "swap-idle-seconds"};
+
+// A size: bytes, or a number with a K/KiB, M/MiB, G/GiB or T/TiB suffix
+// (tenants.h ParseByteSize, as WOOLY_MEMORY_LIMIT). The error names `what`.
+absl::StatusOr<uint64_t> ParseSize(const std::string& what, const std::string& value) {
+  absl::StatusOr<uint64_t> n = ParseByteSize(value);
+  if (!n.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " needs a size in bytes (e.g. 4G), got '", value, "'"));
+  }
+  return *n;
+}
+
+// "GPU-" and 32 hex digits in the 8-4-4-4-12 layout nvidia-smi prints.
+bool IsGpuUuid(const std::string& text) {
+  static constexpr int kGroups[] = {8, 4, 4, 4, 12};
+  if (!absl::StartsWithIgnoreCase(text, "GPU-")) return false;
+  size_t i = 4;
+  for (int g = 0; g < 5; ++g) {
+    if (g > 0) {
+      if (i >= text.size() || text[i] != '-') return false;
+      ++i;
+    }
+    for (int k = 0; k < kGroups[g]; ++k, ++i) {
+      if (i >= text.size() || !absl::ascii_isxdigit(static_cast<unsigned char>(text[i]))) {
+        return false;
+      }
+    }
+  }
+  return i == text.size();
+}
 
 // An endpoint to listen on; port 0 (an ephemeral port) is fine.
 absl::Status CheckListenEndpoint(const std::string& flag, const std::string& value) {
@@ -389,9 +435,18 @@ absl::Status ApplyValuedFlag(const std::string& name, const std::string& value,
     }
     flags.admin = value == "none" ? "" : value;
   } else if (name == "device") {
-    if (!absl::SimpleAtoi(value, &flags.device) || flags.device < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--device needs a GPU ordinal (0, 1, ...), got '", value, "'"));
+    if (IsGpuUuid(value)) {
+      flags.device = 0;
+      flags.device_uuid = absl::AsciiStrToLower(value);
+      flags.device_uuid.replace(0, 4, "GPU-");
+    } else if (int ordinal = -1; absl::SimpleAtoi(value, &ordinal) && ordinal >= 0) {
+      flags.device = ordinal;
+      flags.device_uuid.clear();
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--device needs a GPU ordinal (0, 1, ...) or UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-"
+          "xxxxxxxxxxxx, as nvidia-smi -L prints it), got '",
+          value, "'"));
     }
   } else if (name == "log-level") {
     spdlog::level::level_enum level;
@@ -415,34 +470,63 @@ absl::Status ApplyValuedFlag(const std::string& name, const std::string& value,
     if (value.empty()) return absl::InvalidArgumentError("--module-cache-dir needs a path");
     flags.module_cache_dir = value == "none" ? "" : value;
   } else if (name == "module-cache-bytes") {
-    uint64_t mult = 1;
-    std::string digits = value;
-    if (!digits.empty()) {
-      switch (digits.back()) {
-        case 'K':
-        case 'k':
-          mult = 1ull << 10;
-          break;
-        case 'M':
-        case 'm':
-          mult = 1ull << 20;
-          break;
-        case 'G':
-        case 'g':
-          mult = 1ull << 30;
-          break;
-        default:
-          break;
-      }
-      if (mult != 1) digits.pop_back();
+    absl::StatusOr<uint64_t> n = ParseSize("--module-cache-bytes", value);
+    if (!n.ok()) return n.status();
+    flags.module_cache_bytes = *n;
+  } else if (name == "policy-file") {
+    if (value.empty()) return absl::InvalidArgumentError("--policy-file needs a path");
+    flags.policy_file = value;
+  } else if (name == "overcommit-percent") {
+    uint32_t percent = 0;
+    if (!absl::SimpleAtoi(value, &percent) || percent > kMaxOvercommitPercent) {
+      return absl::InvalidArgumentError(absl::StrCat("--overcommit-percent needs an integer 0..",
+                                                     kMaxOvercommitPercent, ", got '", value, "'"));
     }
-    uint64_t n = 0;
-    if (!absl::SimpleAtoi(digits, &n) || n > (UINT64_MAX / mult)) {
+    flags.overcommit_percent = percent;
+  } else if (name == "swap-idle-seconds") {
+    double seconds = 0;
+    if (!absl::SimpleAtod(value, &seconds) || !std::isfinite(seconds) || seconds <= 0 ||
+        seconds > kMaxSwapIdleSeconds) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--module-cache-bytes needs a size in bytes (e.g. 4G), got '", value, "'"));
+          absl::StrCat("--swap-idle-seconds needs a number of seconds above 0, got '", value, "'"));
     }
-    flags.module_cache_bytes = n * mult;
+    flags.swap_idle_threshold = absl::Seconds(seconds);
+  } else if (name == "swap-host-pool-bytes") {  // config file only
+    absl::StatusOr<uint64_t> n = ParseSize("swap_host_pool_bytes", value);
+    if (!n.ok()) return n.status();
+    flags.swap_host_pool_bytes = *n;
+  } else if (name == "scheduler-tick-ms") {  // config file only
+    int64_t ms = 0;
+    if (!absl::SimpleAtoi(value, &ms) || ms <= 0 || ms > 3'600'000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("needs an integer number of milliseconds above 0, got '", value, "'"));
+    }
+    flags.scheduler_tick = absl::Milliseconds(ms);
   }
+  return absl::OkStatus();
+}
+
+// The [defaults] policy keys as wooly-cli's assignments name them.
+absl::Status ApplyPolicyDefault(const char* assignment_key, const std::string& value,
+                                scheduler::PolicyOverride& policy) {
+  const std::string text(absl::StripAsciiWhitespace(value));
+  if (text.empty() || text.find_first_of(" \t") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("'", value, "' is not a single value"));
+  }
+  absl::StatusOr<scheduler::PolicyOverride> one =
+      scheduler::ParseAssignments(absl::StrCat(assignment_key, "=", text));
+  if (!one.ok()) {
+    // Drop ParseAssignments' own "key 'x': ": the caller names the key.
+    absl::string_view msg = one.status().message();
+    absl::ConsumePrefix(&msg, absl::StrCat("key '", assignment_key, "': "));
+    return absl::InvalidArgumentError(msg);
+  }
+  // Field by field, not MergeFrom: a floor above the cap is an error the
+  // caller reports, not something to settle.
+  if (one->priority) policy.priority = one->priority;
+  if (one->weight) policy.weight = one->weight;
+  if (one->floor_share) policy.floor_share = one->floor_share;
+  if (one->cap_share) policy.cap_share = one->cap_share;
   return absl::OkStatus();
 }
 
@@ -466,19 +550,54 @@ absl::Status ApplyConfigFile(const std::string& path, DaemonFlags& flags) {
   };
   // A string, or an integer written as one (sizes, ordinals).
   auto scalar = [](const toml::node& n, std::string* out) {
-    if (auto v = n.value<std::string>()) {
+    if (auto v = n.value_exact<std::string>()) {
       *out = *v;
       return true;
     }
-    if (auto i = n.value<int64_t>()) {
+    if (auto i = n.value_exact<int64_t>()) {
       *out = std::to_string(*i);
       return true;
     }
     return false;
   };
+  // A number (integer or float), or a string holding one (shares).
+  auto number_or_string = [](const toml::node& n, std::string* out) {
+    if (auto v = n.value_exact<std::string>()) {
+      *out = *v;
+      return true;
+    }
+    if (auto i = n.value_exact<int64_t>()) {
+      *out = std::to_string(*i);
+      return true;
+    }
+    if (auto d = n.value_exact<double>()) {
+      *out = absl::StrCat(*d);
+      return true;
+    }
+    return false;
+  };
+  auto boolean = [&](const std::string& key, const toml::node& n, bool* out) -> absl::Status {
+    auto b = n.value_exact<bool>();
+    if (!b) return bad(key, "must be true or false");
+    *out = *b;
+    return absl::OkStatus();
+  };
+  // Calls `each(sub_key, full_key, node)` for every key of table `key`.
+  auto for_each_in = [&](const std::string& key, const toml::node& node,
+                         const std::function<absl::Status(const std::string&, const std::string&,
+                                                          const toml::node&)>& each) {
+    const toml::table* t = node.as_table();
+    if (t == nullptr) return bad(key, "must be a table");
+    for (auto&& [k, n] : *t) {
+      const std::string sub(k.str());
+      if (absl::Status s = each(sub, absl::StrCat(key, ".", sub), n); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  };
   for (auto&& [k, node] : table) {
     const std::string key(k.str());
     std::string value;
+    absl::Status status;
     if (key == "listen") {
       flags.listen.clear();
       const toml::array* list = node.as_array();
@@ -489,34 +608,168 @@ absl::Status ApplyConfigFile(const std::string& path, DaemonFlags& flags) {
         if (absl::Status s = apply(key, "listen", *v); !s.ok()) return s;
       }
     } else if (key == "admin" || key == "log_level" || key == "metrics" || key == "device") {
-      if (!scalar(node, &value)) return bad(key, "must be a string");
+      if (!scalar(node, &value)) {
+        return bad(key,
+                   key == "device" ? "must be an ordinal or a UUID string" : "must be a string");
+      }
       std::string flag = key;
       std::replace(flag.begin(), flag.end(), '_', '-');
       if (absl::Status s = apply(key, flag.c_str(), value); !s.ok()) return s;
     } else if (key == "module_cache") {
-      const toml::table* mc = node.as_table();
-      if (mc == nullptr) return bad(key, "must be a table");
-      for (auto&& [mk, mnode] : *mc) {
-        const std::string sub = absl::StrCat(key, ".", std::string(mk.str()));
-        if (!scalar(mnode, &value)) return bad(sub, "must be a string or an integer");
-        if (mk.str() == "dir") {
-          if (absl::Status s = apply(sub, "module-cache-dir", value); !s.ok()) return s;
-        } else if (mk.str() == "bytes") {
-          if (absl::Status s = apply(sub, "module-cache-bytes", value); !s.ok()) return s;
-        } else {
-          return bad(sub, "unknown key");
-        }
+      status = for_each_in(
+          key, node,
+          [&](const std::string& sub, const std::string& full,
+              const toml::node& n) -> absl::Status {
+            if (sub != "dir" && sub != "bytes") return bad(full, "unknown key");
+            if (!scalar(n, &value)) return bad(full, "must be a string or an integer");
+            return apply(full, sub == "dir" ? "module-cache-dir" : "module-cache-bytes", value);
+          });
+    } else if (key == "scheduler") {
+      status = for_each_in(key, node,
+                           [&](const std::string& sub, const std::string& full,
+                               const toml::node& n) -> absl::Status {
+                             if (sub == "enabled") return boolean(full, n, &flags.scheduler);
+                             if (sub == "sm_partitions")
+                               return boolean(full, n, &flags.sm_partitions);
+                             if (sub == "tick_ms") {
+                               auto ms = n.value_exact<int64_t>();
+                               if (!ms)
+                                 return bad(full, "must be an integer number of milliseconds");
+                               return apply(full, "scheduler-tick-ms", std::to_string(*ms));
+                             }
+                             if (sub == "policy_file") {
+                               auto v = n.value_exact<std::string>();
+                               if (!v) return bad(full, "must be a path string");
+                               return apply(full, "policy-file", *v);
+                             }
+                             return bad(full, "unknown key");
+                           });
+    } else if (key == "memory") {
+      status = for_each_in(
+          key, node,
+          [&](const std::string& sub, const std::string& full,
+              const toml::node& n) -> absl::Status {
+            if (sub == "overcommit_percent") {
+              auto v = n.value_exact<int64_t>();
+              if (!v || *v < 0 || *v > kMaxOvercommitPercent) {
+                return bad(full, absl::StrCat("must be an integer 0..", kMaxOvercommitPercent));
+              }
+              flags.overcommit_percent = static_cast<uint32_t>(*v);
+              return absl::OkStatus();
+            }
+            if (sub == "swap_idle_seconds") {
+              auto v = n.value<double>();  // an integer too
+              if (!v || n.is_boolean()) return bad(full, "must be a number of seconds");
+              return apply(full, "swap-idle-seconds", absl::StrCat(*v));
+            }
+            if (sub == "swap_host_pool_bytes") {
+              if (!scalar(n, &value)) return bad(full, "must be a size string or an integer");
+              return apply(full, "swap-host-pool-bytes", value);
+            }
+            return bad(full, "unknown key");
+          });
+    } else if (key == "defaults") {
+      TenantDefaults& d = flags.defaults;
+      status = for_each_in(key, node,
+                           [&](const std::string& sub, const std::string& full,
+                               const toml::node& n) -> absl::Status {
+                             static constexpr std::pair<const char*, const char*> kPolicyKeys[] = {
+                                 {"priority", "priority"},
+                                 {"weight", "weight"},
+                                 {"sm_floor", "floor"},
+                                 {"sm_cap", "cap"}};
+                             for (const auto& [name, assignment] : kPolicyKeys) {
+                               if (sub != name) continue;
+                               if (!number_or_string(n, &value))
+                                 return bad(full, "must be a number or a string");
+                               if (absl::Status s = ApplyPolicyDefault(assignment, value, d.policy);
+                                   !s.ok()) {
+                                 return bad(full, s.message());
+                               }
+                               return absl::OkStatus();
+                             }
+                             if (sub == "memory_limit") {
+                               if (!scalar(n, &value))
+                                 return bad(full, "must be a size string or an integer");
+                               absl::StatusOr<uint64_t> bytes = ParseSize("a memory limit", value);
+                               if (!bytes.ok()) return bad(full, bytes.status().message());
+                               if (*bytes == 0)
+                                 return bad(full, "must be above 0 (leave it out for no limit)");
+                               d.memory_limit = *bytes;
+                               return absl::OkStatus();
+                             }
+                             if (sub == "noswap" || sub == "dedup") {
+                               bool b = false;
+                               if (absl::Status s = boolean(full, n, &b); !s.ok()) return s;
+                               (sub == "noswap" ? d.noswap : d.dedup) = b;
+                               return absl::OkStatus();
+                             }
+                             return bad(full, "unknown key");
+                           });
+      if (status.ok() && d.policy.floor_share && d.policy.cap_share &&
+          *d.policy.floor_share > *d.policy.cap_share) {
+        return bad("defaults.sm_floor", "is above defaults.sm_cap");
       }
     } else {
       return bad(key, "unknown key");
     }
+    if (!status.ok()) return status;
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
+ServerOptions ServerOptionsFromFlags(const DaemonFlags& flags) {
+  ServerOptions options;
+  options.listen = flags.listen;
+  options.admin = flags.admin;
+  options.metrics_address = flags.metrics;
+  options.module_cache_dir = flags.module_cache_dir;
+  options.module_cache_bytes = flags.module_cache_bytes;
+  options.scheduler = flags.scheduler;
+  options.scheduler_tick = flags.scheduler_tick;
+  options.sm_partitions = flags.sm_partitions;
+  options.policy_file = flags.policy_file;
+  options.overcommit = flags.overcommit_percent.has_value();
+  options.overcommit_percent = flags.overcommit_percent.value_or(0);
+  options.swap_idle_threshold = flags.swap_idle_threshold;
+  options.swap_host_pool_bytes = flags.swap_host_pool_bytes;
+  options.tenant_defaults = flags.defaults;
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<GpuBackend>> CreateBackend(const DaemonFlags& flags,
+                                                          const BackendFactory& make_backend) {
+  if (flags.device_uuid.empty()) return make_backend(flags.device);
+  // The driver reads CUDA_VISIBLE_DEVICES when it initializes, and accepts
+  // UUIDs there: the one GPU left is device 0.
+  if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+      v != nullptr && *v != '\0' && flags.device_uuid != v) {
+    spdlog::info("device {}: replacing CUDA_VISIBLE_DEVICES={} for this process", flags.device_uuid,
+                 v);
+  }
+  ::setenv("CUDA_VISIBLE_DEVICES", flags.device_uuid.c_str(), 1);
+  absl::StatusOr<std::unique_ptr<GpuBackend>> backend = make_backend(0);
+  if (!backend.ok()) {
+    return absl::Status(backend.status().code(), absl::StrCat("device ", flags.device_uuid,
+                                                              ": no usable GPU has this UUID (",
+                                                              backend.status().message(), ")"));
+  }
+  absl::StatusOr<wire::DeviceInfo> info = (*backend)->GetDeviceInfo();
+  if (!info.ok()) return info.status();
+  const std::string found = FormatGpuUuid(info->uuid);
+  if (!absl::EqualsIgnoreCase(found, flags.device_uuid)) {
+    return absl::NotFoundError(absl::StrCat(
+        "device ", flags.device_uuid, ": no GPU has this UUID (the backend's GPU is ", found, ")"));
+  }
+  return backend;
+}
+
 absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) {
+  // The client config file (/etc/wooly/client.conf) configures clients; the
+  // server's defaults come from its own environment only.
+  wire::SetClientConfigFileEnabled(false);
   DaemonFlags flags;
   flags.module_cache_dir = DefaultModuleCacheDir();
   flags.admin = wire::DefaultAdminEndpoint();
@@ -544,6 +797,10 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
     }
     if (arg == "--no-supervisor") {
       flags.supervise = false;
+      continue;
+    }
+    if (arg == "--no-scheduler") {
+      flags.scheduler = false;
       continue;
     }
     if (!absl::StartsWith(arg, "--")) {
@@ -581,6 +838,14 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
     if (wire::ParseEndpoint(probe, &ep, nullptr) && ep.is_unix) has_unix = true;
   }
   if (!has_unix) flags.listen.insert(flags.listen.begin(), wire::DefaultSessionEndpoint());
+  // The policy file is checked here, so a bad one stops woolyd at once (the
+  // server loads it again when it starts); the error names file and line.
+  if (!flags.policy_file.empty()) {
+    if (absl::StatusOr<scheduler::PolicyFile> f = scheduler::PolicyFile::Load(flags.policy_file);
+        !f.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("policy file: ", f.status().message()));
+    }
+  }
   return flags;
 }
 

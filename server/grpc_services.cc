@@ -32,6 +32,9 @@ void FillClient(const ClientStatus& c, wooly::v1::ClientInfo* out) {
   out->set_measured_share(c.measured_share);
   out->set_busy_seconds(c.busy_seconds);
   out->set_queue_depth(c.queue_depth);
+  out->set_memory_resident_bytes(c.memory_resident);
+  out->set_memory_swapped_bytes(c.memory_swapped_out);
+  out->set_memory_shared_bytes(c.memory_shared);
 }
 
 }  // namespace
@@ -51,6 +54,23 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
   for (const std::string& a : s.listen_addresses) reply->add_listen_addresses(a);
   reply->set_uptime_seconds(s.uptime_seconds);
   reply->set_context_resets(s.context_resets);
+  if (s.memory.enabled) {
+    const memory::NodeUsage& n = s.memory.node;
+    wooly::v1::MemoryStatus* m = reply->mutable_memory();
+    m->set_overcommit_enabled(true);
+    m->set_overcommit_percent(s.memory.overcommit_percent);
+    m->set_physical_bytes(n.physical_bytes);
+    m->set_admission_limit_bytes(n.admission_limit);
+    m->set_physical_used_bytes(n.physical_used);
+    m->set_admitted_bytes(n.allocated);
+    m->set_overcommitted_bytes(n.overcommitted);
+    m->set_resident_bytes(n.resident);
+    m->set_swapped_bytes(n.swapped_out);
+    m->set_host_pool_used_bytes(n.host_pool_used);
+    m->set_swap_out_bytes_total(n.swap_out_bytes);
+    m->set_swap_in_bytes_total(n.swap_in_bytes);
+    m->set_dedup_saved_bytes(n.dedup_saved);
+  }
   for (const ClientStatus& c : s.clients) FillClient(c, reply->add_clients());
   return grpc::Status::OK;
 }

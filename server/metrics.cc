@@ -98,6 +98,53 @@ void RenderSchedulerSeries(const StatusSnapshot& s, std::string& out) {
   }
 }
 
+// VRAM overcommit (node_memory.h), only when it is on.
+void RenderOvercommitSeries(const StatusSnapshot& s, std::string& out) {
+  Header(out, "wooly_tenant_memory_resident_bytes", "gauge",
+         "A tenant's overcommitted device memory that is resident on the GPU.");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_memory_resident_bytes{", TenantLabels(c), "} ",
+                    c.memory_resident, "\n");
+  }
+  Header(out, "wooly_tenant_memory_swapped_bytes", "gauge",
+         "A tenant's device memory swapped out to the pinned host pool.");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_memory_swapped_bytes{", TenantLabels(c), "} ",
+                    c.memory_swapped_out, "\n");
+  }
+  Header(out, "wooly_tenant_memory_shared_bytes", "gauge",
+         "A tenant's device memory mapped onto deduplicated chunks.");
+  for (const ClientStatus& c : s.clients) {
+    absl::StrAppend(&out, "wooly_tenant_memory_shared_bytes{", TenantLabels(c), "} ",
+                    c.memory_shared, "\n");
+  }
+  const memory::NodeUsage& n = s.memory.node;
+  Header(out, "wooly_memory_physical_bytes", "gauge",
+         "Device memory set aside for clients' overcommitted allocations.");
+  absl::StrAppend(&out, "wooly_memory_physical_bytes ", n.physical_bytes, "\n");
+  Header(out, "wooly_memory_physical_used_bytes", "gauge",
+         "Device memory held by clients' chunks now.");
+  absl::StrAppend(&out, "wooly_memory_physical_used_bytes ", n.physical_used, "\n");
+  Header(out, "wooly_memory_admission_limit_bytes", "gauge",
+         "Most device memory woolyd admits in all (physical plus the overcommit percentage).");
+  absl::StrAppend(&out, "wooly_memory_admission_limit_bytes ", n.admission_limit, "\n");
+  Header(out, "wooly_memory_admitted_bytes", "gauge", "Device memory admitted to all clients.");
+  absl::StrAppend(&out, "wooly_memory_admitted_bytes ", n.allocated, "\n");
+  Header(out, "wooly_memory_overcommitted_bytes", "gauge",
+         "Admitted device memory beyond the physical memory.");
+  absl::StrAppend(&out, "wooly_memory_overcommitted_bytes ", n.overcommitted, "\n");
+  Header(out, "wooly_memory_swapped_bytes", "gauge",
+         "Clients' device memory held in the pinned host pool.");
+  absl::StrAppend(&out, "wooly_memory_swapped_bytes ", n.swapped_out, "\n");
+  Header(out, "wooly_memory_dedup_saved_bytes", "gauge",
+         "Device memory saved by weight deduplication.");
+  absl::StrAppend(&out, "wooly_memory_dedup_saved_bytes ", n.dedup_saved, "\n");
+  Header(out, "wooly_swap_out_bytes_total", "counter", "Bytes swapped out to the host pool.");
+  absl::StrAppend(&out, "wooly_swap_out_bytes_total ", n.swap_out_bytes, "\n");
+  Header(out, "wooly_swap_in_bytes_total", "counter", "Bytes swapped back into device memory.");
+  absl::StrAppend(&out, "wooly_swap_in_bytes_total ", n.swap_in_bytes, "\n");
+}
+
 }  // namespace
 
 void LatencyHistogram::Observe(double seconds) {
@@ -144,6 +191,7 @@ std::string RenderMetrics(const StatusSnapshot& s, const LatencyHistogram::Snaps
                     c.context_lost ? 1 : 0, "\n");
   }
   RenderSchedulerSeries(s, out);
+  if (s.memory.enabled) RenderOvercommitSeries(s, out);
   Header(out, "wooly_context_resets_total", "counter",
          "Resets of the shared GPU context after a sticky error.");
   absl::StrAppend(&out, "wooly_context_resets_total ", s.context_resets, "\n");

@@ -31,6 +31,7 @@
 #include "wooly/proto/channel.h"
 #include "wooly/proto/socket.h"
 #include "wooly/server/cu_status.h"
+#include "wooly/server/node_memory.h"
 
 #ifndef WOOLY_VERSION
 #define WOOLY_VERSION "0.0.0-dev"
@@ -289,6 +290,9 @@ absl::Status Server::Init() {
   }
   started_at_ = env_.clock();
   env_.tenants = &tenants_;
+  // Before any listener starts, so that no client joins without them.
+  tenants_.SetDefaults(options_.tenant_defaults);
+  tenants_.SetDeviceMemory(env_.device.total_mem);
   if (!options_.policy_file.empty()) {
     absl::StatusOr<scheduler::PolicyFile> file = scheduler::PolicyFile::Load(options_.policy_file);
     if (!file.ok()) return file.status();
@@ -303,6 +307,16 @@ absl::Status Server::Init() {
                                                     env_.device, so, env_.clock);
     env_.share_control = share_control_.get();
     if (options_.scheduler_thread) share_control_->Start();
+  }
+  if (options_.overcommit) {
+    NodeMemoryOptions no;
+    no.overcommit_percent = options_.overcommit_percent;
+    no.idle_threshold = options_.swap_idle_threshold;
+    no.host_pool_bytes = options_.swap_host_pool_bytes;
+    absl::StatusOr<std::unique_ptr<NodeMemory>> node =
+        NodeMemory::Open(backend_.get(), no, env_.clock, context_.get());
+    if (!node.ok()) return node.status();
+    env_.node_memory = std::move(*node);
   }
 
   if (::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
@@ -755,6 +769,7 @@ StatusSnapshot Server::Status() {
   s.uptime_seconds = absl::ToInt64Seconds(env_.clock() - started_at_);
   s.clients = Clients();
   s.context_resets = context_->resets();
+  if (env_.node_memory != nullptr) s.memory = env_.node_memory->Status();
   return s;
 }
 

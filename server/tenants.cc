@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace wooly::server {
 
@@ -80,21 +81,21 @@ absl::StatusOr<ClientSettings> ParseClientSettings(const scheduler::EnvMap& sett
         return absl::InvalidArgumentError(
             absl::StrCat(kSettingTenant, " is longer than 253 characters"));
       }
-    } else if (key == kSettingMemoryLimit) {
+    } else if (key == kSettingMemoryLimit || key == kSettingMemoryRequired) {
       if (absl::StripAsciiWhitespace(value).empty()) continue;
       absl::StatusOr<uint64_t> bytes = ParseByteSize(value);
       if (!bytes.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(kSettingMemoryLimit, ": ", bytes.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(key, ": ", bytes.status().message()));
       }
-      if (*bytes == 0) {
-        return absl::InvalidArgumentError(absl::StrCat(kSettingMemoryLimit, " must be above 0"));
-      }
-      out.memory_limit = *bytes;
+      if (*bytes == 0) return absl::InvalidArgumentError(absl::StrCat(key, " must be above 0"));
+      (key == kSettingMemoryLimit ? out.memory_limit : out.memory_required) = *bytes;
     } else if (key == kSettingNoSwap || key == kSettingDedup) {
+      // An empty value counts as not sent, so a server default applies.
+      if (absl::StripAsciiWhitespace(value).empty()) continue;
       absl::StatusOr<bool> flag = ParseFlag(key, value);
       if (!flag.ok()) return flag.status();
       (key == kSettingNoSwap ? out.noswap : out.dedup) = *flag;
+      (key == kSettingNoSwap ? out.noswap_set : out.dedup_set) = true;
     } else if (key == kSettingRole) {
       if (value == "observer") {
         out.observer = true;
@@ -159,9 +160,17 @@ scheduler::ResolvedPolicy TenantMembership::policy() const {
 }
 
 void TenantRegistry::ResolveLocked(Entry& e) const {
-  e.policy = scheduler::ResolveTenantPolicy(e.settings.env_policy,
+  e.policy = scheduler::ResolveTenantPolicy(defaults_.policy, e.settings.env_policy,
                                             policy_file_.OverrideFor(e.who.name), e.runtime);
 }
+
+namespace {
+
+std::string GiB(uint64_t bytes) {
+  return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1ull << 30));
+}
+
+}  // namespace
 
 void TenantRegistry::UpdateLimitLocked(const std::string& tenant) {
   auto t = tenants_.find(tenant);
@@ -183,13 +192,39 @@ absl::StatusOr<std::unique_ptr<TenantMembership>> TenantRegistry::Join(
   Entry e;
   e.who = who;
   e.settings = settings;
-  e.tenant = TenantKeyFor(who, settings);
+  // The server's defaults fill in what the client did not send.
+  if (!e.settings.memory_limit) e.settings.memory_limit = defaults_.memory_limit;
+  if (!e.settings.noswap_set && defaults_.noswap) e.settings.noswap = *defaults_.noswap;
+  if (!e.settings.dedup_set && defaults_.dedup) e.settings.dedup = *defaults_.dedup;
+  e.tenant = TenantKeyFor(who, e.settings);
+  if (e.settings.memory_required) {
+    // The tenant's limit once this client is a member: the smallest any
+    // member declared (UpdateLimitLocked).
+    uint64_t limit = e.settings.memory_limit.value_or(0);
+    for (const auto& [id, other] : entries_) {
+      if (other.tenant != e.tenant || !other.settings.memory_limit) continue;
+      if (limit == 0 || *other.settings.memory_limit < limit) limit = *other.settings.memory_limit;
+    }
+    const uint64_t required = *e.settings.memory_required;
+    if (limit != 0 && required > limit) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(kSettingMemoryRequired, " asks for ", required, " bytes (", GiB(required),
+                       "), more than the memory limit of tenant '", e.tenant, "': ", limit,
+                       " bytes (", GiB(limit), ")"));
+    }
+    if (limit == 0 && device_memory_ != 0 && required > device_memory_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          kSettingMemoryRequired, " asks for ", required, " bytes (", GiB(required),
+          "), more than the GPU's memory: ", device_memory_, " bytes (", GiB(device_memory_), ")"));
+    }
+  }
   ResolveLocked(e);
   std::shared_ptr<TenantMembership::TenantState>& state = tenants_[e.tenant];
   if (!state) state = std::make_shared<TenantMembership::TenantState>();
   ++state->members;
   auto membership = std::unique_ptr<TenantMembership>(
-      new TenantMembership(this, who.client_id, e.tenant, settings.observer, state));
+      new TenantMembership(this, who.client_id, e.tenant, settings.observer, e.settings.noswap,
+                           e.settings.dedup, state));
   e.membership = membership.get();
   const std::string tenant = e.tenant;
   entries_.emplace(who.client_id, std::move(e));
@@ -215,6 +250,23 @@ void TenantRegistry::Leave(uint64_t client_id) {
     UpdateLimitLocked(tenant);
   }
   generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void TenantRegistry::SetDefaults(TenantDefaults defaults) {
+  absl::MutexLock lock(&mu_);
+  defaults_ = std::move(defaults);
+  for (auto& [id, e] : entries_) ResolveLocked(e);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+TenantDefaults TenantRegistry::defaults() const {
+  absl::MutexLock lock(&mu_);
+  return defaults_;
+}
+
+void TenantRegistry::SetDeviceMemory(uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  device_memory_ = bytes;
 }
 
 void TenantRegistry::SetPolicyFile(scheduler::PolicyFile file) {

@@ -8,7 +8,8 @@
 //
 // A policy is assembled from layers, each saying only what it sets
 // (PolicyOverride). From lowest to highest precedence:
-//   defaults < client environment < server policy file < runtime (wooly-cli).
+//   built-in defaults < server defaults (woolyd's [defaults]) < client
+//   environment < server policy file < runtime (wooly-cli).
 // ResolveTenantPolicy() merges them and records where each value came from.
 //
 // Shares are written as a percentage unless they are a decimal fraction no
@@ -85,7 +86,7 @@ struct PolicyOverride {
 };
 
 // Where a resolved value came from, lowest precedence first.
-enum class PolicySource { kDefault, kClientEnv, kPolicyFile, kRuntime };
+enum class PolicySource { kDefault, kServerDefault, kClientEnv, kPolicyFile, kRuntime };
 absl::string_view PolicySourceName(PolicySource source);
 
 struct ResolvedPolicy {
@@ -102,6 +103,12 @@ struct ResolvedPolicy {
 // (see MergeFrom). The result always passes ValidateTenantPolicy. A floor of 0
 // and a cap of 1 come out as nullopt.
 ResolvedPolicy ResolveTenantPolicy(const PolicyOverride& client_env,
+                                   const PolicyOverride& policy_file,
+                                   const PolicyOverride& runtime);
+// The same with the server's defaults as the lowest layer (below the client
+// environment): what a client gets for the values it does not set itself.
+ResolvedPolicy ResolveTenantPolicy(const PolicyOverride& server_defaults,
+                                   const PolicyOverride& client_env,
                                    const PolicyOverride& policy_file,
                                    const PolicyOverride& runtime);
 

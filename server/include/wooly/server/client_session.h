@@ -65,6 +65,7 @@ using BackendHandle = Handle;
 
 class ShareControl;
 class ScheduledClient;
+class NodeMemory;
 
 // What every session shares; outlives all sessions.
 struct SessionEnv {
@@ -85,6 +86,9 @@ struct SessionEnv {
   TenantRegistry* tenants = nullptr;
   // The scheduler's mechanism (share_control.h); null: none (tests).
   ShareControl* share_control = nullptr;
+  // Overcommitted device memory (node_memory.h); null unless
+  // ServerOptions::overcommit. Then every cuMemAlloc goes through it.
+  std::shared_ptr<NodeMemory> node_memory;
 };
 
 // A client as the admin service reports it.
@@ -121,6 +125,12 @@ struct ClientStatus {
   double measured_share = 0.0;
   double busy_seconds = 0.0;
   uint32_t queue_depth = 0;
+  // Overcommit (node_memory.h; all 0 when it is off): of its cuMemAlloc
+  // memory, the bytes in device memory, in the pinned host pool, and mapped
+  // onto deduplicated chunks (dedup is not wired yet: 0).
+  uint64_t memory_resident = 0;
+  uint64_t memory_swapped_out = 0;
+  uint64_t memory_shared = 0;
 };
 
 class ClientSession {
@@ -335,6 +345,15 @@ class ClientSession {
   absl::Status OpCtxSynchronize(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpTenantView(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Overcommit (node_memory.h). The client's backend streams as the
+  // quiesce callback sees them, republished whenever they change (before a
+  // stream is destroyed).
+  void PublishQuiesceStreamsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NodeMemory's quiesce callback: synchronizes those streams. Takes only
+  // quiesce_mu_ (see the lock order in node_memory.h).
+  absl::Status QuiesceStreams() ABSL_LOCKS_EXCLUDED(quiesce_mu_);
+  // Frees the client's overcommitted memory and leaves NodeMemory.
+  void LeaveNodeMemoryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Charges an allocation to the tenant's memory limit before it is made;
   // CUDA_ERROR_OUT_OF_MEMORY when it would exceed the limit.
   absl::Status ChargeMemory(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -455,6 +474,15 @@ class ClientSession {
   // Client pinned memory mapped into woolyd at the client's addresses:
   // base -> size.
   std::map<uint64_t, uint64_t> shared_host_ ABSL_GUARDED_BY(mu_);
+
+  // Registered with env_->node_memory (Hello succeeded with overcommit on);
+  // the cuMemAlloc allocations made there (the rest of allocations_ are
+  // stream-ordered ones, freed through the backend).
+  bool node_client_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<DevPtr> node_allocations_ ABSL_GUARDED_BY(mu_);
+  // A leaf lock: what QuiesceStreams synchronizes.
+  absl::Mutex quiesce_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::vector<BackendHandle> quiesce_streams_ ABSL_GUARDED_BY(quiesce_mu_);
 
   // What Snapshot reports, refreshed after each request; separate from mu_
   // so that status never waits behind a long synchronize.

@@ -7,12 +7,14 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "wooly/server/gpu_backend.h"
+#include "wooly/server/tenants.h"
 
 namespace wooly::server {
 
@@ -29,13 +31,29 @@ struct DaemonFlags {
   // default session socket (wire::DefaultSessionEndpoint()) is served too.
   std::vector<std::string> listen;
   std::string admin;  // gRPC endpoint; "none" disables it
+  // The GPU: its ordinal, or, when `device_uuid` is set, its UUID
+  // ("GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", lower case; CreateBackend).
   int device = 0;
+  std::string device_uuid;
   std::string log_level = "info";  // trace|debug|info|warn|error
   std::string ready_file;          // written once serving; see RunDaemon
-  std::string metrics;  // Prometheus "HOST:PORT"; empty: off
+  std::string metrics;             // Prometheus "HOST:PORT"; empty: off
   // Module cache (ServerOptions): directory ("" = memory only) and bound.
   std::string module_cache_dir;  // default: DefaultModuleCacheDir()
   uint64_t module_cache_bytes = 4ull << 30;
+  // The scheduler ([scheduler]; ServerOptions). `policy_file` is parsed by
+  // ParseDaemonFlags, so a bad file stops woolyd before it forks a worker.
+  bool scheduler = true;
+  absl::Duration scheduler_tick = absl::Milliseconds(100);
+  bool sm_partitions = true;
+  std::string policy_file;
+  // Memory overcommit and swapping ([memory]). Overcommit is on exactly
+  // when a percent is given (0 included).
+  std::optional<uint32_t> overcommit_percent;
+  absl::Duration swap_idle_threshold = absl::Seconds(30);
+  uint64_t swap_host_pool_bytes = 0;  // 0: sized by the server
+  // Policy, memory-limit, noswap and dedup defaults for clients ([defaults]).
+  TenantDefaults defaults;
   // Run the server in a worker process under a supervisor (the default);
   // --no-supervisor runs it in this process.
   bool supervise = true;
@@ -58,6 +76,11 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv);
 
 // The usage text for `program`.
 std::string DaemonUsage(const std::string& program);
+
+struct ServerOptions;
+// The server options `flags` ask for (everything but bound sockets and
+// callbacks, which RunDaemon adds).
+ServerOptions ServerOptionsFromFlags(const DaemonFlags& flags);
 
 // When the supervisor starts a new worker after one exited with
 // kExitContextLost: at once for up to kFreeRestarts restarts within
@@ -91,6 +114,14 @@ class RestartPolicy {
 
 using BackendFactory =
     std::function<absl::StatusOr<std::unique_ptr<GpuBackend>>(int device_ordinal)>;
+
+// The backend for the GPU `flags` select. By ordinal: make_backend(device).
+// By UUID: sets CUDA_VISIBLE_DEVICES to the UUID in this process (the
+// driver, loaded by the factory, then shows only that GPU as device 0),
+// calls make_backend(0) and checks that the device has that UUID. Errors
+// name the UUID when no GPU has it. Call before the driver is loaded.
+absl::StatusOr<std::unique_ptr<GpuBackend>> CreateBackend(const DaemonFlags& flags,
+                                                          const BackendFactory& make_backend);
 
 // Runs the daemon until SIGINT or SIGTERM and returns the process exit code:
 // 0 after a clean stop (or --version/--help), 2 for bad flags, 1 when the

@@ -26,6 +26,7 @@
 #include "wooly/server/client_session.h"
 #include "wooly/server/gpu_backend.h"
 #include "wooly/server/metrics.h"
+#include "wooly/server/node_memory.h"
 #include "wooly/server/share_control.h"
 #include "wooly/server/shared_context.h"
 #include "wooly/server/tenants.h"
@@ -84,6 +85,23 @@ struct ServerOptions {
   bool sm_partitions = true;
   // The policy file (scheduler/tenant.h: PolicyFile); empty: none.
   std::string policy_file;
+  // Device memory overcommit and swapping (issue #6; node_memory.h). With
+  // `overcommit` false, client allocations go straight to the driver as
+  // before. With it true, every cuMemAlloc is backed through CUDA's VMM API
+  // in the client's own reserved range, admitted up to
+  // physical * (100 + overcommit_percent) / 100, and idle clients' memory is
+  // swapped to a pinned host pool when physical memory is short.
+  bool overcommit = false;
+  uint32_t overcommit_percent = 0;  // per server; a client may lower it
+  // A client is idle (a swap victim) after this long without a command.
+  absl::Duration swap_idle_threshold = absl::Seconds(30);
+  // Upper bound of the pinned host pool that holds swapped-out memory; 0:
+  // as large as the overcommitted part (physical * percent / 100).
+  uint64_t swap_host_pool_bytes = 0;
+  // The server's defaults for clients (tenants.h TenantDefaults; woolyd's
+  // [defaults]): the lowest policy layer, and a memory limit, noswap and
+  // dedup for clients that send none.
+  TenantDefaults tenant_defaults;
   // How long Shutdown() lets connections finish their command in progress
   // and read its reply before cutting them.
   absl::Duration shutdown_grace = absl::Seconds(5);
@@ -126,6 +144,8 @@ struct StatusSnapshot {
   std::vector<ClientStatus> clients;  // clients past Hello, by id
   // Times the shared GPU context was reset after a sticky error.
   uint64_t context_resets = 0;
+  // Overcommitted memory (node_memory.h); `enabled` false when it is off.
+  NodeMemoryStatus memory;
 };
 
 namespace internal {

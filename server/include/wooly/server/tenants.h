@@ -11,12 +11,17 @@
 // so processes of one container share a tenant without configuration.
 //
 // Scheduling policy (priority, weight, SM floor and cap) is per client,
-// resolved from layers (scheduler/tenant.h): the client's environment, the
-// server's policy file, and runtime overrides from wooly-cli.
+// resolved from layers (scheduler/tenant.h): the server's defaults (woolyd's
+// [defaults], TenantDefaults), the client's environment, the server's policy
+// file, and runtime overrides from wooly-cli. The server's defaults also give
+// a memory limit, noswap and dedup to clients that send none.
 //
 // Memory limit: per tenant, from WOOLY_MEMORY_LIMIT (the smallest any member
 // declared). Allocations beyond it fail with CUDA_ERROR_OUT_OF_MEMORY, and
 // cuMemGetInfo answers the limit as total and the tenant's headroom as free.
+// A client that declares WOOLY_MEMORY_REQUIRED is refused at Join
+// (ResourceExhausted) when its tenant's limit, or the device's memory when
+// the tenant has none, is smaller.
 //
 // Thread safety: every method may be called from any thread.
 #ifndef WOOLY_SERVER_TENANTS_H_
@@ -45,6 +50,7 @@ inline constexpr char kSettingTenant[] = "WOOLY_TENANT";
 inline constexpr char kSettingMemoryLimit[] = "WOOLY_MEMORY_LIMIT";
 inline constexpr char kSettingNoSwap[] = "WOOLY_NOSWAP";
 inline constexpr char kSettingDedup[] = "WOOLY_DEDUP";
+inline constexpr char kSettingMemoryRequired[] = "WOOLY_MEMORY_REQUIRED";
 inline constexpr char kSettingRole[] = "role";  // "observer": NVML view only
 
 // "20GiB", "512M", "1.5G", "1073741824": bytes, with binary suffixes K/KiB,
@@ -59,6 +65,24 @@ struct ClientSettings {
   std::optional<uint64_t> memory_limit;  // WOOLY_MEMORY_LIMIT
   bool noswap = false;                   // recorded for the memory manager
   bool dedup = false;
+  // Whether the client sent WOOLY_NOSWAP / WOOLY_DEDUP at all (a server
+  // default applies only when it did not).
+  bool noswap_set = false;
+  bool dedup_set = false;
+  // WOOLY_MEMORY_REQUIRED: the least memory the client needs to run.
+  std::optional<uint64_t> memory_required;
+};
+
+// The server's defaults for clients that do not set a value themselves
+// (woolyd's [defaults] table; docs/configuration.md). The policy is the
+// lowest policy layer; the others apply when the client sent no setting.
+struct TenantDefaults {
+  scheduler::PolicyOverride policy;
+  std::optional<uint64_t> memory_limit;
+  std::optional<bool> noswap;
+  std::optional<bool> dedup;
+
+  friend bool operator==(const TenantDefaults&, const TenantDefaults&) = default;
 };
 
 // Parses Hello's settings. Unknown keys are ignored (newer clients);
@@ -96,6 +120,10 @@ class TenantMembership {
   uint64_t client_id() const { return client_id_; }
   const std::string& tenant() const { return tenant_; }
   bool observer() const { return observer_; }
+  // The client's memory-manager options with the server's defaults applied
+  // (fixed at Join).
+  bool noswap() const { return noswap_; }
+  bool dedup() const { return dedup_; }
 
   // Charges `bytes` of device memory to the tenant before allocating; false
   // (nothing charged) when that would exceed the tenant's limit.
@@ -116,17 +144,21 @@ class TenantMembership {
   friend class TenantRegistry;
   struct TenantState;
   TenantMembership(TenantRegistry* registry, uint64_t client_id, std::string tenant, bool observer,
-                   std::shared_ptr<TenantState> state)
+                   bool noswap, bool dedup, std::shared_ptr<TenantState> state)
       : registry_(registry),
         client_id_(client_id),
         tenant_(std::move(tenant)),
         observer_(observer),
+        noswap_(noswap),
+        dedup_(dedup),
         state_(std::move(state)) {}
 
   TenantRegistry* const registry_;
   const uint64_t client_id_;
   const std::string tenant_;
   const bool observer_;
+  const bool noswap_;
+  const bool dedup_;
   const std::shared_ptr<TenantState> state_;
   std::atomic<uint64_t> charged_{0};
 };
@@ -164,11 +196,25 @@ class TenantRegistry {
   TenantRegistry(const TenantRegistry&) = delete;
   TenantRegistry& operator=(const TenantRegistry&) = delete;
 
-  // Adds a client. Its policy is resolved now from its settings, the policy
-  // file and any runtime override; a client id joins at most once
-  // (FailedPrecondition otherwise).
+  // Adds a client. Its settings get the server's defaults where it sent
+  // none; its policy is resolved now from the defaults, its settings, the
+  // policy file and any runtime override. A client id joins at most once
+  // (FailedPrecondition otherwise). ResourceExhausted, naming
+  // WOOLY_MEMORY_REQUIRED, when the client requires more memory than its
+  // tenant's limit (with it as a member) or, without a limit, than the
+  // device's memory (SetDeviceMemory; unchecked while that is 0); the server
+  // refuses such a client with CUDA_ERROR_OUT_OF_MEMORY.
   absl::StatusOr<std::unique_ptr<TenantMembership>> Join(const ClientIdentity& who,
                                                          const ClientSettings& settings);
+
+  // Replaces the server's defaults. The policy part re-resolves every
+  // client's policy now; memory limit, noswap and dedup defaults apply to
+  // clients that join afterwards.
+  void SetDefaults(TenantDefaults defaults);
+  TenantDefaults defaults() const;
+  // The device's memory in bytes, for WOOLY_MEMORY_REQUIRED checks of
+  // tenants without a limit; 0 (the initial value): not checked.
+  void SetDeviceMemory(uint64_t bytes);
 
   // Replaces the policy file layer for every client, present and future.
   void SetPolicyFile(scheduler::PolicyFile file);
@@ -205,6 +251,8 @@ class TenantRegistry {
   void UpdateLimitLocked(const std::string& tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
+  TenantDefaults defaults_ ABSL_GUARDED_BY(mu_);
+  uint64_t device_memory_ ABSL_GUARDED_BY(mu_) = 0;
   scheduler::PolicyFile policy_file_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<TenantMembership::TenantState>> tenants_

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The overcommit check of issue #6, one command on the GPU machine:
+#
+#   bench/overcommit_check.sh DIR     DIR: a build tree or the pack .carry/build
+#
+# N tenants (default 3) each build G GiB (default 32) of bf16 weights from a
+# fixed seed and take turns at inference through one woolyd that overcommits
+# device memory (bench/overcommit_worker.py). Each tenant first runs alone
+# natively, for the reference output. The check passes when every tenant
+# completes and its output through Wooly equals its native output bit for
+# bit. Prints the time of every turn: the first command of a turn pays for
+# swapping the tenant's memory back in (and others' out).
+#
+# Environment: WOOLY_OC_TENANTS, WOOLY_OC_GIB, WOOLY_OC_TURNS,
+# WOOLY_OC_PERCENT (overcommit percent, default 40), WOOLY_OC_IDLE (swap
+# idle threshold, seconds, default 1), WOOLY_PYTHON. Logs go to $OUT when set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DIR=$(cd "${1:-build}" && pwd)
+N=${WOOLY_OC_TENANTS:-3}
+GIB=${WOOLY_OC_GIB:-32}
+TURNS=${WOOLY_OC_TURNS:-3}
+PCT=${WOOLY_OC_PERCENT:-40}
+IDLE=${WOOLY_OC_IDLE:-1}
+PY=${WOOLY_PYTHON:-python3}
+W=$(pwd)/bench/overcommit_worker.py
+LIB_DIR=
+[ -d "$DIR/lib" ] && LIB_DIR=$DIR/lib
+real_libcuda=
+[ -e /usr/local/nvidia/lib64/libcuda.so.1 ] && real_libcuda=/usr/local/nvidia/lib64/libcuda.so.1
+tmp=$(mktemp -d /tmp/wooly-oc.XXXXXX)
+OUTDIR=${OUT:-$tmp}
+woolyd_pid=
+cleanup() {
+  [ -n "$woolyd_pid" ] && kill -TERM "$woolyd_pid" 2>/dev/null && wait "$woolyd_pid" 2>/dev/null
+  [ "$OUTDIR" != "$tmp" ] && cp "$tmp"/*.log "$tmp"/*.json "$tmp"/*.err "$OUTDIR/" 2>/dev/null
+  rm -f "$tmp"/*.pt
+}
+trap cleanup EXIT
+
+echo "== reference: each tenant alone, natively"
+for i in $(seq 0 $((N - 1))); do
+  env -u LD_PRELOAD "$PY" "$W" --index "$i" --gib "$GIB" --turns 1 --out "$tmp/ref.$i.pt" \
+    >"$tmp/ref.$i.json" 2>"$tmp/ref.$i.err" || { echo "reference $i failed"; cat "$tmp/ref.$i.err"; exit 1; }
+  cat "$tmp/ref.$i.json"
+done
+
+echo "== through Wooly: overcommit $PCT %, swap idle threshold $IDLE s"
+env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
+  "$DIR/server/woolyd" --listen "unix:$tmp/woolyd.sock" --admin "unix:$tmp/admin.sock" \
+  --overcommit-percent "$PCT" --swap-idle-seconds "$IDLE" --ready-file "$tmp/ready" \
+  >"$tmp/woolyd.log" 2>&1 &
+woolyd_pid=$!
+for _ in $(seq 300); do [ -e "$tmp/ready" ] && break; sleep 0.1; done
+[ -e "$tmp/ready" ] || { echo "woolyd did not start"; cat "$tmp/woolyd.log"; exit 1; }
+echo "0 0" >"$tmp/token"
+pids=()
+for i in $(seq 0 $((N - 1))); do
+  LD_PRELOAD=$DIR/client/libcuda.so.1 WOOLY_SERVER=unix:$tmp/woolyd.sock WOOLY_CLIENT_NAME=oc$i \
+    "$PY" "$W" --index "$i" --tenants "$N" --gib "$GIB" --turns "$TURNS" --token "$tmp/token" \
+    --pause "$(awk "BEGIN{print $IDLE + 0.5}")" --out "$tmp/wooly.$i.pt" \
+    >"$tmp/wooly.$i.json" 2>"$tmp/wooly.$i.err" &
+  pids+=($!)
+done
+fail=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || { echo "tenant $i failed:"; tail -5 "$tmp/wooly.$i.err"; fail=1; }
+  cat "$tmp/wooly.$i.json"
+done
+LD_LIBRARY_PATH="$LIB_DIR" "$DIR/cli/wooly-cli" status --admin "unix:$tmp/admin.sock" 2>&1 | tee "$tmp/status.log"
+
+echo "== outputs against the native reference"
+"$PY" - "$tmp" "$N" <<'PY' || fail=1
+import sys, torch
+tmp, n = sys.argv[1], int(sys.argv[2])
+bad = 0
+for i in range(n):
+    try:
+        ref, got = torch.load(f"{tmp}/ref.{i}.pt"), torch.load(f"{tmp}/wooly.{i}.pt")
+    except Exception as e:
+        print(f"tenant {i}: missing output ({e})"); bad += 1; continue
+    same = torch.equal(ref, got)
+    print(f"tenant {i}: {'equal' if same else 'DIFFERENT'} (max abs diff {(ref - got).abs().max().item():.3g})")
+    bad += not same
+sys.exit(1 if bad else 0)
+PY
+[ $fail -eq 0 ] && echo "overcommit check: PASS" || echo "overcommit check: FAIL"
+exit $fail
