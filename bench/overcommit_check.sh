@@ -49,6 +49,7 @@ echo "== through Wooly: overcommit $PCT %, swap idle threshold $IDLE s"
 env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
   "$DIR/server/woolyd" --listen "unix:$tmp/woolyd.sock" --admin "unix:$tmp/admin.sock" \
   --overcommit-percent "$PCT" --swap-idle-seconds "$IDLE" --ready-file "$tmp/ready" \
+  --log-level "${WOOLY_OC_LOG_LEVEL:-info}" \
   >"$tmp/woolyd.log" 2>&1 &
 woolyd_pid=$!
 for _ in $(seq 300); do [ -e "$tmp/ready" ] && break; sleep 0.1; done
@@ -63,12 +64,30 @@ for i in $(seq 0 $((N - 1))); do
   pids+=($!)
 done
 fail=0
+# A tenant that fails never passes the token on: stop the others then.
+left=${#pids[@]}
+while [ "$left" -gt 0 ]; do
+  wait -n "${pids[@]}" 2>/dev/null; rc=$?
+  left=0
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left=$((left + 1)); done
+  if [ $rc -ne 0 ] && [ $rc -ne 127 ]; then
+    fail=1
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  fi
+done
 for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || { echo "tenant $i failed:"; tail -5 "$tmp/wooly.$i.err"; fail=1; }
-  cat "$tmp/wooly.$i.json"
+  if [ -s "$tmp/wooly.$i.json" ]; then
+    cat "$tmp/wooly.$i.json"
+  else
+    echo "tenant $i did not finish:"; grep -v "^  File\|^    " "$tmp/wooly.$i.err" | tail -8
+  fi
 done
 LD_LIBRARY_PATH="$LIB_DIR" "$DIR/cli/wooly-cli" status --admin "unix:$tmp/admin.sock" 2>&1 | tee "$tmp/status.log"
 
+if [ $fail -ne 0 ]; then
+  echo "== woolyd log (warnings and errors, last 30)"
+  grep -E " (warn|error|critical) |-> CUresult|overcommit" "$tmp/woolyd.log" | cut -c1-400 | tail -30
+fi
 echo "== outputs against the native reference"
 "$PY" - "$tmp" "$N" <<'PY' || fail=1
 import sys, torch
