@@ -47,8 +47,8 @@ without changing anything else:
 and mount the node's /run/wooly into the container. Optional: WOOLY_PRIORITY
 (0 highest .. 4), WOOLY_CLIENT_NAME, POD_NAME/POD_NAMESPACE for metrics labels.
 
-lib/libnvidia-ml.so.1 is the NVML view (nvidia-smi, pynvml, vLLM): the tenant's
-memory limit, use, share and processes. To use it, add the directory to the
+lib/libnvidia-ml.so.1 is the NVML view (pynvml, PyTorch, vLLM; not nvidia-smi):
+the tenant's memory limit, use, share and processes. To use it, add the directory to the
 library path as well:
 
   ENV LD_LIBRARY_PATH=/opt/wooly/lib
