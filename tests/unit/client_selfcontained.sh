@@ -35,5 +35,12 @@ for sym in $(awk '$1 !~ /^#/ && ($2 == "local" || $2 == "forwarded") { print $1 
 done
 [ -z "$missing" ] || err "implemented symbols not exported:$missing"
 
+# The oldest glibc supported is 2.35 (Ubuntu 22.04, the base of the PyTorch
+# and vLLM images); client/glibc_compat.cc keeps newer symbols out.
+glibc=$(objdump -T "$lib" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+if [ -n "$glibc" ] && [ "$(printf '%s\n2.35\n' "$glibc" | sort -V | tail -1)" != "2.35" ]; then
+  err "needs glibc $glibc ($(objdump -T "$lib" | grep "GLIBC_$glibc" | awk '{ print $NF }' | tr '\n' ' ')); the floor is 2.35"
+fi
+
 if [ $fail -ne 0 ]; then exit 1; fi
 echo "OK: $(printf '%s\n' "$exported" | wc -l) cu* symbols exported, SONAME $soname, NEEDED: $(echo $needed)"

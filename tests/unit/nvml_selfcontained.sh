@@ -52,5 +52,12 @@ for sym in nvmlInit nvmlInit_v2 nvmlInitWithFlags nvmlShutdown nvmlErrorString \
 done
 [ -z "$missing" ] || err "entry points not exported:$missing"
 
+# The oldest glibc supported is 2.35 (Ubuntu 22.04, the base of the PyTorch
+# and vLLM images); client/glibc_compat.cc keeps newer symbols out.
+glibc=$(objdump -T "$lib" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+if [ -n "$glibc" ] && [ "$(printf '%s\n2.35\n' "$glibc" | sort -V | tail -1)" != "2.35" ]; then
+  err "needs glibc $glibc ($(objdump -T "$lib" | grep "GLIBC_$glibc" | awk '{ print $NF }' | tr '\n' ' ')); the floor is 2.35"
+fi
+
 if [ $fail -ne 0 ]; then exit 1; fi
 echo "OK: $(printf '%s\n' "$exported" | wc -l) nvml* symbols exported, SONAME $soname, NEEDED: $(echo $needed)"
