@@ -1,5 +1,6 @@
 #include "wooly/memory/overcommit.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,7 @@ void Apply(uint64_t& counter, int64_t delta) {
 
 Overcommit::Overcommit(OvercommitConfig config) : config_(config) {
   node_.physical_bytes = config_.physical_bytes;
+  node_.physical_capacity = config_.physical_bytes;
   node_.admission_limit = LimitFor(config_.overcommit_percent);
 }
 
@@ -95,9 +97,19 @@ absl::Status Overcommit::Release(ClientId client, uint64_t bytes) {
 }
 
 uint64_t Overcommit::PhysicalFree() const {
-  return node_.physical_used >= config_.physical_bytes
+  return node_.physical_used >= node_.physical_capacity
              ? 0
-             : config_.physical_bytes - node_.physical_used;
+             : node_.physical_capacity - node_.physical_used;
+}
+
+uint64_t Overcommit::PhysicalOver() const {
+  return node_.physical_used > node_.physical_capacity
+             ? node_.physical_used - node_.physical_capacity
+             : 0;
+}
+
+void Overcommit::SetPhysicalCapacity(uint64_t bytes) {
+  node_.physical_capacity = std::min(bytes, config_.physical_bytes);
 }
 
 void Overcommit::NoteResident(ClientId client, int64_t delta) {

@@ -1,6 +1,7 @@
 #include "wooly/server/node_memory.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -232,14 +233,51 @@ absl::Status NodeMemory::RunSwapsUnlocked(const std::vector<memory::SwapTicket>&
   return first;
 }
 
+uint64_t NodeMemory::physical_capacity() const {
+  absl::MutexLock lock(&stats_mu_);
+  return node_stats_.physical_capacity;
+}
+
+bool NodeMemory::LowerCapacityLocked(const absl::Status& error) {
+  absl::StatusOr<MemInfo> info = backend_->MemGetInfo();
+  if (!info.ok()) {
+    spdlog::warn("overcommit: creating device memory failed ({}) and cuMemGetInfo too ({})",
+                 error.ToString(), info.status().ToString());
+    return false;
+  }
+  memory::Overcommit& ledger = manager_->ledger();
+  const uint64_t used = ledger.Node().physical_used;
+  // What the device could hold of the pool's now: its own chunks and what
+  // is free, less a margin for what grows outside the pool next.
+  const uint64_t room = used + info->free;
+  const uint64_t fits = room > kDeviceShortMarginBytes ? room - kDeviceShortMarginBytes : 0;
+  const uint64_t capacity =
+      RoundDown(std::min(fits, physical_bytes_), mm_options_.layout.chunk_bytes);
+  const uint64_t before = ledger.physical_capacity();
+  if (capacity >= before) return false;  // the device is not what is short
+  ledger.SetPhysicalCapacity(capacity);
+  ++generation_;
+  spdlog::warn(
+      "overcommit: device memory is short of what the pool planned with ({}); memory used "
+      "outside the pool grew past the reserve: lowering the physical capacity from {} MiB to {} "
+      "MiB (pool holds {} MiB, device has {} MiB free of {} MiB, margin {} MiB; configured {} "
+      "MiB, admission unchanged)",
+      std::string(error.message()), before >> 20, capacity >> 20, used >> 20, info->free >> 20,
+      info->total >> 20, kDeviceShortMarginBytes >> 20, physical_bytes_ >> 20);
+  return true;
+}
+
 absl::Status NodeMemory::MakeRoomLocked(ClientId requester, uint64_t bytes,
                                         const std::set<ChunkId>& pinned) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     const uint64_t free = manager_->ledger().PhysicalFree();
-    if (bytes <= free) return absl::OkStatus();
+    // Chunks over a lowered capacity must go first (free is 0 then).
+    const uint64_t over = manager_->ledger().PhysicalOver();
+    if (bytes <= free && over == 0) return absl::OkStatus();
+    if (bytes == 0) return absl::OkStatus();  // nothing to create
     const uint64_t seen = generation_;
-    absl::StatusOr<memory::EvictionPlan> plan =
-        manager_->policy().PlanEviction(manager_->layout(), requester, bytes - free, pinned);
+    absl::StatusOr<memory::EvictionPlan> plan = manager_->policy().PlanEviction(
+        manager_->layout(), requester, bytes - std::min(bytes, free) + over, pinned);
     if (!plan.ok()) {
       // Room may come from swaps under way or from busy clients going idle;
       // otherwise (or when nothing changes for a while) it is out of memory.
@@ -291,7 +329,11 @@ absl::StatusOr<memory::Allocation> NodeMemory::Allocate(ClientId client, uint64_
     // The room made may have gone to another thread while the lock was
     // dropped for the copies: then make room again.
     if (manager_->ledger().PhysicalFree() < layout.PhysicalNeededFor(client, bytes)) continue;
-    return layout.Allocate(client, bytes);
+    absl::StatusOr<memory::Allocation> a = layout.Allocate(client, bytes);
+    // The ledger had room but the device had not (cuMemCreate failed):
+    // plan with what the device has and evict to fit (see the file comment).
+    if (absl::IsResourceExhausted(a.status()) && LowerCapacityLocked(a.status())) continue;
+    return a;
   }
   return absl::ResourceExhaustedError("out of memory: no room after repeated evictions");
 }
@@ -340,8 +382,20 @@ absl::Status NodeMemory::MakeResidentLocked(ClientId client) {
     for (ChunkId id : (*plan)->chunks) {
       // The room may have shrunk while the lock was dropped: swap in what
       // fits and plan the rest again.
+      const memory::ChunkInfo* info = manager_->layout().chunk(id);
+      const bool ledger_room = info != nullptr && info->bytes <= manager_->ledger().PhysicalFree();
       absl::StatusOr<memory::SwapTicket> t = manager_->layout().BeginSwapIn(id);
       if (!t.ok()) {
+        if (absl::IsResourceExhausted(t.status()) && ledger_room) {
+          // The device had less room than the ledger: plan with what it has
+          // (then evict and retry), or, when that is not it, out of memory.
+          if (LowerCapacityLocked(t.status())) break;
+          if (tickets.empty()) {
+            return absl::ResourceExhaustedError(
+                absl::StrCat("out of memory: swapping in: ", t.status().message()));
+          }
+          break;
+        }
         if (absl::IsResourceExhausted(t.status()) || absl::IsFailedPrecondition(t.status())) {
           break;
         }

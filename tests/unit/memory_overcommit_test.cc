@@ -26,6 +26,32 @@ TEST(OvercommitTest, AdmitsUpToPhysicalTimesOnePlusPercentThenOom) {
   EXPECT_TRUE(oc.Admit(1, 0).ok());  // nothing asked, nothing refused
 }
 
+// Lowering the capacity (the device had less room than configured) shrinks
+// what eviction plans with, never admission, and never rises above the
+// configured physical bytes.
+TEST(OvercommitTest, LoweredCapacityShrinksPhysicalFreeButNotAdmission) {
+  Overcommit oc({.physical_bytes = 1000, .overcommit_percent = 20});
+  EXPECT_EQ(oc.physical_capacity(), 1000u);
+  EXPECT_EQ(oc.Node().physical_capacity, 1000u);
+  oc.NotePhysical(600);
+  EXPECT_EQ(oc.PhysicalFree(), 400u);
+  EXPECT_EQ(oc.PhysicalOver(), 0u);
+  oc.SetPhysicalCapacity(800);
+  EXPECT_EQ(oc.PhysicalFree(), 200u);
+  oc.SetPhysicalCapacity(500);  // below what chunks hold already
+  EXPECT_EQ(oc.PhysicalFree(), 0u);
+  EXPECT_EQ(oc.PhysicalOver(), 100u);
+  EXPECT_EQ(oc.Node().physical_capacity, 500u);
+  EXPECT_EQ(oc.Node().physical_bytes, 1000u);
+  // Admission still follows the configured physical bytes.
+  EXPECT_EQ(oc.AdmissionLimit(1), 1200u);
+  EXPECT_TRUE(oc.Admit(1, 1200).ok());
+  EXPECT_EQ(oc.Node().overcommitted, 200u);
+  oc.SetPhysicalCapacity(5000);  // clamped to the configured bytes
+  EXPECT_EQ(oc.physical_capacity(), 1000u);
+  EXPECT_EQ(oc.PhysicalFree(), 400u);
+}
+
 TEST(OvercommitTest, ZeroPercentIsExactlyPhysical) {
   Overcommit oc({.physical_bytes = 4096, .overcommit_percent = 0});
   EXPECT_TRUE(oc.Admit(7, 4096).ok());

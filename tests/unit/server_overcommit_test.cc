@@ -435,5 +435,96 @@ TEST_F(OvercommitTest, ConcurrentClientsKeepTheirBytes) {
   EXPECT_EQ(n.allocated, kClients * kBytes);
 }
 
+// Device memory used outside the pool (modules, library state, pools of
+// other clients) grew past the reserve: a cuMemCreate fails although the
+// ledger has room. NodeMemory lowers the capacity it plans with to what the
+// device has, evicts an idle client and retries; admission is unchanged.
+TEST_F(OvercommitTest, DeviceShortOutsideThePoolEvictsInsteadOfFailing) {
+  uint64_t ida = 0, idb = 0;
+  auto a = Connect("a", 2, {}, &ida);
+  auto b = Connect("b", 2, {}, &idb);
+  ASSERT_TRUE(a && b);
+  uint64_t pa = 0, pb = 0;
+  ASSERT_EQ(a->MemAlloc(256 * kMiB, &pa), CUDA_SUCCESS);
+  Fill(*a, pa, 256 * kMiB, 1);
+  clock_.Advance(absl::Seconds(2));  // a is idle now
+  // 192 MiB outside the pool: the device has 64 MiB free, the ledger 128.
+  absl::StatusOr<DevPtr> outside = fake_->MemAlloc(192 * kMiB);
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  ASSERT_EQ(b->MemAlloc(128 * kMiB, &pb), CUDA_SUCCESS);
+  // Capacity: 256 MiB of the pool's + 64 free - the margin, to 64 MiB.
+  memory::NodeUsage n = Node();
+  EXPECT_EQ(n.physical_capacity, 256 * kMiB);
+  EXPECT_EQ(n.physical_bytes, kPhysical);
+  EXPECT_EQ(n.admission_limit, kAdmitted);
+  EXPECT_LE(n.physical_used, n.physical_capacity);
+  EXPECT_EQ(StatusOf(ida).memory_swapped_out, 128 * kMiB);
+  Fill(*b, pb, 128 * kMiB, 2);
+
+  // a runs again (b's memory goes to make room) with every byte intact.
+  Check(*a, pa, 256 * kMiB, 1);
+  EXPECT_EQ(StatusOf(ida).memory_resident, 256 * kMiB);
+  EXPECT_EQ(StatusOf(idb).memory_swapped_out, 128 * kMiB);
+  Check(*b, pb, 128 * kMiB, 2);
+  n = Node();
+  EXPECT_LE(n.physical_used, 256 * kMiB);
+  EXPECT_EQ(n.allocated, 384 * kMiB);
+  ASSERT_TRUE(fake_->MemFree(*outside).ok());
+}
+
+// The same during a swap-in: the ledger has room for the client's chunks
+// but the device does not; the capacity is lowered, an idle client is
+// evicted, and the swap-in completes.
+TEST_F(OvercommitTest, DeviceShortDuringASwapInEvictsAndCompletes) {
+  uint64_t ida = 0, idb = 0;
+  auto a = Connect("a", 2, {}, &ida);
+  auto b = Connect("b", 2, {}, &idb);
+  ASSERT_TRUE(a && b);
+  uint64_t pa = 0, pb = 0;
+  ASSERT_EQ(a->MemAlloc(256 * kMiB, &pa), CUDA_SUCCESS);
+  Fill(*a, pa, 256 * kMiB, 1);
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_EQ(b->MemAlloc(256 * kMiB, &pb), CUDA_SUCCESS);
+  ASSERT_EQ(StatusOf(ida).memory_swapped_out, 128 * kMiB);
+  ASSERT_EQ(b->MemFree(pb), CUDA_SUCCESS);
+  ASSERT_EQ(b->MemAlloc(128 * kMiB, &pb), CUDA_SUCCESS);
+  Fill(*b, pb, 128 * kMiB, 2);
+  clock_.Advance(absl::Seconds(2));  // both idle; 256 MiB of the pool's used
+  // 192 MiB outside the pool: the device has 64 MiB free, the ledger 128,
+  // and a needs 128 to swap in.
+  absl::StatusOr<DevPtr> outside = fake_->MemAlloc(192 * kMiB);
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  Check(*a, pa, 256 * kMiB, 1);
+  EXPECT_EQ(StatusOf(ida).memory_resident, 256 * kMiB);
+  EXPECT_EQ(StatusOf(idb).memory_swapped_out, 128 * kMiB);
+  EXPECT_EQ(Node().physical_capacity, 256 * kMiB);
+  Check(*b, pb, 128 * kMiB, 2);
+  EXPECT_EQ(StatusOf(idb).memory_resident, 128 * kMiB);
+  ASSERT_TRUE(fake_->MemFree(*outside).ok());
+}
+
+// When the device is short and nothing can be evicted, the allocation is
+// CUDA_ERROR_OUT_OF_MEMORY, and the client that held the memory keeps it.
+TEST_F(OvercommitTest, DeviceShortWithNothingEvictableIsOutOfMemory) {
+  uint64_t ida = 0;
+  auto a = Connect("a", 2, {{"WOOLY_NOSWAP", "1"}}, &ida);
+  auto b = Connect("b");
+  ASSERT_TRUE(a && b);
+  uint64_t pa = 0, pb = 0;
+  ASSERT_EQ(a->MemAlloc(192 * kMiB, &pa), CUDA_SUCCESS);
+  Fill(*a, pa, 192 * kMiB, 1);
+  clock_.Advance(absl::Seconds(60));
+  absl::StatusOr<DevPtr> outside = fake_->MemAlloc(256 * kMiB);  // 64 MiB free
+  ASSERT_TRUE(outside.ok()) << outside.status();
+  EXPECT_EQ(b->MemAlloc(128 * kMiB, &pb), CUDA_ERROR_OUT_OF_MEMORY);
+  const memory::NodeUsage n = Node();
+  EXPECT_EQ(n.physical_capacity, 192 * kMiB);
+  EXPECT_EQ(n.allocated, 192 * kMiB);  // the refusal kept nothing
+  EXPECT_EQ(StatusOf(ida).memory_resident, 192 * kMiB);
+  EXPECT_EQ(StatusOf(ida).memory_swapped_out, 0u);
+  Check(*a, pa, 192 * kMiB, 1);
+  ASSERT_TRUE(fake_->MemFree(*outside).ok());
+}
+
 }  // namespace
 }  // namespace wooly::server

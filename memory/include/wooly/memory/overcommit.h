@@ -11,6 +11,13 @@
 // (cu_status.h maps RESOURCE_EXHAUSTED so), as a native driver would answer
 // cuMemAlloc.
 //
+// Physical capacity: what eviction plans with (PhysicalFree). It starts
+// at physical_bytes and may be lowered (SetPhysicalCapacity) when the
+// device turns out to have less room than configured, because memory used
+// outside the pool grew; admission keeps using the configured
+// physical_bytes, so lowering it never refuses an allocation that was
+// admissible before, it only makes more of the admitted memory swap.
+//
 // Ledger: VmLayout reports every change of what backs a chunk (Note*), so
 // the per-client and node-wide figures are kept as running sums, never
 // recomputed. Only VmLayout (and tests) call the Note* methods.
@@ -67,6 +74,7 @@ struct NodeUsage {
   uint64_t dedup_saved = 0;      // dedup_mapped - dedup_physical
   uint64_t teardown_errors = 0;  // device calls that failed while freeing
   uint64_t clients = 0;
+  uint64_t physical_capacity = 0;  // what eviction plans with (<= physical_bytes)
 };
 
 class Overcommit {
@@ -95,8 +103,18 @@ class Overcommit {
   absl::Status Release(ClientId client, uint64_t bytes);
 
   // Device memory not held by any chunk: what can be created without
-  // evicting anything.
+  // evicting anything (0 while physical_used is over the capacity).
   uint64_t PhysicalFree() const;
+  // Chunks' device memory beyond the capacity (after it was lowered below
+  // what they held): what must be evicted before anything is created.
+  uint64_t PhysicalOver() const;
+
+  // The capacity eviction plans with, and a new one (clamped to the
+  // configured physical_bytes). Admission is unaffected (see the file
+  // comment). Chunks already over the new capacity stay; PhysicalOver says
+  // how much must go.
+  uint64_t physical_capacity() const { return node_.physical_capacity; }
+  void SetPhysicalCapacity(uint64_t bytes);
 
   // Ledger, fed by VmLayout. Client-level notes for an unknown client are
   // ignored (its chunks were taken off its books when it was removed).

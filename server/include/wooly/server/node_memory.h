@@ -28,6 +28,18 @@
 // overcommitted: the context itself, modules and their globals, library
 // workspaces, stream-ordered pools and clients' own cuMemCreate memory.
 //
+// That memory outside the pool may grow past the reserve (more clients,
+// each with its modules and library state). Then a cuMemCreate fails
+// although the ledger had room. NodeMemory then lowers the capacity it
+// plans with (memory::Overcommit::SetPhysicalCapacity) to what the device
+// has now: the pool's own chunks plus MemGetInfo's free, less
+// kDeviceShortMarginBytes, rounded down to the chunk size, never above the
+// capacity from Open; logs it at warn; evicts per SwapPolicy to fit; and
+// retries. Only when eviction cannot make room is it out of memory. The
+// admission limit stays as configured (more of the admitted memory swaps),
+// and the capacity is not raised again when the device frees memory, until
+// a context reset rebuilds everything.
+//
 // Locking. Lock order (outermost first):
 //   ClientSession::mu_ -> SharedContext access (shared) -> NodeMemory::mu_
 //     -> VmmPhysicalMemory's lock -> backend
@@ -92,6 +104,10 @@ namespace wooly::server {
 // comment); capped at a quarter of the device.
 inline constexpr uint64_t kDefaultDeviceReserveBytes = uint64_t{2} << 30;
 
+// Left free on the device when the capacity is lowered after a failed
+// cuMemCreate (see the file comment), for what outside the pool grows next.
+inline constexpr uint64_t kDeviceShortMarginBytes = uint64_t{64} << 20;
+
 struct NodeMemoryOptions {
   // Admission beyond physical memory, in percent (ServerOptions).
   uint32_t overcommit_percent = 0;
@@ -142,7 +158,10 @@ class NodeMemory {
   NodeMemory(const NodeMemory&) = delete;
   NodeMemory& operator=(const NodeMemory&) = delete;
 
+  // The capacity from Open (admission follows it); physical_capacity(),
+  // what eviction plans with, may be lower (see the file comment).
   uint64_t physical_bytes() const { return physical_bytes_; }
+  uint64_t physical_capacity() const;
   const NodeMemoryOptions& options() const { return options_; }
 
   // Registers a client (reserves its virtual range). `quiesce` is called
@@ -184,7 +203,13 @@ class NodeMemory {
   // reopening failed (then the node has no device memory until a restart).
   bool RebuildIfResetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Evicts per SwapPolicy until `bytes` more are free. The victims' chunks
+  // After creating device memory failed with ResourceExhausted: when the
+  // device has less room than the capacity planned with, lowers it (and
+  // logs why); true when lowered, so that the caller evicts and retries.
+  // `error` is the failure, for the log.
+  bool LowerCapacityLocked(const absl::Status& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts per SwapPolicy until `bytes` more are free (and chunks over a
+  // lowered capacity are gone). The victims' chunks
   // are marked mid-swap under mu_, then the victims are quiesced and the
   // copies run with mu_ released (see RunSwapsUnlocked).
   absl::Status MakeRoomLocked(memory::ClientId requester, uint64_t bytes,
