@@ -25,6 +25,7 @@ copy 'server/woolyd' 'cli/wooly-cli' 'client/libcuda.so.1' 'client/libwooly.so*'
      'tests/programs/*' 'tests/kernels/*.fatbin' 'tests/kernels/*.cubin' 'tests/kernels/*.fake' \
      'tests/runtime/*' 'bench/wooly_bench*'
 copy 'nvml/libnvidia-ml.so*'  # the NVML view (scripts/nvml-check.sh)
+copy 'smi/wooly-smi' 'smi/nvidia-smi'  # Wooly's nvidia-smi front-end (docs/nvml.md)
 
 # Bundle every shared library the executables need except glibc's own.
 . scripts/lib/bundle-libs.sh

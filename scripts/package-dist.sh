@@ -12,6 +12,8 @@
 #   OUT/client/lib/libcuda.so.1 (libwooly: needs only glibc) and
 #     OUT/client/README (the one line to add to an image)
 #   OUT/client/lib/libnvidia-ml.so.1 (the NVML view, docs/nvml.md: needs only glibc)
+#   OUT/client/bin/wooly-smi and its link OUT/client/bin/nvidia-smi (Wooly's
+#     nvidia-smi front-end, docs/nvml.md: needs only glibc)
 #   OUT/wooly-server-VERSION.tar.gz and OUT/wooly-client-VERSION.tar.gz
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,14 +30,17 @@ for f in server/woolyd cli/wooly-cli client/libcuda.so.1; do
   [ -e "$build/$f" ] || { echo "package-dist: $build/$f missing; build first (scripts/build.sh)" >&2; exit 1; }
 done
 [ -e "$build/nvml/libnvidia-ml.so.1" ] || { echo "package-dist: $build/nvml/libnvidia-ml.so.1 missing; build first (scripts/build.sh)" >&2; exit 1; }
+[ -e "$build/smi/wooly-smi" ] || { echo "package-dist: $build/smi/wooly-smi missing; build first (scripts/build.sh)" >&2; exit 1; }
 version=$("$build/server/woolyd" --version | awk '{print $2; exit}')
 rm -rf "$out/server" "$out/client"
-mkdir -p "$out/server/bin" "$out/client/lib"
+mkdir -p "$out/server/bin" "$out/client/lib" "$out/client/bin"
 cp -L "$build/server/woolyd" "$build/cli/wooly-cli" "$out/server/bin/"
 . scripts/lib/bundle-libs.sh
 bundle_libs "$out/server/lib" "$out/server/bin/woolyd" "$out/server/bin/wooly-cli"
 cp -L "$build/client/libcuda.so.1" "$out/client/lib/"
 cp -L "$build/nvml/libnvidia-ml.so.1" "$out/client/lib/"
+cp -L "$build/smi/wooly-smi" "$out/client/bin/"
+ln -sf wooly-smi "$out/client/bin/nvidia-smi"  # first on PATH in the tenant's image
 cat > "$out/client/README" <<TXT
 Wooly client $version: a replacement libcuda.so.1 that sends CUDA work to the
 node's woolyd. It needs only glibc. Add it to an existing PyTorch or vLLM image
@@ -47,11 +52,12 @@ without changing anything else:
 and mount the node's /run/wooly into the container. Optional: WOOLY_PRIORITY
 (0 highest .. 4), WOOLY_CLIENT_NAME, POD_NAME/POD_NAMESPACE for metrics labels.
 
-lib/libnvidia-ml.so.1 is the NVML view (pynvml, PyTorch, vLLM; not nvidia-smi):
-the tenant's memory limit, use, share and processes. To use it, add the directory to the
-library path as well:
+lib/libnvidia-ml.so.1 is the NVML view (pynvml, PyTorch, vLLM): the tenant's
+memory limit, use, share and processes. bin/nvidia-smi (a link to
+bin/wooly-smi) is Wooly's nvidia-smi front-end, not NVIDIA's binary: it prints
+that view. To use both, add the directories to the library path and PATH:
 
-  ENV LD_LIBRARY_PATH=/opt/wooly/lib
+  ENV LD_LIBRARY_PATH=/opt/wooly/lib PATH=/opt/wooly/bin:\$PATH
 TXT
 find "$out/server" "$out/client" -type f \( -perm -u+x -o -name '*.so*' \) \
   -exec strip --strip-debug {} + 2>/dev/null || true

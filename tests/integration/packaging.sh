@@ -15,5 +15,8 @@ deps=$(ldd "$out/client/lib/libcuda.so.1" | awk '{print $1}' | grep -v -E '^(lin
 for t in "$out"/wooly-server-*.tar.gz "$out"/wooly-client-*.tar.gz; do
   [ -s "$t" ] || { echo "missing $t"; exit 1; }
 done
-tar -tzf "$out"/wooly-client-*.tar.gz | grep -q "lib/libcuda.so.1"
+listing=$(tar -tzf "$out"/wooly-client-*.tar.gz)
+for f in lib/libcuda.so.1 lib/libnvidia-ml.so.1 bin/wooly-smi bin/nvidia-smi; do
+  grep -q "$f\$" <<<"$listing" || { echo "client tarball lacks $f"; exit 1; }
+done
 echo "PASS packaging"
