@@ -6,6 +6,7 @@
 // pieces of at most wire::kCopyChunk bytes, straight from and into the
 // application's buffers.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -16,6 +17,8 @@
 #include "log.h"
 #include "memory_ext.h"
 #include "staging.h"
+#include "wooly/proto/defaults.h"
+#include "wooly/proto/sha256.h"
 
 namespace wooly::client {
 namespace {
@@ -86,9 +89,11 @@ CUresult SharedCopy(wire::Op op, uint64_t device, const void* host, size_t n, ui
   return Rpc(op, w);
 }
 
-CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
-  if (n == 0) return CUDA_SUCCESS;
-  if (src == nullptr) return CUDA_ERROR_INVALID_VALUE;
+// `staged`: whether large pageable copies may go through the shared staging
+// slots; a dedup upload sends whole chunks in the request instead, so that
+// woolyd sees (and hashes) each chunk in one copy.
+CUresult CopyHtoDTransfer(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async,
+                          bool staged) {
   if (SharedHost(src, n)) {
     return SharedCopy(wire::Op::kMemcpyHtoDShared, dst, src, n, stream, async);
   }
@@ -96,7 +101,7 @@ CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool
   const bool known = Allocations().ContainsRange(dst, n);
   // Large pageable copies on the same node: pipelined through shared
   // staging slots (staging.h).
-  if (known && n >= kStagedMin && SharedMemoryChannel()) {
+  if (staged && known && n >= kStagedMin && SharedMemoryChannel()) {
     if (CUresult r = StagedHtoD(dst, src, n, stream); r != CUDA_ERROR_NOT_SUPPORTED) return r;
   }
   // The bytes travel with the request, so the source may be reused at once:
@@ -112,6 +117,103 @@ CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool
     if (r != CUDA_SUCCESS) return r;
   }
   return CUDA_SUCCESS;
+}
+
+// Weight dedup (WOOLY_DEDUP=1; docs/memory.md): woolyd's chunk size, once
+// asked (kDedupProbe); 0 when dedup is not available to this client (off,
+// no overcommit, or an older woolyd), -1 before asking.
+std::atomic<int64_t> g_dedup_chunk{-1};
+
+bool DedupWanted() {
+  static const bool wanted = wire::Setting("WOOLY_DEDUP") == "1";
+  return wanted;
+}
+
+// The chunk size, asking woolyd the first time; 0: no dedup.
+uint64_t DedupChunkBytes() {
+  int64_t known = g_dedup_chunk.load(std::memory_order_relaxed);
+  if (known >= 0) return static_cast<uint64_t>(known);
+  wire::Writer w;
+  w.Put<uint64_t>(0).Put<uint32_t>(0);
+  Reply reply;
+  uint64_t chunk = 0;
+  if (Rpc(wire::Op::kDedupProbe, w, &reply) == CUDA_SUCCESS) {
+    wire::Reader rd = reply.reader();
+    chunk = rd.Get<uint64_t>();
+    if (!rd.ok()) chunk = 0;
+  }
+  // NOT_SUPPORTED (an older woolyd) or anything else: no dedup.
+  g_dedup_chunk.store(static_cast<int64_t>(chunk), std::memory_order_relaxed);
+  return chunk;
+}
+
+// A host-to-device copy with dedup: hashes each whole chunk of the
+// destination allocation the copy covers, asks woolyd to attach those
+// already resident (kDedupProbe), and sends only the rest; whole chunks it
+// sends travel as single copies, which woolyd hashes and publishes itself.
+// CUDA_ERROR_NOT_SUPPORTED: not applicable, copy as usual.
+CUresult DedupHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
+  if (!DedupWanted() || n < wire::kCopyChunk || AnyCaptureInProgress()) {
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  AllocTable::Record rec;
+  if (!Allocations().Find(dst, &rec) || rec.kind != AllocTable::Kind::kAlloc ||
+      dst + n > rec.base + rec.size) {
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  const uint64_t chunk = DedupChunkBytes();
+  if (chunk == 0 || n < chunk) return CUDA_ERROR_NOT_SUPPORTED;
+  // Chunks are carved from the allocation's base.
+  const uint64_t first = rec.base + (dst - rec.base + chunk - 1) / chunk * chunk;
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  std::vector<uint64_t> vas;
+  wire::Writer w;
+  w.Put<uint64_t>(chunk).Put<uint32_t>(0);
+  for (uint64_t va = first; va + chunk <= dst + n; va += chunk) {
+    vas.push_back(va);
+    w.Put<uint64_t>(va).Put<wire::Sha256Hash>(wire::Sha256Digest(p + (va - dst), chunk));
+  }
+  if (vas.empty()) return CUDA_ERROR_NOT_SUPPORTED;
+  const uint32_t count = static_cast<uint32_t>(vas.size());
+  std::memcpy(w.data().data() + sizeof(uint64_t), &count, sizeof(count));
+  Reply reply;
+  if (CUresult r = Rpc(wire::Op::kDedupProbe, w, &reply); r != CUDA_SUCCESS) {
+    if (r == CUDA_ERROR_NOT_SUPPORTED) g_dedup_chunk.store(0, std::memory_order_relaxed);
+    return r;
+  }
+  wire::Reader rd = reply.reader();
+  const uint64_t server_chunk = rd.Get<uint64_t>();
+  const uint32_t answered = rd.Get<uint32_t>();
+  std::vector<uint8_t> attached(vas.size(), 0);
+  for (uint32_t i = 0; i < answered && i < attached.size(); ++i) attached[i] = rd.Get<uint8_t>();
+  if (!rd.ok()) return BadReply(wire::Op::kDedupProbe);
+  if (server_chunk != chunk) {
+    g_dedup_chunk.store(static_cast<int64_t>(server_chunk), std::memory_order_relaxed);
+  }
+  // Send what was not attached, in address order: the head before the
+  // first whole chunk, each chunk not attached, the tail after the last.
+  uint64_t at = dst;  // start of the run not yet sent
+  auto send = [&](uint64_t from, uint64_t to) -> CUresult {
+    if (to <= from) return CUDA_SUCCESS;
+    return CopyHtoDTransfer(from, p + (from - dst), to - from, stream, async, /*staged=*/false);
+  };
+  for (size_t i = 0; i < vas.size(); ++i) {
+    if (CUresult r = send(at, vas[i]); r != CUDA_SUCCESS) return r;
+    if (!attached[i]) {
+      if (CUresult r = send(vas[i], vas[i] + chunk); r != CUDA_SUCCESS) return r;
+    }
+    at = vas[i] + chunk;
+  }
+  return send(at, dst + n);
+}
+
+CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
+  if (n == 0) return CUDA_SUCCESS;
+  if (src == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult r = DedupHtoD(dst, src, n, stream, async); r != CUDA_ERROR_NOT_SUPPORTED) {
+    return r;
+  }
+  return CopyHtoDTransfer(dst, src, n, stream, async, /*staged=*/true);
 }
 
 CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async) {

@@ -299,6 +299,7 @@ const char* OpName(uint16_t op) {
     WOOLY_OP_NAME(kTensorMapEncodeTiled)
     WOOLY_OP_NAME(kTensorMapEncodeIm2col)
     WOOLY_OP_NAME(kTensorMapReplaceAddress)
+    WOOLY_OP_NAME(kDedupProbe)
 #undef WOOLY_OP_NAME
   }
   return "?";

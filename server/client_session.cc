@@ -8,7 +8,9 @@
 #include <exception>
 #include <new>
 #include <optional>
+#include <span>
 #include <utility>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -183,6 +185,7 @@ bool TouchesDeviceMemory(uint16_t op) {
     case Op::kMemcpyHtoDShared:
     case Op::kMemcpyDtoHShared:
     case Op::kGraphLaunch:
+    case Op::kDedupProbe:
       return true;
     default:
       return false;
@@ -302,6 +305,7 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
       WOOLY_OP(HostShmUnregister)
       WOOLY_OP(MemcpyHtoDShared)
       WOOLY_OP(MemcpyDtoHShared)
+      WOOLY_OP(DedupProbe)
 #undef WOOLY_OP
   }
   if (handler == nullptr) {  // unknown op, or a reply sent as a request
@@ -533,6 +537,7 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
     memory::ClientOptions mo;
     mo.policy.priority = priority_;
     mo.policy.noswap = membership_->noswap();  // the client's, else the server default
+    mo.dedup = membership_->dedup();
     // Its cleanup (CloseLocked) runs once the generation is bound, so the
     // reservation is released even when this Hello fails below.
     if (absl::Status s = env_->node_memory->AddClient(
@@ -545,6 +550,7 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
       return reply;
     }
     node_client_ = true;
+    node_dedup_ = mo.dedup;
   }
 
   reply.payload = HelloAccepted();
@@ -949,9 +955,54 @@ absl::Status ClientSession::QuiesceStreams() {
   return absl::OkStatus();
 }
 
+absl::Status ClientSession::PrepareNodeWriteLocked(DevPtr dst, uint64_t size) {
+  // Only a dedup client's chunks are ever shared.
+  if (!node_dedup_ || !env_->node_memory->TouchesShared(id_, dst, size)) {
+    return absl::OkStatus();
+  }
+  if (absl::Status s = QuiesceStreams(); !s.ok()) return s;
+  return env_->node_memory->PrepareWrite(id_, dst, size);
+}
+
+absl::Status ClientSession::OpDedupProbe(wire::Reader& in, wire::Writer& out) {
+  const uint64_t assumed = in.Get<uint64_t>();
+  const uint32_t n = in.Get<uint32_t>();
+  if (!in.ok()) return Malformed();
+  constexpr size_t kEntry = sizeof(uint64_t) + wire::kSha256Size;
+  if (in.remaining() != uint64_t{n} * kEntry) return Malformed();
+  const uint64_t chunk = node_dedup_ ? env_->node_memory->chunk_bytes() : 0;
+  out.Put<uint64_t>(chunk);
+  if (chunk == 0 || assumed != chunk) {
+    out.Put<uint32_t>(0);  // the client asked for the size, or assumed another
+    return absl::OkStatus();
+  }
+  std::vector<std::pair<uint64_t, memory::ContentHash>> entries(n);
+  for (auto& [va, digest] : entries) {
+    va = in.Get<uint64_t>();
+    digest = in.Get<memory::ContentHash>();
+  }
+  if (!in.ok()) return Malformed();
+  // Attaching changes the mapping behind the client's addresses.
+  if (n > 0) {
+    if (absl::Status s = QuiesceStreams(); !s.ok()) return s;
+  }
+  out.Put<uint32_t>(n);
+  for (const auto& [va, digest] : entries) {
+    bool attached = false;
+    if (CheckRange(va, chunk).ok()) {
+      absl::StatusOr<bool> a = env_->node_memory->AttachByDigest(id_, va, chunk, digest);
+      // Not a whole chunk, or no room: the client uploads it as usual.
+      attached = a.ok() && *a;
+    }
+    out.Put<uint8_t>(attached ? 1 : 0);
+  }
+  return absl::OkStatus();
+}
+
 void ClientSession::LeaveNodeMemoryLocked() {
   if (!node_client_) return;
   node_client_ = false;
+  node_dedup_ = false;
   node_allocations_.clear();
   if (absl::Status s = env_->node_memory->RemoveClient(id_); !s.ok()) {
     spdlog::warn("client {}: releasing its overcommitted memory: {}", id_, s.ToString());
@@ -1084,6 +1135,16 @@ absl::Status ClientSession::OpMemcpyHtoD(wire::Reader& in, wire::Writer& out) {
   if (absl::Status s = RefuseHostCopyWhileCapturing(stream); !s.ok()) return s;
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
+  if (node_dedup_ && env_->node_memory->IsWholeDedupChunk(id_, dst, size)) {
+    // A whole chunk: the server hashes what it received and shares it with
+    // identical resident content, or publishes it (node_memory.h). The copy
+    // runs at once, so the client's earlier work must be done with it.
+    if (absl::Status s = QuiesceStreams(); !s.ok()) return s;
+    absl::StatusOr<memory::OfferOutcome> o = env_->node_memory->UploadChunk(
+        id_, dst, std::span<const uint8_t>(in.rest(), static_cast<size_t>(size)));
+    return o.status();
+  }
+  if (absl::Status s = PrepareNodeWriteLocked(dst, size); !s.ok()) return s;
   return backend_->MemcpyHtoD(dst, in.rest(), size, *st, async);
 }
 
@@ -1118,6 +1179,7 @@ absl::Status ClientSession::OpMemcpyDtoD(wire::Reader& in, wire::Writer& out) {
   if (absl::Status s = CheckRange(src, size); !s.ok()) return s;
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
+  if (absl::Status s = PrepareNodeWriteLocked(dst, size); !s.ok()) return s;
   return backend_->MemcpyDtoD(dst, src, size, *st, async);
 }
 
@@ -1150,6 +1212,7 @@ absl::Status ClientSession::OpMemset(wire::Reader& in, wire::Writer& out) {
   if (absl::Status s = CheckRange(dst, extent); !s.ok()) return s;
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
+  if (absl::Status s = PrepareNodeWriteLocked(dst, extent); !s.ok()) return s;
   return backend_->Memset(dst, pitch, value, elem, width, height, *st, async);
 }
 
@@ -1202,6 +1265,7 @@ absl::Status ClientSession::OpMemcpy3D(wire::Reader& in, wire::Writer& out) {
       return CuError(CUDA_ERROR_INVALID_VALUE, "memcpy3D destination geometry");
     }
     if (absl::Status s = CheckRange(start, length); !s.ok()) return s;
+    if (absl::Status s = PrepareNodeWriteLocked(start, length); !s.ok()) return s;
   }
   if (src_host || dst_host) {
     if (absl::Status s = RefuseHostCopyWhileCapturing(stream); !s.ok()) return s;

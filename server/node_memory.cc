@@ -1,8 +1,11 @@
 #include "wooly/server/node_memory.h"
 
 #include <algorithm>
+#include <set>
 #include <string>
 #include <utility>
+#include <variant>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +39,10 @@ absl::StatusOr<std::unique_ptr<NodeMemory>> NodeMemory::Open(GpuBackend* backend
   if (!info.ok()) return info.status();
 
   VmmOptions vo;
+  // Deduplicated chunks must be read-only: where the driver refuses that,
+  // publishing fails and dedup uploads stay private (docs/memory.md),
+  // rather than one tenant's kernel writing bytes another tenant maps.
+  vo.read_only_fallback = false;
   vo.host_arena_bytes = std::max<uint64_t>(options.host_arena_bytes, uint64_t{64} << 20);
   // Size the pool once physical memory is known; Open only checks options.
   vo.host_pool_max_bytes = uint64_t{1} << 62;
@@ -459,6 +466,125 @@ void NodeMemory::EndCommand(ClientId client) {
   if (manager_ == nullptr) return;
   manager_->EndCommand(client);
   ++generation_;
+}
+
+absl::StatusOr<ChunkId> NodeMemory::WholeDedupChunkLocked(ClientId client, uint64_t va,
+                                                          uint64_t bytes) const {
+  if (manager_ == nullptr) return Lost();
+  if (!manager_->dedup().IsOptedIn(client)) {
+    return absl::FailedPreconditionError(absl::StrCat("client ", client, " has dedup off"));
+  }
+  absl::StatusOr<std::pair<ChunkId, uint64_t>> at = manager_->layout().Resolve(client, va);
+  if (!at.ok()) return at.status();
+  const memory::ChunkInfo* c = manager_->layout().chunk(at->first);
+  if (c == nullptr || at->second != 0 || c->kind != memory::ChunkKind::kLarge ||
+      c->bytes != bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("[", va, ", +", bytes, ") is not one whole large chunk"));
+  }
+  return at->first;
+}
+
+bool NodeMemory::IsWholeDedupChunk(ClientId client, uint64_t va, uint64_t bytes) const {
+  absl::MutexLock lock(&mu_);
+  return WholeDedupChunkLocked(client, va, bytes).ok();
+}
+
+bool NodeMemory::TouchesShared(ClientId client, uint64_t va, uint64_t bytes) const {
+  absl::MutexLock lock(&mu_);
+  if (manager_ == nullptr) return false;
+  absl::StatusOr<std::vector<ChunkId>> chunks =
+      manager_->layout().ChunksCovering(client, va, bytes);
+  if (!chunks.ok()) return false;  // not overcommitted memory: nothing shared
+  for (ChunkId id : *chunks) {
+    const memory::ChunkInfo* c = manager_->layout().chunk(id);
+    if (c != nullptr && c->is_shared()) return true;
+  }
+  return false;
+}
+
+absl::Status NodeMemory::PrepareWrite(ClientId client, uint64_t va, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (manager_ == nullptr) return Lost();
+  absl::Cleanup publish = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { PublishLocked(); };
+  absl::StatusOr<std::vector<ChunkId>> chunks =
+      manager_->layout().ChunksCovering(client, va, bytes);
+  if (!chunks.ok()) return absl::OkStatus();  // not overcommitted memory
+  const std::vector<ChunkId> all = manager_->layout().ClientChunks(client);
+  const std::set<ChunkId> pinned(all.begin(), all.end());
+  for (ChunkId id : *chunks) {
+    for (int attempt = 0;; ++attempt) {
+      const memory::ChunkInfo* c = manager_->layout().chunk(id);
+      if (c == nullptr || !c->is_shared()) break;
+      absl::StatusOr<ChunkId> w = manager_->dedup().BeginWrite(client, id);
+      if (w.ok()) break;
+      // The private copy needs a chunk of physical memory: evict (with the
+      // victims quiesced, unlike MemoryManager::PrepareWrite) and retry.
+      if (!absl::IsResourceExhausted(w.status()) || attempt + 1 >= kMaxAttempts) {
+        return w.status();
+      }
+      if (absl::Status s = MakeRoomLocked(client, c->bytes, pinned); !s.ok()) return s;
+    }
+  }
+  ++generation_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<memory::OfferOutcome> NodeMemory::UploadChunk(ClientId client, uint64_t va,
+                                                             std::span<const uint8_t> content) {
+  absl::MutexLock lock(&mu_);
+  if (manager_ == nullptr) return Lost();
+  absl::Cleanup publish = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { PublishLocked(); };
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    // Resolved again after each eviction: the lock was dropped.
+    absl::StatusOr<ChunkId> id = WholeDedupChunkLocked(client, va, content.size());
+    if (!id.ok()) return id.status();
+    absl::StatusOr<memory::OfferResult> r = manager_->dedup().Offer(client, *id, content);
+    if (r.ok()) {
+      ++generation_;  // an attach released physical memory
+      return r->outcome;
+    }
+    if (!absl::IsResourceExhausted(r.status())) return r.status();
+    // Replacing shared content of a different chunk needs memory of its own.
+    const std::vector<ChunkId> all = manager_->layout().ClientChunks(client);
+    if (absl::Status s =
+            MakeRoomLocked(client, content.size(), std::set<ChunkId>(all.begin(), all.end()));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::ResourceExhaustedError("out of memory: no room for a deduplicated upload");
+}
+
+absl::StatusOr<bool> NodeMemory::AttachByDigest(ClientId client, uint64_t va, uint64_t bytes,
+                                                const memory::ContentHash& digest) {
+  absl::MutexLock lock(&mu_);
+  if (manager_ == nullptr) return Lost();
+  absl::Cleanup publish = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { PublishLocked(); };
+  absl::StatusOr<ChunkId> id = WholeDedupChunkLocked(client, va, bytes);
+  if (!id.ok()) return id.status();
+  memory::VmLayout& layout = manager_->layout();
+  // Only digests the server computed itself over bytes it received are in
+  // the index: a client naming a digest can map only content that some
+  // client really uploaded with that SHA-256 (docs/memory.md).
+  for (memory::SharedId candidate : manager_->dedup().Lookup(digest)) {
+    const memory::SharedChunkInfo* sh = layout.shared(candidate);
+    const memory::ChunkInfo* c = layout.chunk(*id);
+    if (sh == nullptr || c == nullptr || sh->bytes != c->bytes) continue;
+    if (c->state != memory::ChunkState::kResident) return false;
+    if (const auto* sb = std::get_if<memory::SharedBacking>(&c->backing)) {
+      if (sb->shared == candidate) return true;  // maps it already
+      // Its old contents are replaced whole: no copy. Short of room: upload.
+      if (absl::Status s = layout.Privatize(*id, /*copy_contents=*/false); !s.ok()) {
+        if (absl::IsResourceExhausted(s)) return false;
+        return s;
+      }
+    }
+    if (absl::Status s = layout.Attach(*id, candidate); !s.ok()) return s;
+    ++generation_;  // its own physical memory was released
+    return true;
+  }
+  return false;
 }
 
 void NodeMemory::PublishLocked() {

@@ -134,6 +134,10 @@ absl::Status ClientSession::SharedCopy(wire::Reader& in, bool to_device) {
     // captured copy uses them at replay as CUDA's would.
     absl::StatusOr<BackendHandle> st = StreamForWork(stream);
     if (!st.ok()) return st.status();
+    // Copy-on-write of deduplicated chunks (node_memory.h).
+    if (to_device) {
+      if (absl::Status s = PrepareNodeWriteLocked(device, size); !s.ok()) return s;
+    }
     return to_device ? backend_->MemcpyHtoDRegistered(device, p, size, *st, async)
                      : backend_->MemcpyDtoHRegistered(p, device, size, *st, async);
   }();

@@ -23,9 +23,9 @@
 // gets a private copy (or takes the shared memory over when it is the last
 // user), so no other tenant sees the write.
 //
-// A KERNEL write into a shared chunk is not interposed. Planned behaviour
-// (not implemented: the VMM-backed PhysicalMemory is not built yet): shared
-// chunks are mapped with CU_MEM_ACCESS_FLAGS_PROT_READ, so such a write
+// A KERNEL write into a shared chunk is not interposed. Shared chunks are
+// mapped with CU_MEM_ACCESS_FLAGS_PROT_READ (server/vmm_physical_memory.h;
+// woolyd never shares where the driver refuses that), so such a write
 // faults with CUDA_ERROR_ILLEGAL_ADDRESS, a sticky error that costs every
 // client of the shared context its GPU state (docs/architecture.md, "Faults
 // in the shared context"). If the driver refuses read-only mappings, dedup

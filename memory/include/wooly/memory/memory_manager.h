@@ -1,8 +1,8 @@
 // One object that puts the issue #6 policies together: admission
 // (Overcommit), the stable-address layout and its swap state machine
 // (VmLayout), victim selection (SwapPolicy) and deduplication (DedupIndex),
-// all driving one PhysicalMemory. It is what woolyd's request path will call
-// once the VMM-backed PhysicalMemory exists; nothing calls it yet.
+// all driving one PhysicalMemory. woolyd drives it through
+// server/node_memory.h (NodeMemory) over the VMM-backed PhysicalMemory.
 //
 //  - Allocate: admission first (over the limit: ResourceExhausted, i.e.
 //    CUDA_ERROR_OUT_OF_MEMORY, and nothing is evicted); then, when physical

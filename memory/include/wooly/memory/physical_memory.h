@@ -4,9 +4,9 @@
 // a client's address space; every effect on the device goes through this
 // interface. The real implementation (CUDA's virtual memory management API:
 // cuMemAddressReserve, cuMemCreate, cuMemMap, cuMemSetAccess, cuMemUnmap,
-// cuMemRelease, and copies through a pinned host pool) is NOT built yet; it
-// needs the GPU. FakePhysicalMemory (fake_physical_memory.h) implements it
-// byte for byte in host memory for tests.
+// cuMemRelease, and copies through a pinned host pool) is
+// server/vmm_physical_memory.h. FakePhysicalMemory (fake_physical_memory.h)
+// implements it byte for byte in host memory for tests.
 //
 // Contract, which every implementation must keep so that the callers' state
 // machines stay all-or-nothing:

@@ -127,7 +127,7 @@ struct ClientStatus {
   uint32_t queue_depth = 0;
   // Overcommit (node_memory.h; all 0 when it is off): of its cuMemAlloc
   // memory, the bytes in device memory, in the pinned host pool, and mapped
-  // onto deduplicated chunks (dedup is not wired yet: 0).
+  // onto deduplicated chunks (WOOLY_DEDUP=1; docs/memory.md).
   uint64_t memory_resident = 0;
   uint64_t memory_swapped_out = 0;
   uint64_t memory_shared = 0;
@@ -293,6 +293,7 @@ class ClientSession {
   absl::Status OpMemcpyDtoD(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpMemset(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpMemcpy3D(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpDedupProbe(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpModuleLoadData(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpModuleGetFunction(wire::Reader& in, wire::Writer& out)
@@ -352,6 +353,10 @@ class ClientSession {
   // NodeMemory's quiesce callback: synchronizes those streams. Takes only
   // quiesce_mu_ (see the lock order in node_memory.h).
   absl::Status QuiesceStreams() ABSL_LOCKS_EXCLUDED(quiesce_mu_);
+  // Weight dedup (node_memory.h). Before any API write into [dst, dst +
+  // size): copy-on-write of the shared chunks it covers (after quiescing
+  // the client's streams, as the mapping behind its addresses changes).
+  absl::Status PrepareNodeWriteLocked(DevPtr dst, uint64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees the client's overcommitted memory and leaves NodeMemory.
   void LeaveNodeMemoryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Charges an allocation to the tenant's memory limit before it is made;
@@ -480,6 +485,8 @@ class ClientSession {
   // stream-ordered ones, freed through the backend).
   bool node_client_ ABSL_GUARDED_BY(mu_) = false;
   std::set<DevPtr> node_allocations_ ABSL_GUARDED_BY(mu_);
+  // node_client_ with weight dedup on (WOOLY_DEDUP=1 or the server default).
+  bool node_dedup_ ABSL_GUARDED_BY(mu_) = false;
   // A leaf lock: what QuiesceStreams synchronizes.
   absl::Mutex quiesce_mu_ ABSL_ACQUIRED_AFTER(mu_);
   std::vector<BackendHandle> quiesce_streams_ ABSL_GUARDED_BY(quiesce_mu_);

@@ -85,6 +85,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -188,6 +189,42 @@ class NodeMemory {
   // After that command has been issued (its GPU work may still run).
   void EndCommand(memory::ClientId client);
 
+  // Weight dedup (issue #6 part 4; docs/memory.md), for clients added with
+  // ClientOptions::dedup. Every call below runs inside the client's
+  // BeginKernel/EndCommand (its chunks resident) with its streams quiesced
+  // by the caller, because the mapping behind the client's addresses may
+  // change. Shared chunks are never swapped out (VmLayout refuses them and
+  // SwapPolicy never picks them); they hold their physical memory until
+  // their last user frees or privatizes them.
+  //
+  // The chunk size large allocations are carved in (from each allocation's
+  // base): what a client hashes per chunk.
+  uint64_t chunk_bytes() const { return mm_options_.layout.chunk_bytes; }
+  // True when [va, va + bytes) is exactly one whole large chunk of `client`
+  // and the client has dedup on: a copy covering it may go to UploadChunk.
+  bool IsWholeDedupChunk(memory::ClientId client, uint64_t va, uint64_t bytes) const;
+  // True when [va, va + bytes) covers a chunk the client shares.
+  bool TouchesShared(memory::ClientId client, uint64_t va, uint64_t bytes) const;
+  // Before an API write into [va, va + bytes): gives the client private
+  // copies of the shared chunks the range covers (copy-on-write; the last
+  // user takes the shared memory over), evicting others to make room.
+  absl::Status PrepareWrite(memory::ClientId client, uint64_t va, uint64_t bytes);
+  // A copy of `content` onto the whole chunk at `va` (IsWholeDedupChunk):
+  // the server hashes the bytes itself (SHA-256) and compares candidates
+  // byte for byte (memory::DedupIndex::Offer); attaches to identical shared
+  // content or publishes the chunk as new shared content. The copy is done
+  // when this returns (synchronous).
+  absl::StatusOr<memory::OfferOutcome> UploadChunk(memory::ClientId client, uint64_t va,
+                                                   std::span<const uint8_t> content);
+  // kDedupProbe: maps the whole chunk at `va` read-only onto a resident
+  // shared chunk of the same size whose content the SERVER hashed to
+  // `digest` when it was uploaded. True when attached (the chunk's old
+  // contents are discarded); false when no such chunk exists or room for
+  // the switch is short (the client then uploads as usual).
+  // InvalidArgument when `va` is not a whole large chunk of a dedup client.
+  absl::StatusOr<bool> AttachByDigest(memory::ClientId client, uint64_t va, uint64_t bytes,
+                                      const memory::ContentHash& digest);
+
   // Snapshots (see the file comment). Usage of an unknown client is zeros.
   memory::ClientUsage Usage(memory::ClientId client) const;
   NodeMemoryStatus Status() const;
@@ -235,6 +272,10 @@ class NodeMemory {
   // are under way, or another client is busy (not waiting in BeginKernel).
   bool WorthWaitingLocked(memory::ClientId requester) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The chunk that [va, va + bytes) is exactly, for a dedup client.
+  absl::StatusOr<memory::ChunkId> WholeDedupChunkLocked(memory::ClientId client, uint64_t va,
+                                                        uint64_t bytes) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   GpuBackend* const backend_;
   const NodeMemoryOptions options_;
