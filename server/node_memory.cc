@@ -184,9 +184,9 @@ absl::Status NodeMemory::RemoveClient(ClientId client) {
 
 bool NodeMemory::WaitForChangeLocked(uint64_t seen) {
   auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return generation_ != seen; };
-  if (mu_.AwaitWithTimeout(absl::Condition(&changed), kWaitForRoom)) return true;
+  if (mu_.AwaitWithTimeout(absl::Condition(&changed), options_.wait_for_room)) return true;
   spdlog::warn("overcommit: waited {} for room without a change",
-               absl::FormatDuration(kWaitForRoom));
+               absl::FormatDuration(options_.wait_for_room));
   return false;
 }
 

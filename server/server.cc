@@ -313,6 +313,7 @@ absl::Status Server::Init() {
     no.overcommit_percent = options_.overcommit_percent;
     no.idle_threshold = options_.swap_idle_threshold;
     no.host_pool_bytes = options_.swap_host_pool_bytes;
+    no.wait_for_room = options_.swap_wait_for_room;
     absl::StatusOr<std::unique_ptr<NodeMemory>> node =
         NodeMemory::Open(backend_.get(), no, env_.clock, context_.get());
     if (!node.ok()) return node.status();

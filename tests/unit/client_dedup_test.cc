@@ -18,6 +18,7 @@
 
 #include "driver.h"
 #include "log.h"
+#include "overcommit_test_options.h"
 #include "server_test_client.h"
 #include "wooly/fake/fake_backend.h"
 #include "wooly/server/server.h"
@@ -48,15 +49,12 @@ class ClientDedupTest : public ::testing::Test {
     char tmpl[] = "/tmp/wooly-dedup-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    server::ServerOptions options;
-    options.listen = {"unix:" + dir_ + "/woolyd.sock"};
-    options.scheduler = false;
-    options.overcommit = true;
-    options.overcommit_percent = 100;
-    fake::FakeBackendOptions fo;
-    fo.capacity_bytes = 512 * kMiB;  // 384 MiB physical: six chunks
-    absl::StatusOr<std::unique_ptr<server::Server>> s =
-        server::Server::Start(options, std::make_unique<fake::FakeBackend>(fo));
+    // 384 MiB physical: six chunks.
+    server::ServerOptions options = testing::OvercommitServerOptions(dir_, /*admin=*/false);
+    // A frozen clock: no client ever turns idle, so nothing here hinges on time.
+    options.clock = [] { return absl::FromUnixSeconds(1'800'000'000); };
+    absl::StatusOr<std::unique_ptr<server::Server>> s = server::Server::Start(
+        options, std::make_unique<fake::FakeBackend>(testing::OvercommitFakeOptions()));
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
     ::setenv("WOOLY_SERVER", server_->listen_addresses()[0].c_str(), 1);

@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "overcommit_test_options.h"
 #include "server_test_client.h"
 #include "wooly/fake/fake_backend.h"
 #include "wooly/proto/sha256.h"
@@ -64,18 +65,10 @@ class ServerDedupTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = testing::MakeTempDir();
-    ServerOptions options;
-    options.listen = {"unix:" + dir_ + "/woolyd.sock"};
-    options.admin = "unix:" + dir_ + "/admin.sock";
+    ServerOptions options = testing::OvercommitServerOptions(dir_);
     options.clock = clock_.AsClock();
-    options.scheduler = false;
-    options.overcommit = true;
-    options.overcommit_percent = 100;
-    options.swap_idle_threshold = absl::Seconds(1);
-    fake::FakeBackendOptions fo;
-    fo.capacity_bytes = 512 * kMiB;
-    absl::StatusOr<std::unique_ptr<Server>> server =
-        Server::Start(options, std::make_unique<fake::FakeBackend>(fo));
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(
+        options, std::make_unique<fake::FakeBackend>(testing::OvercommitFakeOptions()));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     endpoint_ = server_->listen_addresses()[0];

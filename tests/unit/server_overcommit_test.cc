@@ -22,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "overcommit_test_options.h"
 #include "server_test_client.h"
 #include "wooly/cli/format.h"
 #include "wooly/fake/fake_backend.h"
@@ -54,17 +55,9 @@ class OvercommitTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = testing::MakeTempDir();
-    ServerOptions options;
-    options.listen = {"unix:" + dir_ + "/woolyd.sock"};
-    options.admin = "unix:" + dir_ + "/admin.sock";
+    ServerOptions options = testing::OvercommitServerOptions(dir_);
     options.clock = clock_.AsClock();
-    options.scheduler = false;
-    options.overcommit = true;
-    options.overcommit_percent = 100;
-    options.swap_idle_threshold = absl::Seconds(1);
-    fake::FakeBackendOptions fo;
-    fo.capacity_bytes = 512 * kMiB;
-    auto backend = std::make_unique<fake::FakeBackend>(fo);
+    auto backend = std::make_unique<fake::FakeBackend>(testing::OvercommitFakeOptions());
     fake_ = backend.get();
     absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(backend));
     ASSERT_TRUE(server.ok()) << server.status();

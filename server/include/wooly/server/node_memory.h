@@ -69,7 +69,7 @@
 //
 // When eviction cannot cover a shortfall but swaps are under way, or
 // another client is busy (its command will end), the request waits for a
-// change (at most kWaitForRoom each time) and plans again; otherwise it is
+// change (at most NodeMemoryOptions::wait_for_room each time) and plans again; otherwise it is
 // out of memory at once.
 //
 // Snapshots (Usage, Node, Clients) read a copy refreshed after each
@@ -125,6 +125,10 @@ struct NodeMemoryOptions {
   memory::LayoutOptions layout;
   // Size of one registered arena of the host pool.
   uint64_t host_arena_bytes = uint64_t{1} << 30;
+  // How long a request waits for room that swaps under way or busy clients
+  // may free before it is out of memory. Tests use InfiniteDuration, so that
+  // only those events, never the machine's speed, decide the outcome.
+  absl::Duration wait_for_room = absl::Seconds(5);
 };
 
 // What one client's Quiesce does: wait until none of its GPU work is still
@@ -140,9 +144,6 @@ struct NodeMemoryStatus {
 
 class NodeMemory {
  public:
-  // How long a request waits for room that swaps under way or busy clients
-  // may free before it is out of memory, and how often it re-plans.
-  static constexpr absl::Duration kWaitForRoom = absl::Seconds(5);
   static constexpr int kMaxAttempts = 16;
 
   // Measures the device, opens a VmmPhysicalMemory on `backend` (not owned;
@@ -266,7 +267,7 @@ class NodeMemory {
                                 const std::set<memory::ClientId>& quiesce)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits until generation_ moves past `seen` (a swap finished, a command
-  // ended, memory was freed); false after kWaitForRoom without a change.
+  // ended, memory was freed); false after options_.wait_for_room without a change.
   bool WaitForChangeLocked(uint64_t seen) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // True when room may appear without anything new being evicted: swaps
   // are under way, or another client is busy (not waiting in BeginKernel).

@@ -98,6 +98,9 @@ struct ServerOptions {
   // Upper bound of the pinned host pool that holds swapped-out memory; 0:
   // as large as the overcommitted part (physical * percent / 100).
   uint64_t swap_host_pool_bytes = 0;
+  // How long an allocation or swap-in waits for room that others' swaps or
+  // commands may free before it is out of memory (NodeMemoryOptions).
+  absl::Duration swap_wait_for_room = absl::Seconds(5);
   // The server's defaults for clients (tenants.h TenantDefaults; woolyd's
   // [defaults]): the lowest policy layer, and a memory limit, noswap and
   // dedup for clients that send none.
