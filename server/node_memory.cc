@@ -422,6 +422,17 @@ absl::Status NodeMemory::MakeResidentLocked(ClientId client) {
 absl::Status NodeMemory::BeginKernel(ClientId client) {
   absl::MutexLock lock(&mu_);
   if (manager_ == nullptr) return Lost();
+  if (!manager_->layout().HasClient(client)) {
+    return absl::NotFoundError(absl::StrCat("no client ", client));
+  }
+  // The common case, on every launch: no swap is under way anywhere (every
+  // Begin* is finished within the same hold of mu_ that started it, by
+  // RunSwapsUnlocked) and none of the client's bytes is swapped out, so all
+  // its chunks are resident without listing them.
+  if (swaps_in_flight_ == 0 && manager_->Usage(client).swapped_out == 0) {
+    manager_->policy().BeginCommand(client);
+    return absl::OkStatus();
+  }
   absl::Cleanup publish = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { PublishLocked(); };
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     if (!manager_->layout().HasClient(client)) {
