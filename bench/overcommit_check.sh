@@ -13,7 +13,9 @@
 #
 # Environment: WOOLY_OC_TENANTS, WOOLY_OC_GIB, WOOLY_OC_TURNS,
 # WOOLY_OC_PERCENT (overcommit percent, default 40), WOOLY_OC_IDLE (swap
-# idle threshold, seconds, default 1), WOOLY_PYTHON. Logs go to $OUT when set.
+# idle threshold, seconds, default 1), WOOLY_OC_DEADLINE (seconds the Wooly
+# phase may take before the tenants are stopped, default 420), WOOLY_PYTHON.
+# Logs go to $OUT when set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIR=$(cd "${1:-build}" && pwd)
@@ -64,6 +66,11 @@ for i in $(seq 0 $((N - 1))); do
   pids+=($!)
 done
 fail=0
+# Past the deadline the tenants are stopped, so that woolyd's log is still
+# printed within the caller's time limit.
+( sleep "${WOOLY_OC_DEADLINE:-420}"; echo "== deadline: stopping the tenants"
+  kill "${pids[@]}" 2>/dev/null ) &
+watchdog=$!
 # A tenant that fails never passes the token on: stop the others then.
 left=${#pids[@]}
 while [ "$left" -gt 0 ]; do
@@ -75,6 +82,7 @@ while [ "$left" -gt 0 ]; do
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   fi
 done
+kill "$watchdog" 2>/dev/null
 for i in "${!pids[@]}"; do
   if [ -s "$tmp/wooly.$i.json" ]; then
     cat "$tmp/wooly.$i.json"

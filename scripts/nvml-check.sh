@@ -223,7 +223,7 @@ try:
     if role == "a":  # nvidia-smi with this tenant's environment, both tenants alive
         out["nvidia_smi"] = []
         smi = os.environ.get("NVML_CHECK_SMI") or "nvidia-smi"
-        for args in ([smi], [smi, "--query-gpu=name,memory.total,memory.used,utilization.gpu",
+        for args in ([smi], [smi, "-L"], [smi, "--query-gpu=name,memory.total,memory.used,utilization.gpu",
                              "--format=csv"], [smi, "--query-compute-apps=pid,used_memory",
                                                "--format=csv"]):
             try:
@@ -249,11 +249,15 @@ print("RESULT " + json.dumps(out), flush=True)
 PY
 
 mkdir -p "$tmp/sync"
+# The tenant runs Wooly's nvidia-smi front-end (smi/) when the build has it,
+# as a tenant container does; otherwise NVIDIA's, printed only.
+tenant_smi=$smi
+[ -x "$DIR/smi/nvidia-smi" ] && tenant_smi=$DIR/smi/nvidia-smi
 run_tenant() {  # run_tenant ROLE LIMIT ALLOC_GIB
   env LD_PRELOAD="$CLIENT" LD_LIBRARY_PATH="$NVML_DIR:$CLIENT_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     WOOLY_SERVER="$ENDPOINT" WOOLY_TENANT="$1" WOOLY_MEMORY_LIMIT="$2" \
     WOOLY_POD_NAME="pod-$1" WOOLY_POD_NAMESPACE=nvml-check \
-    WOOLY_LOG="${WOOLY_CLIENT_LOG:-warn}" WOOLY_CLIENT_NAME="nvml-check-$1" NVML_CHECK_SMI="$smi" \
+    WOOLY_LOG="${WOOLY_CLIENT_LOG:-warn}" WOOLY_CLIENT_NAME="nvml-check-$1" NVML_CHECK_SMI="$tenant_smi" \
     PYTHONUNBUFFERED=1 timeout -k 5 300 "$PYTHON" "$tmp/tenant.py" "$1" "$3" "$tmp/sync" \
     >"$tmp/tenant-$1.log" 2>&1 &
   tenant_pids+=($!)
@@ -376,7 +380,29 @@ else
   fail "metrics scrape with both tenants" "none recorded from http://$METRICS/metrics"
 fi
 
-# nvidia-smi: printed, not judged.
+# Wooly's nvidia-smi as tenant a: the CSV query shows a's view, and the
+# process list a's pid only. NVIDIA's nvidia-smi is printed, not judged.
+if [ "$tenant_smi" != "$smi" ]; then
+  vars=$(extract a); [ -n "$vars" ] && eval "$vars"
+  smi_csv=$(grep -m1 '^RESULT ' "$tmp/tenant-a.log" | cut -c8- | "$PYTHON" -c '
+import json, sys
+d = json.load(sys.stdin)
+for r in d.get("nvidia_smi", []):
+    if r["args"] and r["args"][0].startswith("--query-gpu") and r["rc"] == 0:
+        print(r["stdout"].strip().splitlines()[-1])
+' 2>/dev/null)
+  check "nvidia-smi (Wooly's) as tenant a: name and total" "${smi_csv:-no output}" \
+    eval '[[ "$smi_csv" == *"(Wooly)"*", 20480 MiB"* ]]'
+  smi_apps=$(grep -m1 '^RESULT ' "$tmp/tenant-a.log" | cut -c8- | "$PYTHON" -c '
+import json, sys
+d = json.load(sys.stdin)
+for r in d.get("nvidia_smi", []):
+    if r["args"] and r["args"][0].startswith("--query-compute-apps") and r["rc"] == 0:
+        print(" ".join(l.split(",")[0].strip() for l in r["stdout"].strip().splitlines()[1:]))
+' 2>/dev/null)
+  check "nvidia-smi (Wooly's) as tenant a: only a's pid" "[${smi_apps:-}]" test "$smi_apps" = "$T_pid"
+fi
+# nvidia-smi output: printed.
 smi_out=$(grep -m1 '^RESULT ' "$tmp/tenant-a.log" | cut -c8- | "$PYTHON" -c '
 import json, sys
 d = json.load(sys.stdin)

@@ -9,6 +9,8 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 
 namespace wooly::server {
@@ -200,6 +202,27 @@ bool NodeMemory::WorthWaitingLocked(ClientId requester) {
   return false;
 }
 
+namespace {
+
+// One line per batch of swaps: swapping is rare and slow enough that its
+// volume and bandwidth are worth seeing at info level (issue #6 measures
+// them).
+void LogSwaps(const std::vector<memory::SwapTicket>& tickets, const std::set<ClientId>& victims,
+              absl::Duration quiesce, absl::Duration copy) {
+  uint64_t out = 0, in = 0;
+  for (const memory::SwapTicket& t : tickets) (t.swap_out ? out : in) += t.bytes;
+  const double seconds = absl::ToDoubleSeconds(copy);
+  const double gbps = seconds > 0 ? static_cast<double>(out + in) / seconds / 1e9 : 0.0;
+  spdlog::info(
+      "overcommit: swapped {} MiB out{} and {} MiB in: {} chunks, copies {:.1f} ms "
+      "({:.1f} GB/s), waiting for the victims' GPU work {:.1f} ms",
+      out >> 20,
+      victims.empty() ? "" : absl::StrCat(" (clients ", absl::StrJoin(victims, ","), ")"), in >> 20,
+      tickets.size(), absl::ToDoubleMilliseconds(copy), gbps, absl::ToDoubleMilliseconds(quiesce));
+}
+
+}  // namespace
+
 absl::Status NodeMemory::RunSwapsUnlocked(const std::vector<memory::SwapTicket>& tickets,
                                           const std::set<ClientId>& quiesce) {
   std::vector<std::pair<ClientId, std::shared_ptr<QuiesceFn>>> callbacks;
@@ -212,6 +235,8 @@ absl::Status NodeMemory::RunSwapsUnlocked(const std::vector<memory::SwapTicket>&
   swaps_in_flight_ += tickets.size();
   std::vector<absl::Status> copies(tickets.size());
   mu_.Unlock();
+  // Wall time for the log only (the injected clock_ drives policy).
+  const absl::Time started = absl::Now();
   // Swap-outs first wait for the victims' GPU work (kernels and async copies
   // issued before; new ones wait in BeginKernel for these very chunks).
   absl::Status quiet = absl::OkStatus();
@@ -221,9 +246,11 @@ absl::Status NodeMemory::RunSwapsUnlocked(const std::vector<memory::SwapTicket>&
           absl::StrCat("cannot wait for client ", c, "'s GPU work: ", s.message()));
     }
   }
+  const absl::Time quiesced = absl::Now();
   for (size_t i = 0; i < tickets.size(); ++i) {
     copies[i] = quiet.ok() ? manager_->layout().RunCopy(tickets[i]) : quiet;
   }
+  LogSwaps(tickets, quiesce, quiesced - started, absl::Now() - quiesced);
   mu_.Lock();
   for (auto& [c, fn] : callbacks) {
     if (--quiescing_[c] == 0) quiescing_.erase(c);
@@ -462,7 +489,11 @@ absl::Status NodeMemory::BeginKernel(ClientId client) {
     // in with the lock dropped.
     manager_->policy().BeginCommand(client);
     preparing_.insert(client);
+    const absl::Time started = absl::Now();
     absl::Status s = MakeResidentLocked(client);
+    spdlog::info("overcommit: client {} waited {:.1f} ms to swap in {} MiB (evictions included){}",
+                 client, absl::ToDoubleMilliseconds(absl::Now() - started), (*plan)->bytes >> 20,
+                 s.ok() ? "" : absl::StrCat(": ", s.message()));
     preparing_.erase(client);
     swap_in_owner_ = 0;
     ++generation_;

@@ -199,7 +199,8 @@ class VmLayout {
   // BeginSwapIn with ResourceExhausted when physical memory is short.
   absl::StatusOr<SwapTicket> BeginSwapOut(ChunkId id);
   absl::StatusOr<SwapTicket> BeginSwapIn(ChunkId id);
-  // The copy of a ticket; changes no table entry.
+  // The copy of a ticket; reads and changes no table entry, so it may run
+  // concurrently with any other call (FinishSwap checks the ticket).
   absl::Status RunCopy(const SwapTicket& ticket);
   // Commits the swap when `copy` is OK and the remap succeeds; otherwise
   // rolls it back and returns the error. For an orphan it frees both copies
