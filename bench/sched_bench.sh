@@ -99,8 +99,9 @@ if want mps; then
   fi
 fi
 
-start_woolyd() {
-  env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
+start_woolyd() {  # WOOLYD_ENV: extra VAR=value words for woolyd (variants)
+  # shellcheck disable=SC2086  # WOOLYD_ENV is a list of words
+  env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" ${WOOLYD_ENV:-} \
     "$WOOLYD" --listen "unix:$tmp/woolyd.sock" --admin "unix:$tmp/admin.sock" \
     --module-cache-dir none --ready-file "$tmp/ready" >>"$tmp/woolyd.log" 2>&1 &
   woolyd_pid=$!
@@ -120,6 +121,24 @@ if want wooly; then
   run_tenants wooly "decode|$WOOLY WOOLY_PRIORITY=0 WOOLY_CLIENT_NAME=decode" \
     "train|$WOOLY WOOLY_PRIORITY=4 WOOLY_SM_FLOOR=$FLOOR WOOLY_CLIENT_NAME=train"
   stop_woolyd
+  # Variants: the same pair through a woolyd with other settings, e.g.
+  # WOOLY_SCHED_VARIANTS="nested=WOOLY_SM_PLACEMENT=nested nopart=WOOLY_SM_PARTITIONS=0"
+  # (NAME=VAR=value, several VAR=value joined with commas; FLOOR=x sets
+  # the trainer's SM floor for that variant).
+  for v in ${WOOLY_SCHED_VARIANTS:-}; do
+    vname=${v%%=*}
+    echo "== wooly_$vname (${v#*=})"
+    WOOLYD_ENV=; vfloor=$FLOOR
+    IFS=, read -r -a words <<<"${v#*=}"
+    for word in "${words[@]}"; do
+      case $word in FLOOR=*) vfloor=${word#FLOOR=} ;; *) WOOLYD_ENV="$WOOLYD_ENV $word" ;; esac
+    done
+    start_woolyd
+    run_tenants "wooly_$vname" "decode|$WOOLY WOOLY_PRIORITY=0 WOOLY_CLIENT_NAME=decode" \
+      "train|$WOOLY WOOLY_PRIORITY=4 WOOLY_SM_FLOOR=$vfloor WOOLY_CLIENT_NAME=train"
+    stop_woolyd
+    WOOLYD_ENV=
+  done
 fi
 
 # shares WEIGHT_A WEIGHT_B: two spinning tenants, measured shares sampled.
@@ -163,7 +182,8 @@ print("|---|---|---|---|---|---|---|")
 rows = [("solo", solo_d, solo_t)]
 if load("wsolo_decode", 0) or load("wsolo_train", 0):
     rows.append(("solo through Wooly", load("wsolo_decode", 0), load("wsolo_train", 0)))
-for name in ("timeslice", "mps", "wooly"):
+variants = sorted({os.path.basename(p).split(".")[0] for p in glob.glob(f"{tmp}/wooly_*.0.json")})
+for name in ["timeslice", "mps", "wooly"] + variants:
     rows.append((name, load(name, 0), load(name, 1)))
 agg = {}
 for name, d, t in rows:
@@ -180,8 +200,11 @@ for name, d, t in rows:
           f"{t['steps_per_s']:.2f} | {tr:.3f} | {a:.3f} |" if d and t else f"| {name} | failed |||||")
 if "wooly" in agg and "timeslice" in agg:
     print(f"\nWooly aggregate / time-slicing: {agg['wooly'] / agg['timeslice']:.3f}")
-if "wooly" in agg and "mps" in agg:
-    print(f"Wooly aggregate / MPS: {agg['wooly'] / agg['mps']:.3f}")
+for w in ["wooly"] + variants:
+    if w in agg and "timeslice" in agg and w != "wooly":
+        print(f"{w} aggregate / time-slicing: {agg[w] / agg['timeslice']:.3f}")
+    if w in agg and "mps" in agg:
+        print(f"{w} aggregate / MPS: {agg[w] / agg['mps']:.3f}")
 for path in sorted(glob.glob(f"{tmp}/shares_*.samples")):
     tag = os.path.basename(path)[:-8]
     print(f"\n## {tag}: measured SM share per client over time (target from weights)\n")

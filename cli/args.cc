@@ -213,7 +213,7 @@ ParseResult ParsePolicy(const std::vector<std::string>& args) {
   if (inv.assignments.empty() && !inv.reset) {
     return Error(
         "policy: nothing to change; give KEY=VALUE assignments (priority, weight, floor, "
-        "cap) or --reset");
+        "cap, overcommit_percent) or --reset");
   }
   return Ok(std::move(inv));
 }
@@ -287,7 +287,9 @@ Commands:
   policy CLIENT_ID [--reset] [--json] [--admin ENDPOINT] KEY=VALUE...
       Change a running client's scheduling policy and print the result.
       Keys: priority (0 highest .. 4 lowest), weight (> 0), floor and cap
-      (a share of the SMs: 30%, 0.3 or none). --reset first drops earlier
+      (a share of the SMs: 30%, 0.3 or none), overcommit_percent (0..1000,
+      with overcommit on: replaces the server's percentage for this
+      client's next allocations). --reset first drops earlier
       changes made this way; alone it returns the client to its own
       settings and the server's policy file.
       Example: policy 7 priority=0 floor=20%

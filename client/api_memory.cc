@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "api.h"
@@ -147,6 +148,9 @@ uint64_t DedupChunkBytes() {
   return chunk;
 }
 
+// Threads that hash one dedup copy's chunks: started and joined per copy.
+unsigned DedupHashThreads() { return std::clamp(std::thread::hardware_concurrency(), 1u, 16u); }
+
 // A host-to-device copy with dedup: hashes each whole chunk of the
 // destination allocation the copy covers, asks woolyd to attach those
 // already resident (kDedupProbe), and sends only the rest; whole chunks it
@@ -167,15 +171,20 @@ CUresult DedupHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, boo
   const uint64_t first = rec.base + (dst - rec.base + chunk - 1) / chunk * chunk;
   const uint8_t* p = static_cast<const uint8_t*>(src);
   std::vector<uint64_t> vas;
-  wire::Writer w;
-  w.Put<uint64_t>(chunk).Put<uint32_t>(0);
+  std::vector<wire::DigestInput> inputs;
   for (uint64_t va = first; va + chunk <= dst + n; va += chunk) {
     vas.push_back(va);
-    w.Put<uint64_t>(va).Put<wire::Sha256Hash>(wire::Sha256Digest(p + (va - dst), chunk));
+    inputs.push_back({p + (va - dst), chunk});
   }
   if (vas.empty()) return CUDA_ERROR_NOT_SUPPORTED;
-  const uint32_t count = static_cast<uint32_t>(vas.size());
-  std::memcpy(w.data().data() + sizeof(uint64_t), &count, sizeof(count));
+  // All chunks of the copy at once, over one thread budget (a 10 GiB load
+  // is hashing-bound: ~5 s on one core). Threads live only for this call.
+  const std::vector<wire::Sha256Hash> digests = wire::ImageDigests(inputs, DedupHashThreads());
+  wire::Writer w;
+  w.Put<uint64_t>(chunk).Put<uint32_t>(static_cast<uint32_t>(vas.size()));
+  for (size_t i = 0; i < vas.size(); ++i) {
+    w.Put<uint64_t>(vas[i]).Put<wire::Sha256Hash>(digests[i]);
+  }
   Reply reply;
   if (CUresult r = Rpc(wire::Op::kDedupProbe, w, &reply); r != CUDA_SUCCESS) {
     if (r == CUDA_ERROR_NOT_SUPPORTED) g_dedup_chunk.store(0, std::memory_order_relaxed);

@@ -365,7 +365,7 @@ absl::StatusOr<PolicyFile> PolicyFile::Parse(absl::string_view text, absl::strin
   return file;
 }
 
-absl::StatusOr<PolicyFile> PolicyFile::Load(const std::string& path) {
+absl::StatusOr<std::string> PolicyFile::ReadText(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
     const int err = errno;
@@ -382,7 +382,13 @@ absl::StatusOr<PolicyFile> PolicyFile::Load(const std::string& path) {
   if (failed) {
     return absl::FailedPreconditionError(absl::StrCat("cannot read policy file ", path));
   }
-  return Parse(text, path);
+  return text;
+}
+
+absl::StatusOr<PolicyFile> PolicyFile::Load(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadText(path);
+  if (!text.ok()) return text.status();
+  return Parse(*text, path);
 }
 
 PolicyOverride PolicyFile::OverrideFor(absl::string_view client_name) const {

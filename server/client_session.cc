@@ -538,6 +538,10 @@ ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,
     mo.policy.priority = priority_;
     mo.policy.noswap = membership_->noswap();  // the client's, else the server default
     mo.dedup = membership_->dedup();
+    // Resolved from [defaults], WOOLY_OVERCOMMIT_PERCENT, the policy file
+    // and wooly-cli (tenants.h); later wooly-cli changes go through
+    // Server::SetClientPolicy.
+    mo.overcommit_percent = membership_->overcommit_percent();
     // Its cleanup (CloseLocked) runs once the generation is bound, so the
     // reservation is released even when this Hello fails below.
     if (absl::Status s = env_->node_memory->AddClient(

@@ -338,11 +338,17 @@ std::string DaemonUsage(const std::string& program) {
       "                      (default 4G; 0 turns the cache off)\n"
       "  --policy-file PATH  per-client scheduling policy (docs/scheduler.md); checked\n"
       "                      at start (default none)\n"
+      "  --sm-placement nested|exclusive\n"
+      "                      whether a lone lower-priority client also fills the SMs of\n"
+      "                      higher priorities at its lower stream priority (default nested)\n"
       "  --no-scheduler      run every client on the whole GPU at its priority,\n"
       "                      without SM shares (default: the scheduler runs)\n"
       "  --overcommit-percent N\n"
       "                      turn device memory overcommit on, admitting up to\n"
       "                      (100 + N)% of the GPU's memory, 0..1000 (default off)\n"
+      "  --memory-capacity BYTES\n"
+      "                      plan the overcommitted pool with at most this much device\n"
+      "                      memory, e.g. 40GiB (default: the GPU's less a reserve)\n"
       "  --swap-idle-seconds S\n"
       "                      a client idle this long may be swapped out (default 30)\n"
       "  --no-supervisor     serve in this process; by default a supervisor runs the\n"
@@ -365,7 +371,6 @@ std::string DefaultModuleCacheDir() {
 
 namespace {
 
-constexpr uint32_t kMaxOvercommitPercent = 1000;
 // Bounds the idle threshold far beyond use, well inside absl::Duration.
 constexpr double kMaxSwapIdleSeconds = 1e9;
 
@@ -378,7 +383,9 @@ constexpr const char* kValuedFlags[] = {"listen",
                                         "module-cache-bytes",
                                         "metrics",
                                         "policy-file",
+                                        "sm-placement",
                                         "overcommit-percent",
+                                        "memory-capacity",
                                         "swap-idle-seconds"};
 
 // A size: bytes, or a number with a K/KiB, M/MiB, G/GiB or T/TiB suffix
@@ -476,6 +483,15 @@ absl::Status ApplyValuedFlag(const std::string& name, const std::string& value,
   } else if (name == "policy-file") {
     if (value.empty()) return absl::InvalidArgumentError("--policy-file needs a path");
     flags.policy_file = value;
+  } else if (name == "sm-placement") {
+    if (value == "nested") {
+      flags.sm_placement = SmPlacement::kNested;
+    } else if (value == "exclusive") {
+      flags.sm_placement = SmPlacement::kExclusive;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--sm-placement needs 'nested' or 'exclusive', got '", value, "'"));
+    }
   } else if (name == "overcommit-percent") {
     uint32_t percent = 0;
     if (!absl::SimpleAtoi(value, &percent) || percent > kMaxOvercommitPercent) {
@@ -483,6 +499,15 @@ absl::Status ApplyValuedFlag(const std::string& name, const std::string& value,
                                                      kMaxOvercommitPercent, ", got '", value, "'"));
     }
     flags.overcommit_percent = percent;
+  } else if (name == "memory-capacity") {
+    absl::StatusOr<uint64_t> n = ParseByteSize(value);
+    if (!n.ok() || *n == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--memory-capacity needs a size above 0 in bytes or with a K/M/G/T suffix (e.g. "
+          "40GiB), got '",
+          value, "'"));
+    }
+    flags.memory_capacity_bytes = *n;
   } else if (name == "swap-idle-seconds") {
     double seconds = 0;
     if (!absl::SimpleAtod(value, &seconds) || !std::isfinite(seconds) || seconds <= 0 ||
@@ -637,6 +662,11 @@ absl::Status ApplyConfigFile(const std::string& path, DaemonFlags& flags) {
                                  return bad(full, "must be an integer number of milliseconds");
                                return apply(full, "scheduler-tick-ms", std::to_string(*ms));
                              }
+                             if (sub == "placement") {
+                               auto v = n.value_exact<std::string>();
+                               if (!v) return bad(full, "must be \"nested\" or \"exclusive\"");
+                               return apply(full, "sm-placement", *v);
+                             }
                              if (sub == "policy_file") {
                                auto v = n.value_exact<std::string>();
                                if (!v) return bad(full, "must be a path string");
@@ -661,6 +691,10 @@ absl::Status ApplyConfigFile(const std::string& path, DaemonFlags& flags) {
               auto v = n.value<double>();  // an integer too
               if (!v || n.is_boolean()) return bad(full, "must be a number of seconds");
               return apply(full, "swap-idle-seconds", absl::StrCat(*v));
+            }
+            if (sub == "capacity") {
+              if (!scalar(n, &value)) return bad(full, "must be a size string or an integer");
+              return apply(full, "memory-capacity", value);
             }
             if (sub == "swap_host_pool_bytes") {
               if (!scalar(n, &value)) return bad(full, "must be a size string or an integer");
@@ -698,6 +732,14 @@ absl::Status ApplyConfigFile(const std::string& path, DaemonFlags& flags) {
                                d.memory_limit = *bytes;
                                return absl::OkStatus();
                              }
+                             if (sub == kKeyOvercommitPercent) {
+                               if (!number_or_string(n, &value))
+                                 return bad(full, "must be an integer 0..1000");
+                               absl::StatusOr<uint32_t> p = ParseOvercommitPercent(value);
+                               if (!p.ok()) return bad(full, p.status().message());
+                               d.overcommit_percent = *p;
+                               return absl::OkStatus();
+                             }
                              if (sub == "noswap" || sub == "dedup") {
                                bool b = false;
                                if (absl::Status s = boolean(full, n, &b); !s.ok()) return s;
@@ -730,11 +772,13 @@ ServerOptions ServerOptionsFromFlags(const DaemonFlags& flags) {
   options.scheduler = flags.scheduler;
   options.scheduler_tick = flags.scheduler_tick;
   options.sm_partitions = flags.sm_partitions;
+  options.sm_placement = flags.sm_placement;
   options.policy_file = flags.policy_file;
   options.overcommit = flags.overcommit_percent.has_value();
   options.overcommit_percent = flags.overcommit_percent.value_or(0);
   options.swap_idle_threshold = flags.swap_idle_threshold;
   options.swap_host_pool_bytes = flags.swap_host_pool_bytes;
+  options.memory_capacity_bytes = flags.memory_capacity_bytes;
   options.tenant_defaults = flags.defaults;
   return options;
 }
@@ -841,8 +885,7 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
   // The policy file is checked here, so a bad one stops woolyd at once (the
   // server loads it again when it starts); the error names file and line.
   if (!flags.policy_file.empty()) {
-    if (absl::StatusOr<scheduler::PolicyFile> f = scheduler::PolicyFile::Load(flags.policy_file);
-        !f.ok()) {
+    if (absl::StatusOr<ServerPolicyFile> f = ServerPolicyFile::Load(flags.policy_file); !f.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("policy file: ", f.status().message()));
     }
   }

@@ -63,7 +63,17 @@ absl::StatusOr<std::unique_ptr<NodeMemory>> NodeMemory::Open(GpuBackend* backend
   if (absl::Status s = memory::ValidateLayoutOptions(mm.layout); !s.ok()) return s;
 
   const uint64_t reserve = std::min(options.device_reserve_bytes, info->total / 4);
-  const uint64_t usable = std::min(info->total - reserve, info->free);
+  uint64_t usable = std::min(info->total - reserve, info->free);
+  if (options.capacity_bytes != 0) {
+    if (options.capacity_bytes > info->total) {
+      spdlog::warn(
+          "overcommit: memory capacity {} MiB is more than the device has ({} MiB); "
+          "capping it there",
+          options.capacity_bytes >> 20, info->total >> 20);
+      options.capacity_bytes = info->total;
+    }
+    usable = std::min(usable, options.capacity_bytes);
+  }
   const uint64_t physical = RoundDown(usable, mm.layout.chunk_bytes);
   if (physical == 0) {
     return absl::ResourceExhaustedError(
@@ -158,6 +168,17 @@ absl::Status NodeMemory::AddClient(ClientId client, memory::ClientOptions option
   if (s.ok()) quiesce_[client] = std::make_shared<QuiesceFn>(std::move(quiesce));
   PublishLocked();
   return s;
+}
+
+absl::Status NodeMemory::SetClientOvercommit(ClientId client, std::optional<uint32_t> percent) {
+  absl::MutexLock lock(&mu_);
+  if (manager_ == nullptr) return Lost();
+  if (!manager_->layout().HasClient(client)) {
+    return absl::NotFoundError(absl::StrCat("no client ", client));
+  }
+  manager_->ledger().SetClientOverride(client, percent);
+  PublishLocked();
+  return absl::OkStatus();
 }
 
 absl::Status NodeMemory::RemoveClient(ClientId client) {

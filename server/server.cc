@@ -293,20 +293,26 @@ absl::Status Server::Init() {
   // Before any listener starts, so that no client joins without them.
   tenants_.SetDefaults(options_.tenant_defaults);
   tenants_.SetDeviceMemory(env_.device.total_mem);
+  if (options_.overcommit) tenants_.SetOvercommitCeiling(options_.overcommit_percent);
   if (!options_.policy_file.empty()) {
-    absl::StatusOr<scheduler::PolicyFile> file = scheduler::PolicyFile::Load(options_.policy_file);
+    absl::StatusOr<ServerPolicyFile> file = ServerPolicyFile::Load(options_.policy_file);
     if (!file.ok()) return file.status();
-    spdlog::info("policy file {}: {} rules", options_.policy_file, file->rules().size());
-    tenants_.SetPolicyFile(std::move(*file));
+    spdlog::info("policy file {}: {} rules", options_.policy_file, file->rules());
+    tenants_.SetServerPolicyFile(std::move(*file));
   }
   if (options_.scheduler) {
     ShareControlOptions so;
     so.tick = options_.scheduler_tick;
     so.partitions = options_.sm_partitions;
+    so.placement = options_.sm_placement;
     share_control_ = std::make_unique<ShareControl>(backend_.get(), context_.get(), &tenants_,
                                                     env_.device, so, env_.clock);
     env_.share_control = share_control_.get();
     if (options_.scheduler_thread) share_control_->Start();
+  }
+  if (!options_.overcommit && options_.memory_capacity_bytes != 0) {
+    spdlog::warn("memory capacity {} MiB is ignored: overcommit is off",
+                 options_.memory_capacity_bytes >> 20);
   }
   if (options_.overcommit) {
     NodeMemoryOptions no;
@@ -314,6 +320,7 @@ absl::Status Server::Init() {
     no.idle_threshold = options_.swap_idle_threshold;
     no.host_pool_bytes = options_.swap_host_pool_bytes;
     no.wait_for_room = options_.swap_wait_for_room;
+    no.capacity_bytes = options_.memory_capacity_bytes;
     absl::StatusOr<std::unique_ptr<NodeMemory>> node =
         NodeMemory::Open(backend_.get(), no, env_.clock, context_.get());
     if (!node.ok()) return node.status();
@@ -729,8 +736,12 @@ std::vector<ClientStatus> Server::Clients() const {
 
 absl::Status Server::SetClientPolicy(uint64_t client_id, const std::string& assignments,
                                      bool reset) {
-  absl::StatusOr<scheduler::PolicyOverride> over = scheduler::ParseAssignments(assignments);
+  absl::StatusOr<ServerPolicyOverride> over = ParseServerAssignments(assignments);
   if (!over.ok()) return over.status();
+  if (over->overcommit_percent && env_.node_memory == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(kKeyOvercommitPercent, ": overcommit is off on this server"));
+  }
   {
     absl::MutexLock lock(&sessions_mu_);
     auto it = sessions_.find(client_id);
@@ -738,7 +749,18 @@ absl::Status Server::SetClientPolicy(uint64_t client_id, const std::string& assi
       return absl::NotFoundError(absl::StrCat("no client ", client_id));
     }
   }
-  if (absl::Status s = tenants_.SetRuntimePolicy(client_id, *over, reset); !s.ok()) return s;
+  if (absl::Status s = tenants_.SetRuntimeOverride(client_id, *over, reset); !s.ok()) return s;
+  if (env_.node_memory != nullptr && (over->overcommit_percent || reset)) {
+    // The resolved override (a reset falls back to the lower layers) goes to
+    // the ledger now, so the client's next allocation is admitted with it.
+    std::optional<TenantMemberInfo> m = tenants_.Member(client_id);
+    if (m) {
+      if (absl::Status s = env_.node_memory->SetClientOvercommit(client_id, m->overcommit_percent);
+          !s.ok() && !absl::IsNotFound(s)) {
+        return s;
+      }
+    }
+  }
   spdlog::info("client {}: policy {}{}", client_id, reset ? "reset, then " : "", assignments);
   return absl::OkStatus();
 }

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -143,13 +146,26 @@ void ScheduledClient::Admit(const std::atomic<bool>& stopping) {
 
 // ---------------------------------------------------------------- control
 
+namespace {
+
+// WOOLY_SM_PLACEMENT=nested|exclusive overrides the option (diagnosis).
+ShareControlOptions WithEnvironment(ShareControlOptions options) {
+  if (const char* env = std::getenv("WOOLY_SM_PLACEMENT"); env != nullptr) {
+    if (std::string(env) == "nested") options.placement = SmPlacement::kNested;
+    if (std::string(env) == "exclusive") options.placement = SmPlacement::kExclusive;
+  }
+  return options;
+}
+
+}  // namespace
+
 ShareControl::ShareControl(GpuBackend* backend, SharedContext* context, TenantRegistry* tenants,
                            const wire::DeviceInfo& device, ShareControlOptions options,
                            scheduler::Clock clock)
     : backend_(backend),
       context_(context),
       tenants_(tenants),
-      options_(std::move(options)),
+      options_(WithEnvironment(std::move(options))),
       clock_(std::move(clock)),
       least_priority_(device.stream_priority_least),
       greatest_priority_(device.stream_priority_greatest),
@@ -428,6 +444,37 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       cursor += units;
     }
   }
+  // Nested placement: a tenant alone in its priority level also runs in the
+  // ranges of the levels above it (laid out before it), at its lower stream
+  // priority; the last range, when it ends the units, becomes the whole GPU.
+  std::set<size_t> nested;
+  std::set<size_t> whole_gpu;
+  if (partitioned && options_.placement == SmPlacement::kNested) {
+    std::map<int, int> per_level;
+    for (size_t i : order) {
+      if (ranges.contains(i)) ++per_level[decisions[i].stream_priority];
+    }
+    bool higher_seen = false;
+    for (size_t k = 0; k < order.size(); ++k) {
+      const size_t i = order[k];
+      auto r = ranges.find(i);
+      if (r == ranges.end()) break;
+      const int level = decisions[i].stream_priority;
+      // A capped tenant keeps its own range: its cap is kept by pacing
+      // against that range.
+      std::optional<TenantMemberInfo> m = tenants_->Member(clients[i]->client_id());
+      const bool capped = m && m->policy.policy.cap() < 1.0;
+      if (higher_seen && per_level[level] == 1 && !capped) {
+        nested.insert(i);
+        const int end = r->second.first + r->second.second;
+        r->second = {0, end};
+        if (end == cursor && k + 1 == ranges.size()) whole_gpu.insert(i);
+      }
+      if (k + 1 < order.size() && decisions[order[k + 1]].stream_priority != level) {
+        higher_seen = true;
+      }
+    }
+  }
   // Idle or held tenants wait in the spare units, or else beside the last
   // (lowest-priority) tenant, so that a tenant waking up does not spill
   // over the others before the next tick places it.
@@ -450,6 +497,9 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       range = r->second;
     } else if (partitioned) {
       range = spare;
+    }
+    if (whole_gpu.contains(i)) {
+      range.reset();  // partition 0: every SM
     }
     if (range) {
       absl::StatusOr<Handle> h = PartitionFor(range->first, range->second);
@@ -492,12 +542,24 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       s.admission = d.admission;
       s.pace_fraction = d.pace_fraction;
     }
+    // A nested tenant is subordinated by stream priority, not paced: its
+    // measured share counts SMs it only fills while others leave them idle.
+    scheduler::Admission admission = d.admission;
+    double pace = d.pace_fraction;
+    if (nested.contains(i) && admission == scheduler::Admission::kPace) {
+      admission = scheduler::Admission::kRun;
+      pace = 1.0;
+    }
+    {
+      absl::MutexLock lock(&c->mu_);
+      c->share_.admission = admission;
+      c->share_.pace_fraction = pace;
+    }
     {
       absl::MutexLock lock(&c->admit_mu_);
-      c->admission_ = d.admission;
-      c->pace_ = d.pace_fraction;
-      c->admission_free_.store(d.admission == scheduler::Admission::kRun,
-                               std::memory_order_release);
+      c->admission_ = admission;
+      c->pace_ = pace;
+      c->admission_free_.store(admission == scheduler::Admission::kRun, std::memory_order_release);
     }
     c->admit_cv_.SignalAll();
   }

@@ -2,9 +2,11 @@
 
 #include <sys/stat.h>
 
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -12,6 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace wooly::server {
 
@@ -57,6 +61,107 @@ absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
   return static_cast<uint64_t>(bytes);
 }
 
+absl::StatusOr<uint32_t> ParseOvercommitPercent(absl::string_view text) {
+  absl::string_view v = absl::StripAsciiWhitespace(text);
+  absl::ConsumeSuffix(&v, "%");
+  uint32_t percent = 0;
+  if (v.empty() || !absl::ascii_isdigit(static_cast<unsigned char>(v[0])) ||
+      !absl::SimpleAtoi(v, &percent) || percent > kMaxOvercommitPercent) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not an integer percentage 0..", kMaxOvercommitPercent));
+  }
+  return percent;
+}
+
+absl::StatusOr<ServerPolicyOverride> ParseServerAssignments(absl::string_view text) {
+  ServerPolicyOverride out;
+  std::string rest;
+  for (absl::string_view token : absl::StrSplit(text, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+    absl::string_view value = token;
+    if (!absl::ConsumePrefix(&value, absl::StrCat(kKeyOvercommitPercent, "="))) {
+      absl::StrAppend(&rest, rest.empty() ? "" : " ", token);
+      continue;
+    }
+    if (out.overcommit_percent) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key '", kKeyOvercommitPercent, "': given twice"));
+    }
+    absl::StatusOr<uint32_t> percent = ParseOvercommitPercent(value);
+    if (!percent.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key '", kKeyOvercommitPercent, "': ", percent.status().message()));
+    }
+    out.overcommit_percent = *percent;
+  }
+  absl::StatusOr<scheduler::PolicyOverride> policy = scheduler::ParseAssignments(rest);
+  if (!policy.ok()) return policy.status();
+  out.policy = *policy;
+  return out;
+}
+
+absl::StatusOr<ServerPolicyFile> ServerPolicyFile::Parse(absl::string_view text,
+                                                         absl::string_view origin) {
+  // The overcommit key is taken off each line here; what is left goes to
+  // scheduler::PolicyFile line for line (a line left with no scheduling key
+  // becomes blank), so its errors keep their line numbers.
+  ServerPolicyFile file;
+  std::string scheduling;
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    absl::string_view body = line;
+    if (const size_t hash = body.find('#'); hash != absl::string_view::npos) {
+      body = body.substr(0, hash);
+    }
+    body = absl::StripAsciiWhitespace(body);
+    std::vector<absl::string_view> tokens =
+        absl::StrSplit(body, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    std::string kept;
+    std::optional<uint32_t> percent;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      absl::string_view value = tokens[i];
+      if (i == 0 || !absl::ConsumePrefix(&value, absl::StrCat(kKeyOvercommitPercent, "="))) {
+        absl::StrAppend(&kept, kept.empty() ? "" : " ", tokens[i]);
+        continue;
+      }
+      auto line_error = [&](absl::string_view what) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s line %d: key '%s': %s", origin,
+                                                          line_no, kKeyOvercommitPercent, what));
+      };
+      if (percent) return line_error("given twice");
+      absl::StatusOr<uint32_t> p = ParseOvercommitPercent(value);
+      if (!p.ok()) return line_error(p.status().message());
+      percent = *p;
+    }
+    if (percent) {
+      file.overcommit_.push_back(OvercommitRule{std::string(tokens[0]), *percent});
+      // Only the pattern left: nothing for the scheduler on this line.
+      if (tokens.size() == 2 || kept.find_first_of(" \t") == std::string::npos) kept.clear();
+    } else {
+      kept = std::string(line);
+    }
+    absl::StrAppend(&scheduling, kept, "\n");
+  }
+  absl::StatusOr<scheduler::PolicyFile> parsed = scheduler::PolicyFile::Parse(scheduling, origin);
+  if (!parsed.ok()) return parsed.status();
+  file.scheduling_ = *std::move(parsed);
+  return file;
+}
+
+absl::StatusOr<ServerPolicyFile> ServerPolicyFile::Load(const std::string& path) {
+  absl::StatusOr<std::string> text = scheduler::PolicyFile::ReadText(path);
+  if (!text.ok()) return text.status();
+  return Parse(*text, path);
+}
+
+std::optional<uint32_t> ServerPolicyFile::OvercommitFor(absl::string_view client_name) const {
+  std::optional<uint32_t> out;
+  for (const OvercommitRule& rule : overcommit_) {
+    if (scheduler::GlobMatch(rule.pattern, client_name)) out = rule.percent;
+  }
+  return out;
+}
+
 namespace {
 
 absl::StatusOr<bool> ParseFlag(const std::string& key, const std::string& value) {
@@ -96,6 +201,13 @@ absl::StatusOr<ClientSettings> ParseClientSettings(const scheduler::EnvMap& sett
       if (!flag.ok()) return flag.status();
       (key == kSettingNoSwap ? out.noswap : out.dedup) = *flag;
       (key == kSettingNoSwap ? out.noswap_set : out.dedup_set) = true;
+    } else if (key == kSettingOvercommitPercent) {
+      if (absl::StripAsciiWhitespace(value).empty()) continue;
+      absl::StatusOr<uint32_t> percent = ParseOvercommitPercent(value);
+      if (!percent.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(key, ": ", percent.status().message()));
+      }
+      out.overcommit_percent = *percent;
     } else if (key == kSettingRole) {
       if (value == "observer") {
         out.observer = true;
@@ -159,9 +271,37 @@ scheduler::ResolvedPolicy TenantMembership::policy() const {
   return m ? m->policy : scheduler::ResolvedPolicy{};
 }
 
+std::optional<uint32_t> TenantMembership::overcommit_percent() const {
+  std::optional<TenantMemberInfo> m = registry_->Member(client_id_);
+  return m ? m->overcommit_percent : std::nullopt;
+}
+
 void TenantRegistry::ResolveLocked(Entry& e) const {
-  e.policy = scheduler::ResolveTenantPolicy(defaults_.policy, e.settings.env_policy,
-                                            policy_file_.OverrideFor(e.who.name), e.runtime);
+  e.policy =
+      scheduler::ResolveTenantPolicy(defaults_.policy, e.settings.env_policy,
+                                     policy_file_.scheduling().OverrideFor(e.who.name), e.runtime);
+  // The same layers for the overcommit override; the client's own value is
+  // capped at the server's percentage.
+  e.overcommit = std::nullopt;
+  e.overcommit_source = scheduler::PolicySource::kDefault;
+  if (defaults_.overcommit_percent) {
+    e.overcommit = defaults_.overcommit_percent;
+    e.overcommit_source = scheduler::PolicySource::kServerDefault;
+  }
+  if (e.settings.overcommit_percent) {
+    e.overcommit = overcommit_ceiling_
+                       ? std::min(*e.settings.overcommit_percent, *overcommit_ceiling_)
+                       : *e.settings.overcommit_percent;
+    e.overcommit_source = scheduler::PolicySource::kClientEnv;
+  }
+  if (std::optional<uint32_t> f = policy_file_.OvercommitFor(e.who.name)) {
+    e.overcommit = f;
+    e.overcommit_source = scheduler::PolicySource::kPolicyFile;
+  }
+  if (e.runtime_overcommit) {
+    e.overcommit = e.runtime_overcommit;
+    e.overcommit_source = scheduler::PolicySource::kRuntime;
+  }
 }
 
 namespace {
@@ -270,6 +410,17 @@ void TenantRegistry::SetDeviceMemory(uint64_t bytes) {
 }
 
 void TenantRegistry::SetPolicyFile(scheduler::PolicyFile file) {
+  SetServerPolicyFile(ServerPolicyFile(std::move(file)));
+}
+
+void TenantRegistry::SetOvercommitCeiling(std::optional<uint32_t> percent) {
+  absl::MutexLock lock(&mu_);
+  overcommit_ceiling_ = percent;
+  for (auto& [id, e] : entries_) ResolveLocked(e);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void TenantRegistry::SetServerPolicyFile(ServerPolicyFile file) {
   absl::MutexLock lock(&mu_);
   policy_file_ = std::move(file);
   for (auto& [id, e] : entries_) ResolveLocked(e);
@@ -278,6 +429,14 @@ void TenantRegistry::SetPolicyFile(scheduler::PolicyFile file) {
 
 absl::Status TenantRegistry::SetRuntimePolicy(uint64_t client_id,
                                               const scheduler::PolicyOverride& over, bool reset) {
+  ServerPolicyOverride all;
+  all.policy = over;
+  return SetRuntimeOverride(client_id, all, reset);
+}
+
+absl::Status TenantRegistry::SetRuntimeOverride(uint64_t client_id, const ServerPolicyOverride& all,
+                                                bool reset) {
+  const scheduler::PolicyOverride& over = all.policy;
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(client_id);
   if (it == entries_.end()) {
@@ -286,6 +445,8 @@ absl::Status TenantRegistry::SetRuntimePolicy(uint64_t client_id,
   scheduler::PolicyOverride runtime = reset ? scheduler::PolicyOverride{} : it->second.runtime;
   runtime.MergeFrom(over);
   it->second.runtime = runtime;
+  if (reset) it->second.runtime_overcommit.reset();
+  if (all.overcommit_percent) it->second.runtime_overcommit = all.overcommit_percent;
   ResolveLocked(it->second);
   if (absl::Status s = scheduler::ValidateTenantPolicy(it->second.policy.policy); !s.ok()) {
     return s;
@@ -308,6 +469,9 @@ std::optional<TenantMemberInfo> TenantRegistry::Member(uint64_t client_id) const
   info.runtime = e.runtime;
   info.noswap = e.settings.noswap;
   info.dedup = e.settings.dedup;
+  info.overcommit_percent = e.overcommit;
+  info.overcommit_source = e.overcommit_source;
+  info.runtime_overcommit_percent = e.runtime_overcommit;
   if (auto t = tenants_.find(e.tenant); t != tenants_.end()) {
     info.memory_limit = t->second->limit.load(std::memory_order_acquire);
   }

@@ -73,7 +73,7 @@ TEST_F(DedupTest, IdenticalChunksShareOneCopy) {
   const auto w = Pattern(1);
   OfferResult first = Offer(1, w);
   EXPECT_EQ(first.outcome, OfferOutcome::kPublished);
-  EXPECT_EQ(first.hash, wire::Sha256Digest(w.data(), w.size()));  // SHA-256 by default
+  EXPECT_EQ(first.hash, wire::ImageDigest(w.data(), w.size()));  // the SHA-256 tree by default
   EXPECT_EQ(index_.Lookup(first.hash), (std::vector<SharedId>{first.shared}));
   const uint64_t before = phys_.device_used();
   for (ClientId c : {2, 3, 4}) {

@@ -68,6 +68,7 @@ TEST_F(DaemonConfigTest, DefaultsOfTheNewSettings) {
   EXPECT_TRUE(f->scheduler);
   EXPECT_EQ(f->scheduler_tick, absl::Milliseconds(100));
   EXPECT_TRUE(f->sm_partitions);
+  EXPECT_EQ(f->sm_placement, SmPlacement::kNested);
   EXPECT_EQ(f->policy_file, "");
   EXPECT_FALSE(f->overcommit_percent.has_value());
   EXPECT_EQ(f->swap_idle_threshold, absl::Seconds(30));
@@ -81,6 +82,7 @@ TEST_F(DaemonConfigTest, DefaultsOfTheNewSettings) {
   EXPECT_EQ(o.scheduler, d.scheduler);
   EXPECT_EQ(o.scheduler_tick, d.scheduler_tick);
   EXPECT_EQ(o.sm_partitions, d.sm_partitions);
+  EXPECT_EQ(o.sm_placement, d.sm_placement);
   EXPECT_EQ(o.overcommit, d.overcommit);
   EXPECT_EQ(o.swap_idle_threshold, d.swap_idle_threshold);
   EXPECT_EQ(o.swap_host_pool_bytes, d.swap_host_pool_bytes);
@@ -89,7 +91,8 @@ TEST_F(DaemonConfigTest, DefaultsOfTheNewSettings) {
 TEST_F(DaemonConfigTest, SchedulerTable) {
   const std::string policy = File("# tenants\ndecode-* priority=0 cap=none\n* cap=50%\n");
   absl::StatusOr<DaemonFlags> f = ParseConfig(
-      "[scheduler]\nenabled = false\ntick_ms = 250\nsm_partitions = false\npolicy_file = \"" +
+      "[scheduler]\nenabled = false\ntick_ms = 250\nsm_partitions = false\n"
+      "placement = \"exclusive\"\npolicy_file = \"" +
       policy + "\"\n");
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_FALSE(f->scheduler);
@@ -100,6 +103,7 @@ TEST_F(DaemonConfigTest, SchedulerTable) {
   EXPECT_FALSE(o.scheduler);
   EXPECT_EQ(o.scheduler_tick, absl::Milliseconds(250));
   EXPECT_FALSE(o.sm_partitions);
+  EXPECT_EQ(o.sm_placement, SmPlacement::kExclusive);
   EXPECT_EQ(o.policy_file, policy);
 }
 
@@ -109,10 +113,13 @@ TEST_F(DaemonConfigTest, SchedulerFlags) {
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_FALSE(f->scheduler);
   EXPECT_EQ(f->policy_file, policy);
-  f = Parse({("--policy-file=" + policy).c_str()});
+  f = Parse({("--policy-file=" + policy).c_str(), "--sm-placement", "exclusive"});
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_TRUE(f->scheduler);
   EXPECT_EQ(f->policy_file, policy);
+  EXPECT_EQ(f->sm_placement, SmPlacement::kExclusive);
+  EXPECT_THAT(std::string(Parse({"--sm-placement=shared"}).status().message()),
+              HasSubstr("--sm-placement"));
 }
 
 TEST_F(DaemonConfigTest, BadPolicyFileStopsWithFileAndLine) {
@@ -135,6 +142,8 @@ TEST_F(DaemonConfigTest, SchedulerErrorsNameTheKey) {
   EXPECT_THAT(Error("[scheduler]\ntick_ms = 1.5\n"), HasSubstr("'scheduler.tick_ms'"));
   EXPECT_THAT(Error("[scheduler]\nsm_partitions = 1\n"), HasSubstr("'scheduler.sm_partitions'"));
   EXPECT_THAT(Error("[scheduler]\npolicy_file = 3\n"), HasSubstr("'scheduler.policy_file'"));
+  EXPECT_THAT(Error("[scheduler]\nplacement = \"both\"\n"), HasSubstr("'scheduler.placement'"));
+  EXPECT_THAT(Error("[scheduler]\nplacement = 1\n"), HasSubstr("'scheduler.placement'"));
   EXPECT_THAT(Error("[scheduler]\npolicy_file = \"\"\n"), HasSubstr("'scheduler.policy_file'"));
   EXPECT_THAT(Error("[scheduler]\ntick = 100\n"), HasSubstr("'scheduler.tick': unknown key"));
   EXPECT_THAT(Error("scheduler = true\n"), HasSubstr("'scheduler': must be a table"));

@@ -76,22 +76,11 @@ class ServerDedupTest : public ::testing::Test {
   void TearDown() override { server_.reset(); }
 
   std::unique_ptr<TestClient> Connect(const std::string& name, bool dedup, uint64_t* id) {
-    auto c = TestClient::Connect(endpoint_);
-    EXPECT_NE(c, nullptr);
-    if (c == nullptr) return nullptr;
     std::vector<std::pair<std::string, std::string>> settings;
     if (dedup) settings.emplace_back("WOOLY_DEDUP", "1");
-    std::string message;
-    EXPECT_EQ(c->HelloWith(name, 2, settings, id, &message), CUDA_SUCCESS) << message;
-    return c;
+    return testing::ConnectAndHello(endpoint_, name, 2, settings, id);
   }
-  ClientStatus StatusOf(uint64_t id) {
-    for (const ClientStatus& c : server_->Clients()) {
-      if (c.client_id == id) return c;
-    }
-    ADD_FAILURE() << "no client " << id;
-    return {};
-  }
+  ClientStatus StatusOf(uint64_t id) { return testing::ClientStatusOf(*server_, id); }
   memory::NodeUsage Node() { return server_->Status().memory.node; }
 
   // Reads the chunk at `ptr` back and compares it with `want`.
@@ -239,7 +228,7 @@ TEST_F(SharedPairTest, LastFreeReleasesTheSharedChunks) {
   // nothing.
   uint64_t p = 0;
   ASSERT_EQ(a_->MemAlloc(kChunk, &p), CUDA_SUCCESS);
-  const ProbeReply r = Probe(*a_, kChunk, {{p, wire::Sha256Digest(c0_.data(), kChunk)}});
+  const ProbeReply r = Probe(*a_, kChunk, {{p, wire::ImageDigest(c0_.data(), kChunk)}});
   ASSERT_EQ(r.result, CUDA_SUCCESS);
   ASSERT_EQ(r.attached.size(), 1u);
   EXPECT_EQ(r.attached[0], 0);
@@ -277,10 +266,10 @@ TEST_F(SharedPairTest, ProbeAttachesResidentContentWithoutItsBytes) {
   ASSERT_EQ(c->MemAlloc(3 * kChunk, &pc), CUDA_SUCCESS);
   const std::vector<uint8_t> other = Content(7);
   const ProbeReply r = Probe(*c, kChunk,
-                             {{pc, wire::Sha256Digest(c0_.data(), kChunk)},
-                              {pc + kChunk, wire::Sha256Digest(c1_.data(), kChunk)},
-                              {pc + 2 * kChunk, wire::Sha256Digest(other.data(), kChunk)},
-                              {pc + 4096, wire::Sha256Digest(c0_.data(), kChunk)}});
+                             {{pc, wire::ImageDigest(c0_.data(), kChunk)},
+                              {pc + kChunk, wire::ImageDigest(c1_.data(), kChunk)},
+                              {pc + 2 * kChunk, wire::ImageDigest(other.data(), kChunk)},
+                              {pc + 4096, wire::ImageDigest(c0_.data(), kChunk)}});
   ASSERT_EQ(r.result, CUDA_SUCCESS);
   EXPECT_EQ(r.chunk_bytes, kChunk);
   EXPECT_EQ(r.attached, (std::vector<uint8_t>{1, 1, 0, 0}));
@@ -289,11 +278,11 @@ TEST_F(SharedPairTest, ProbeAttachesResidentContentWithoutItsBytes) {
   EXPECT_EQ(StatusOf(idc).memory_shared, 2 * kChunk);
   EXPECT_EQ(Node().dedup_saved, 4 * kChunk);
   // A wrong chunk size attaches nothing and tells the right one.
-  const ProbeReply wrong = Probe(*c, kChunk / 2, {{pc, wire::Sha256Digest(c0_.data(), kChunk)}});
+  const ProbeReply wrong = Probe(*c, kChunk / 2, {{pc, wire::ImageDigest(c0_.data(), kChunk)}});
   EXPECT_EQ(wrong.chunk_bytes, kChunk);
   EXPECT_TRUE(wrong.attached.empty());
   // Another client's range is refused entry by entry.
-  const ProbeReply foreign = Probe(*c, kChunk, {{pa_, wire::Sha256Digest(c0_.data(), kChunk)}});
+  const ProbeReply foreign = Probe(*c, kChunk, {{pa_, wire::ImageDigest(c0_.data(), kChunk)}});
   ASSERT_EQ(foreign.result, CUDA_SUCCESS);
   EXPECT_EQ(foreign.attached, (std::vector<uint8_t>{0}));
 }
@@ -313,7 +302,7 @@ TEST_F(ServerDedupTest, ClientWithoutDedupNeverShares) {
   EXPECT_EQ(Node().physical_used, 2 * kChunk);
   EXPECT_EQ(Node().dedup_saved, 0u);
   // Its probes attach nothing: dedup is not available to it.
-  const ProbeReply r = Probe(*c, kChunk, {{pc, wire::Sha256Digest(c0.data(), kChunk)}});
+  const ProbeReply r = Probe(*c, kChunk, {{pc, wire::ImageDigest(c0.data(), kChunk)}});
   ASSERT_EQ(r.result, CUDA_SUCCESS);
   EXPECT_EQ(r.chunk_bytes, 0u);
   EXPECT_TRUE(r.attached.empty());
@@ -328,7 +317,7 @@ TEST_F(ServerDedupTest, ClaimedDigestCannotPlantContent) {
   ASSERT_TRUE(mallory && victim);
   const std::vector<uint8_t> weights = Content(1);
   const std::vector<uint8_t> planted = Content(66);
-  const wire::Sha256Hash weights_digest = wire::Sha256Digest(weights.data(), kChunk);
+  const wire::Sha256Hash weights_digest = wire::ImageDigest(weights.data(), kChunk);
   uint64_t pm = 0, pv = 0;
   ASSERT_EQ(mallory->MemAlloc(kChunk, &pm), CUDA_SUCCESS);
   ASSERT_EQ(victim->MemAlloc(kChunk, &pv), CUDA_SUCCESS);

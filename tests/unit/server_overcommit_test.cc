@@ -69,20 +69,9 @@ class OvercommitTest : public ::testing::Test {
   std::unique_ptr<TestClient> Connect(
       const std::string& name, int priority = 2,
       std::vector<std::pair<std::string, std::string>> settings = {}, uint64_t* id = nullptr) {
-    auto c = TestClient::Connect(endpoint_);
-    EXPECT_NE(c, nullptr);
-    if (c == nullptr) return nullptr;
-    std::string message;
-    EXPECT_EQ(c->HelloWith(name, priority, settings, id, &message), CUDA_SUCCESS) << message;
-    return c;
+    return testing::ConnectAndHello(endpoint_, name, priority, settings, id);
   }
-  ClientStatus StatusOf(uint64_t id) {
-    for (const ClientStatus& c : server_->Clients()) {
-      if (c.client_id == id) return c;
-    }
-    ADD_FAILURE() << "no client " << id;
-    return {};
-  }
+  ClientStatus StatusOf(uint64_t id) { return testing::ClientStatusOf(*server_, id); }
   memory::NodeUsage Node() { return server_->Status().memory.node; }
 
   // Writes the pattern of `seed` over [ptr, ptr + bytes) through the session.

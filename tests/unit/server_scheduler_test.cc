@@ -193,6 +193,7 @@ class LaunchRecordingBackend : public fake::FakeBackend {
 
 class SchedulerServerTest : public ::testing::Test {
  protected:
+  virtual SmPlacement placement() const { return SmPlacement::kNested; }
   void SetUp() override {
     RegisterKernels();
     g_clock = &clock_;
@@ -201,6 +202,7 @@ class SchedulerServerTest : public ::testing::Test {
     options.listen = {"unix:" + dir_ + "/woolyd.sock"};
     options.clock = clock_.AsClock();
     options.scheduler_thread = false;  // the test ticks
+    options.sm_placement = placement();
     fake::FakeBackendOptions fo;
     fo.capacity_bytes = 1ull << 30;
     fo.clock_ns = [this] { return static_cast<uint64_t>(absl::ToUnixNanos(clock_.Now())); };
@@ -249,6 +251,11 @@ class SchedulerServerTest : public ::testing::Test {
   LaunchRecordingBackend* fake_ = nullptr;
   std::unique_ptr<Server> server_;
   std::string endpoint_;
+};
+
+class ExclusivePlacementTest : public SchedulerServerTest {
+ protected:
+  SmPlacement placement() const override { return SmPlacement::kExclusive; }
 };
 
 TEST_F(SchedulerServerTest, BadSettingIsRefusedWithItsName) {
@@ -323,7 +330,7 @@ TEST_F(SchedulerServerTest, ObserverSeesItsTenantAndNothingElse) {
   EXPECT_EQ(server_->Clients().size(), 2u);
 }
 
-TEST_F(SchedulerServerTest, BusyClientsRunInDisjointPartitionsByPriority) {
+TEST_F(ExclusivePlacementTest, BusyClientsRunInDisjointPartitionsByPriority) {
   uint64_t hi_id = 0, lo_id = 0;
   auto hi = Connect("decode", 0, {}, &hi_id);
   auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, &lo_id);
@@ -359,6 +366,64 @@ TEST_F(SchedulerServerTest, BusyClientsRunInDisjointPartitionsByPriority) {
   Tick();
   EXPECT_EQ(fake_->live_events(), 1u);   // the scheduler's time anchor (and nothing else)
   EXPECT_EQ(fake_->live_streams(), 1u);  // its anchor stream
+}
+
+// Nested placement (the default): the trainer, alone at its level, runs on
+// the whole GPU at its low stream priority, filling what the decoder leaves
+// idle; the decoder keeps its own units. The trainer is never paced.
+TEST_F(SchedulerServerTest, LoneLowerLevelFillsTheWholeGpuBehindHigherLevels) {
+  uint64_t hi_id = 0, lo_id = 0;
+  auto hi = Connect("decode", 0, {}, &hi_id);
+  auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, &lo_id);
+  ASSERT_TRUE(hi && lo);
+  const uint64_t fhi = LoadKernel(*hi), flo = LoadKernel(*lo, "wooly_sched_busy");
+  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  for (int i = 0; i < 5; ++i) {
+    Tick();
+    ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+    ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  }
+  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+  const Handle hs_stream = fake_->last_stream();
+  const std::optional<std::pair<int, int>> hp = fake_->StreamPartition(hs_stream);
+  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  const Handle ls_stream = fake_->last_stream();
+  ASSERT_TRUE(hp.has_value());
+  EXPECT_EQ(*hp, std::make_pair(0, 11));                        // its own units only
+  EXPECT_FALSE(fake_->StreamPartition(ls_stream).has_value());  // the whole GPU
+  EXPECT_EQ(*fake_->StreamPriority(hs_stream), -5);
+  EXPECT_EQ(*fake_->StreamPriority(ls_stream), 0);
+  const ClientShare ls = server_->share_control()->ShareOf(lo_id);
+  EXPECT_NEAR(ls.target_share, 0.25, 0.01);             // the policy's target is unchanged
+  EXPECT_GT(ls.measured_share, 0.5);                    // it fills the GPU ...
+  EXPECT_EQ(ls.admission, scheduler::Admission::kRun);  // ... and is not paced
+  EXPECT_EQ(ls.first_unit, -1);
+}
+
+// Two tenants at the same level below a higher one keep their own ranges:
+// nesting one over the other would break their split by weight.
+TEST_F(SchedulerServerTest, EqualLevelsDoNotNest) {
+  auto hi = Connect("decode", 0, {});
+  auto a = Connect("a", 4, {{"WOOLY_SM_FLOOR", "20%"}});
+  auto b = Connect("b", 4, {{"WOOLY_SM_FLOOR", "20%"}});
+  ASSERT_TRUE(hi && a && b);
+  const uint64_t fhi = LoadKernel(*hi), fa = LoadKernel(*a), fb = LoadKernel(*b);
+  auto launch_all = [&] {
+    ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+    ASSERT_EQ(a->Launch(fa, 1, 1, {}), CUDA_SUCCESS);
+    ASSERT_EQ(b->Launch(fb, 1, 1, {}), CUDA_SUCCESS);
+  };
+  launch_all();
+  Tick();
+  launch_all();
+  ASSERT_EQ(a->Launch(fa, 1, 1, {}), CUDA_SUCCESS);
+  const std::optional<std::pair<int, int>> ap = fake_->StreamPartition(fake_->last_stream());
+  ASSERT_EQ(b->Launch(fb, 1, 1, {}), CUDA_SUCCESS);
+  const std::optional<std::pair<int, int>> bp = fake_->StreamPartition(fake_->last_stream());
+  ASSERT_TRUE(ap && bp);
+  EXPECT_LE(ap->first + ap->second, bp->first)  // disjoint
+      << ap->first << "+" << ap->second << " vs " << bp->first << "+" << bp->second;
 }
 
 TEST_F(SchedulerServerTest, MeasuredShareAndBusyTimeComeFromGpuTimestamps) {

@@ -171,3 +171,46 @@ TEST(ImageDigestTest, ThreadsDoNotChangeTheDigest) {
 
 }  // namespace
 }  // namespace wooly::wire
+
+namespace wooly::wire {
+namespace {
+
+// ImageDigests shares one thread budget over the pieces of many buffers;
+// whatever the sizes and thread counts, each result is that buffer's
+// ImageDigest.
+TEST(ImageDigestsTest, EqualsImageDigestPerBuffer) {
+  std::vector<uint8_t> pool(9 * kImageDigestChunk + 4321);
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = static_cast<uint8_t>(i * 167 + (i >> 11));
+  // Odd sizes: empty, one byte, just under/over a piece, several pieces
+  // with a ragged end, and equal chunk-like sizes next to each other.
+  const size_t sizes[] = {0,
+                          1,
+                          kImageDigestChunk - 1,
+                          kImageDigestChunk,
+                          kImageDigestChunk + 1,
+                          2 * kImageDigestChunk + 777,
+                          2 * kImageDigestChunk,
+                          2 * kImageDigestChunk};
+  std::vector<DigestInput> inputs;
+  size_t off = 0;
+  for (size_t n : sizes) {
+    ASSERT_LE(off + n, pool.size());
+    inputs.push_back({pool.data() + off, n});
+    off += n / 3 + 1;  // overlapping, unaligned starts
+  }
+  std::vector<Sha256Hash> want;
+  for (const DigestInput& in : inputs) want.push_back(ImageDigest(in.data, in.len));
+  for (unsigned threads : {0u, 1u, 2u, 3u, 7u, 16u, 100u}) {
+    EXPECT_EQ(ImageDigests(inputs, threads), want) << threads << " threads";
+  }
+  // Equal content at different addresses: equal digests.
+  const std::vector<uint8_t> copy(pool.begin(), pool.begin() + 2 * kImageDigestChunk);
+  const DigestInput same[] = {{pool.data(), copy.size()}, {copy.data(), copy.size()}};
+  const std::vector<Sha256Hash> two = ImageDigests(same, 5);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0], two[1]);
+  EXPECT_TRUE(ImageDigests({}, 8).empty());
+}
+
+}  // namespace
+}  // namespace wooly::wire

@@ -2,15 +2,16 @@
 // (WOOLY_DEDUP=1), meant for read-only weights (issue #6).
 //
 // A deduplicated upload hands a whole large chunk's new contents to Offer.
-// The index hashes them itself (SHA-256, wire::Sha256Digest, unless a test
-// injects another hasher) and looks the digest up; a candidate with the same
-// digest is shared ONLY after its bytes, read back from the device, compare
-// equal to the offered bytes. Both checks, so that neither a weakness of the
-// hash nor a client that lies about a digest can make one tenant's chunk
-// map onto content another tenant planted: a tenant can only ever map onto
-// bytes identical to what it uploaded itself. Digests that clients compute
-// are never keys of this index (they may only tell the client what it need
-// not send, once the server has the bytes to verify).
+// The index hashes them itself (wire::ImageDigest, a SHA-256 tree over
+// 4 MiB pieces, unless a test injects another hasher) and looks the digest
+// up; a candidate with the same digest is shared ONLY after its bytes, read
+// back from the device, compare equal to the offered bytes. Both checks,
+// so that neither a weakness of the hash nor a client that lies about a
+// digest can make one tenant's chunk map onto content another tenant
+// planted: a tenant can only ever map onto bytes identical to what it
+// uploaded itself. Digests that clients compute are never keys of this
+// index (they may only tell the client what it need not send, once the
+// server has the bytes to verify).
 //  - Match: the client's chunk is remapped read-only onto the shared chunk
 //    and its own physical memory released (VmLayout::Attach).
 //  - No match: the bytes are written into the client's own chunk, which
@@ -54,7 +55,11 @@ namespace wooly::memory {
 using ContentHash = wire::Sha256Hash;
 using ContentHasher = std::function<ContentHash(std::span<const uint8_t>)>;
 
-// SHA-256 of the bytes (wire::Sha256Digest).
+// The chunk digest both sides compute (libwooly names chunks with it in
+// kDedupProbe): wire::ImageDigest of the bytes, the SHA-256 tree over
+// wire::kImageDigestChunk pieces, collision-resistant like SHA-256 itself.
+// Hashes on up to kContentHashThreads threads, started and joined per call.
+inline constexpr unsigned kContentHashThreads = 8;
 ContentHash Sha256ContentHash(std::span<const uint8_t> bytes);
 
 struct DedupOptions {

@@ -24,9 +24,12 @@ inline constexpr char kEnvPodNamespace[] = "WOOLY_POD_NAMESPACE";
 // limit, and the memory manager's per-client options.
 // WOOLY_MEMORY_REQUIRED (a size, e.g. "20G") makes woolyd refuse the client
 // with CUDA_ERROR_OUT_OF_MEMORY when its tenant cannot have that much.
+// WOOLY_OVERCOMMIT_PERCENT (0..1000) is the client's overcommit override,
+// capped at the server's percentage.
 inline constexpr const char* kTenantSettingEnvs[] = {
     "WOOLY_TENANT",       "WOOLY_WEIGHT", "WOOLY_SM_FLOOR", "WOOLY_SM_CAP",
-    "WOOLY_MEMORY_LIMIT", "WOOLY_NOSWAP", "WOOLY_DEDUP",    "WOOLY_MEMORY_REQUIRED"};
+    "WOOLY_MEMORY_LIMIT", "WOOLY_NOSWAP", "WOOLY_DEDUP",    "WOOLY_MEMORY_REQUIRED",
+    "WOOLY_OVERCOMMIT_PERCENT"};
 inline constexpr char kEnvMemoryRequired[] = "WOOLY_MEMORY_REQUIRED";
 // 0 keeps a same-node client on the unix socket (no shared-memory channel).
 inline constexpr char kEnvShm[] = "WOOLY_SHM";

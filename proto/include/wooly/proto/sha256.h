@@ -15,8 +15,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace wooly::wire {
 
@@ -65,6 +67,20 @@ Sha256Hash Sha256Digest(const void* data, size_t len);
 // its chunks hash in parallel: up to `threads` threads (1 = this thread).
 inline constexpr size_t kImageDigestChunk = 4u << 20;
 Sha256Hash ImageDigest(const void* data, size_t len, unsigned threads = 1);
+
+// One buffer for ImageDigests.
+struct DigestInput {
+  const void* data = nullptr;
+  size_t len = 0;
+};
+
+// ImageDigest of each input (out[i] is ImageDigest(inputs[i])), with one
+// budget of up to `threads` threads (1 = this thread) shared over the
+// kImageDigestChunk pieces of all inputs, so that many chunk-sized buffers
+// hash as fast as one big one. Threads are started and joined within the
+// call (no pool survives it: libwooly must stay fork-safe); when the system
+// refuses a thread, the ones it got (at least this one) do the work.
+std::vector<Sha256Hash> ImageDigests(std::span<const DigestInput> inputs, unsigned threads);
 
 // Lower-case hex, 64 characters.
 std::string ToHex(const Sha256Hash& digest);

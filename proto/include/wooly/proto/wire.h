@@ -224,8 +224,9 @@ enum class Op : uint16_t {
   kTensorMapEncodeIm2col = 126,    // (TensorMapIm2col) -> (u8 map[128])
   kTensorMapReplaceAddress = 127,  // (u8 map[128], u64 addr) -> (u8 map[128])
   // Weight dedup (WOOLY_DEDUP=1 with overcommit on; docs/memory.md), before
-  // a host-to-device copy of whole chunks: for each chunk (va, the SHA-256
-  // of the bytes the client is about to copy there) the server attaches the
+  // a host-to-device copy of whole chunks: for each chunk (va, the
+  // wire::ImageDigest of the bytes the client is about to copy there; a
+  // peer that computes another digest only ever misses) the server attaches the
   // chunk read-only to resident shared content the SERVER hashed to that
   // digest, and says so; the client then skips copying those chunks. Large
   // allocations are carved into chunk_bytes chunks from their base; an
@@ -234,7 +235,7 @@ enum class Op : uint16_t {
   // unavailable (reply chunk_bytes 0), nothing is attached (n = 0 in the
   // reply). Added without a version bump: an older woolyd answers
   // CUDA_ERROR_NOT_SUPPORTED, and the client then copies as usual.
-  // (u64 chunk_bytes, u32 n, n x (u64 va, u8 sha256[32]))
+  // (u64 chunk_bytes, u32 n, n x (u64 va, u8 digest[32]))
   //   -> (u64 chunk_bytes, u32 n, n x u8 attached)
   kDedupProbe = 128,
 };

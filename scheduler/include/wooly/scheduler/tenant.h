@@ -161,6 +161,9 @@ class PolicyFile {
                                           absl::string_view origin = "policy file");
   // Reads and parses a file; `origin` in errors is the path.
   static absl::StatusOr<PolicyFile> Load(const std::string& path);
+  // Reads a policy file's text: NotFound when it does not exist,
+  // FailedPrecondition when it cannot be read; messages name the path.
+  static absl::StatusOr<std::string> ReadText(const std::string& path);
 
   // The policy-file layer for a client with this name.
   PolicyOverride OverrideFor(absl::string_view client_name) const;

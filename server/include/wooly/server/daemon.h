@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "wooly/server/gpu_backend.h"
+#include "wooly/server/share_control.h"
 #include "wooly/server/tenants.h"
 
 namespace wooly::server {
@@ -46,12 +47,16 @@ struct DaemonFlags {
   bool scheduler = true;
   absl::Duration scheduler_tick = absl::Milliseconds(100);
   bool sm_partitions = true;
+  SmPlacement sm_placement = SmPlacement::kNested;
   std::string policy_file;
   // Memory overcommit and swapping ([memory]). Overcommit is on exactly
   // when a percent is given (0 included).
   std::optional<uint32_t> overcommit_percent;
   absl::Duration swap_idle_threshold = absl::Seconds(30);
   uint64_t swap_host_pool_bytes = 0;  // 0: sized by the server
+  // --memory-capacity / [memory] capacity: most device memory the pool
+  // plans with; 0: the device's less the reserve (NodeMemoryOptions).
+  uint64_t memory_capacity_bytes = 0;
   // Policy, memory-limit, noswap and dedup defaults for clients ([defaults]).
   TenantDefaults defaults;
   // Run the server in a worker process under a supervisor (the default);

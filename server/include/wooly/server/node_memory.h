@@ -22,7 +22,8 @@
 //    EndCommand).
 //
 // Physical capacity: the device's memory as MemGetInfo reports it at Open,
-// min(total - reserve, free), rounded down to the chunk granularity. The
+// min(total - reserve, free, NodeMemoryOptions::capacity_bytes when set),
+// rounded down to the chunk size. The
 // reserve (NodeMemoryOptions::device_reserve_bytes, kDefaultDeviceReserveBytes
 // by default and at most a quarter of the device) keeps room for what is not
 // overcommitted: the context itself, modules and their globals, library
@@ -120,6 +121,11 @@ struct NodeMemoryOptions {
   uint64_t host_pool_bytes = 0;
   // Device memory left out of the pool (see the file comment).
   uint64_t device_reserve_bytes = kDefaultDeviceReserveBytes;
+  // Most device memory the pool plans with (woolyd --memory-capacity): room
+  // for processes outside Wooly, or a smaller card emulated. 0: no bound
+  // beyond the device's memory less the reserve. Above the device's total
+  // it is capped there, with a warning.
+  uint64_t capacity_bytes = 0;
   // Chunking (memory::LayoutOptions); `granularity` is replaced by the
   // device's VMM granularity when smaller.
   memory::LayoutOptions layout;
@@ -173,6 +179,12 @@ class NodeMemory {
   // Frees everything the client holds and forgets it (disconnect). The
   // caller has synchronized the client's streams already.
   absl::Status RemoveClient(memory::ClientId client);
+  // Sets (or, with nullopt, clears) the client's overcommit override
+  // (memory::Overcommit::SetClientOverride): its next allocation is
+  // admitted against physical * (100 + percent) / 100. Allocations admitted
+  // before stay. NotFound for an unknown client. Makes no device call (no
+  // SharedContext::Access needed).
+  absl::Status SetClientOvercommit(memory::ClientId client, std::optional<uint32_t> percent);
 
   // cuMemAlloc: admits, makes room (evicting per SwapPolicy) and maps.
   // ResourceExhausted beyond the admission limit or when room cannot be
@@ -211,10 +223,10 @@ class NodeMemory {
   // user takes the shared memory over), evicting others to make room.
   absl::Status PrepareWrite(memory::ClientId client, uint64_t va, uint64_t bytes);
   // A copy of `content` onto the whole chunk at `va` (IsWholeDedupChunk):
-  // the server hashes the bytes itself (SHA-256) and compares candidates
-  // byte for byte (memory::DedupIndex::Offer); attaches to identical shared
-  // content or publishes the chunk as new shared content. The copy is done
-  // when this returns (synchronous).
+  // the server hashes the bytes itself (the chunk digest, wire::ImageDigest)
+  // and compares candidates byte for byte (memory::DedupIndex::Offer);
+  // attaches to identical shared content or publishes the chunk as new
+  // shared content. The copy is done when this returns (synchronous).
   absl::StatusOr<memory::OfferOutcome> UploadChunk(memory::ClientId client, uint64_t va,
                                                    std::span<const uint8_t> content);
   // kDedupProbe: maps the whole chunk at `va` read-only onto a resident

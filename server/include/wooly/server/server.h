@@ -83,6 +83,8 @@ struct ServerOptions {
   bool scheduler_thread = true;
   absl::Duration scheduler_tick = absl::Milliseconds(100);
   bool sm_partitions = true;
+  // How partitions nest across priority levels (share_control.h).
+  SmPlacement sm_placement = SmPlacement::kNested;
   // The policy file (scheduler/tenant.h: PolicyFile); empty: none.
   std::string policy_file;
   // Device memory overcommit and swapping (issue #6; node_memory.h). With
@@ -92,7 +94,13 @@ struct ServerOptions {
   // physical * (100 + overcommit_percent) / 100, and idle clients' memory is
   // swapped to a pinned host pool when physical memory is short.
   bool overcommit = false;
-  uint32_t overcommit_percent = 0;  // per server; a client may lower it
+  // Per server. A client's override (tenants.h: WOOLY_OVERCOMMIT_PERCENT,
+  // capped at this; the policy file, [defaults] and wooly-cli, not capped)
+  // replaces it for that client's allocations.
+  uint32_t overcommit_percent = 0;
+  // Most device memory the overcommitted pool plans with
+  // (NodeMemoryOptions::capacity_bytes); 0: the device's less the reserve.
+  uint64_t memory_capacity_bytes = 0;
   // A client is idle (a swap victim) after this long without a command.
   absl::Duration swap_idle_threshold = absl::Seconds(30);
   // Upper bound of the pinned host pool that holds swapped-out memory; 0:
@@ -201,7 +209,9 @@ class Server {
   TenantRegistry* tenants() { return &tenants_; }
   // The scheduler's mechanism; null when ServerOptions::scheduler is off.
   ShareControl* share_control() const { return share_control_.get(); }
-  // Runtime policy override from wooly-cli (tenants.h SetRuntimePolicy).
+  // Runtime policy override from wooly-cli (tenants.h SetRuntimePolicy):
+  // the scheduling keys and overcommit_percent (FailedPrecondition when
+  // overcommit is off), which applies from the client's next allocation.
   absl::Status SetClientPolicy(uint64_t client_id, const std::string& assignments, bool reset);
   // True once the shared context is lost beyond an in-process reset (see
   // ServerOptions::on_context_unrecoverable); the server no longer accepts.

@@ -72,10 +72,25 @@ struct Placement {
   uint64_t generation = 0;  // bumped at every change
 };
 
+// How partitions are laid out when clients of different priorities share
+// the GPU (docs/scheduler.md, "Placement").
+enum class SmPlacement {
+  // Every client runs only in its own unit range.
+  kExclusive,
+  // A client that is alone in its priority level runs in its own range and
+  // in the ranges of every higher level, at its lower stream priority: it
+  // fills SMs the higher levels leave idle, while they keep precedence
+  // there and no one else runs in its own range with precedence over it.
+  // The lowest such level runs on the whole GPU (the SMs outside whole
+  // units included). It is never paced: stream priority subordinates it.
+  kNested,
+};
+
 struct ShareControlOptions {
   absl::Duration tick = absl::Milliseconds(100);
   // Use green-context partitions when the backend has them.
   bool partitions = true;
+  SmPlacement placement = SmPlacement::kNested;
   int max_batch_kernels = 64;
   // How often the GPU-to-host time anchor is renewed.
   absl::Duration anchor_refresh = absl::Seconds(30);

@@ -23,6 +23,16 @@
 // (ResourceExhausted) when its tenant's limit, or the device's memory when
 // the tenant has none, is smaller.
 //
+// Overcommit override: per client, the percentage that replaces the
+// server's ([memory] overcommit_percent) when admitting that client's
+// allocations (memory::Overcommit: the node's admitted total, all clients
+// together, may reach physical * (100 + percent) / 100 with this one's
+// allocation). Layered like the scheduling policy: [defaults] < the
+// client's WOOLY_OVERCOMMIT_PERCENT < the policy file < wooly-cli. The
+// client's own value can only make it stricter: it is capped at the
+// server's percentage (SetOvercommitCeiling); operators' layers may go
+// higher.
+//
 // Thread safety: every method may be called from any thread.
 #ifndef WOOLY_SERVER_TENANTS_H_
 #define WOOLY_SERVER_TENANTS_H_
@@ -33,6 +43,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -52,6 +63,14 @@ inline constexpr char kSettingNoSwap[] = "WOOLY_NOSWAP";
 inline constexpr char kSettingDedup[] = "WOOLY_DEDUP";
 inline constexpr char kSettingMemoryRequired[] = "WOOLY_MEMORY_REQUIRED";
 inline constexpr char kSettingRole[] = "role";  // "observer": NVML view only
+inline constexpr char kSettingOvercommitPercent[] = "WOOLY_OVERCOMMIT_PERCENT";
+// The key in the policy file, wooly-cli policy and [defaults].
+inline constexpr char kKeyOvercommitPercent[] = "overcommit_percent";
+inline constexpr uint32_t kMaxOvercommitPercent = 1000;
+
+// An overcommit percentage: an integer 0..kMaxOvercommitPercent, an
+// optional trailing '%'. The error does not name a key: callers add it.
+absl::StatusOr<uint32_t> ParseOvercommitPercent(absl::string_view text);
 
 // "20GiB", "512M", "1.5G", "1073741824": bytes, with binary suffixes K/KiB,
 // M/MiB, G/GiB, T/TiB (case-insensitive). InvalidArgument otherwise.
@@ -71,6 +90,8 @@ struct ClientSettings {
   bool dedup_set = false;
   // WOOLY_MEMORY_REQUIRED: the least memory the client needs to run.
   std::optional<uint64_t> memory_required;
+  // WOOLY_OVERCOMMIT_PERCENT (see the header comment).
+  std::optional<uint32_t> overcommit_percent;
 };
 
 // The server's defaults for clients that do not set a value themselves
@@ -81,8 +102,47 @@ struct TenantDefaults {
   std::optional<uint64_t> memory_limit;
   std::optional<bool> noswap;
   std::optional<bool> dedup;
+  std::optional<uint32_t> overcommit_percent;
 
   friend bool operator==(const TenantDefaults&, const TenantDefaults&) = default;
+};
+
+// The runtime layer as wooly-cli sends it, and one policy-file line's
+// settings: the scheduling keys plus the server's memory keys.
+struct ServerPolicyOverride {
+  scheduler::PolicyOverride policy;
+  std::optional<uint32_t> overcommit_percent;
+};
+
+// scheduler::ParseAssignments plus `overcommit_percent=N`. Errors name the
+// key.
+absl::StatusOr<ServerPolicyOverride> ParseServerAssignments(absl::string_view text);
+
+// The server's policy file (scheduler::PolicyFile's format) with the
+// memory key `overcommit_percent` allowed on any line. Every matching line
+// applies in file order, so the last matching line that sets it wins.
+class ServerPolicyFile {
+ public:
+  ServerPolicyFile() = default;
+  // Errors are InvalidArgument and name `origin`, the line and the key.
+  static absl::StatusOr<ServerPolicyFile> Parse(absl::string_view text,
+                                                absl::string_view origin = "policy file");
+  static absl::StatusOr<ServerPolicyFile> Load(const std::string& path);
+  // A file with scheduling keys only.
+  explicit ServerPolicyFile(scheduler::PolicyFile scheduling)
+      : scheduling_(std::move(scheduling)) {}
+
+  const scheduler::PolicyFile& scheduling() const { return scheduling_; }
+  std::optional<uint32_t> OvercommitFor(absl::string_view client_name) const;
+  size_t rules() const { return scheduling_.rules().size() + overcommit_.size(); }
+
+ private:
+  struct OvercommitRule {
+    std::string pattern;
+    uint32_t percent = 0;
+  };
+  scheduler::PolicyFile scheduling_;
+  std::vector<OvercommitRule> overcommit_;
 };
 
 // Parses Hello's settings. Unknown keys are ignored (newer clients);
@@ -124,6 +184,8 @@ class TenantMembership {
   // (fixed at Join).
   bool noswap() const { return noswap_; }
   bool dedup() const { return dedup_; }
+  // The client's overcommit override now (nullopt: the server's percentage).
+  std::optional<uint32_t> overcommit_percent() const;
 
   // Charges `bytes` of device memory to the tenant before allocating; false
   // (nothing charged) when that would exceed the tenant's limit.
@@ -188,6 +250,11 @@ struct TenantMemberInfo {
   bool noswap = false;
   bool dedup = false;
   uint64_t memory_limit = 0;  // the tenant's
+  // The overcommit override in effect (nullopt: the server's percentage),
+  // where it came from, and what wooly-cli set.
+  std::optional<uint32_t> overcommit_percent;
+  scheduler::PolicySource overcommit_source = scheduler::PolicySource::kDefault;
+  std::optional<uint32_t> runtime_overcommit_percent;
 };
 
 class TenantRegistry {
@@ -217,13 +284,22 @@ class TenantRegistry {
   void SetDeviceMemory(uint64_t bytes);
 
   // Replaces the policy file layer for every client, present and future.
+  // The caller pushes changed overcommit overrides to the memory manager.
   void SetPolicyFile(scheduler::PolicyFile file);
+  void SetServerPolicyFile(ServerPolicyFile file);
+  // The most a client's own WOOLY_OVERCOMMIT_PERCENT may ask for (the
+  // server's percentage); nullopt (the initial value): uncapped.
+  void SetOvercommitCeiling(std::optional<uint32_t> percent);
   // The runtime layer (wooly-cli): merged on top of what the client already
   // has from wooly-cli; `reset` drops it first. NotFound for an unknown
   // client, InvalidArgument when the result is inconsistent (never happens
   // with MergeFrom, kept for safety).
   absl::Status SetRuntimePolicy(uint64_t client_id, const scheduler::PolicyOverride& over,
                                 bool reset = false);
+  // The same with the memory keys; `reset` drops the runtime overcommit
+  // override too.
+  absl::Status SetRuntimeOverride(uint64_t client_id, const ServerPolicyOverride& over,
+                                  bool reset = false);
 
   std::optional<TenantMemberInfo> Member(uint64_t client_id) const;
   std::vector<TenantMemberInfo> Members() const;  // by client id
@@ -243,6 +319,9 @@ class TenantRegistry {
     std::string tenant;
     scheduler::PolicyOverride runtime;
     scheduler::ResolvedPolicy policy;
+    std::optional<uint32_t> runtime_overcommit;
+    std::optional<uint32_t> overcommit;  // resolved
+    scheduler::PolicySource overcommit_source = scheduler::PolicySource::kDefault;
     TenantMembership* membership = nullptr;  // owned by the session
   };
   void Leave(uint64_t client_id);
@@ -253,7 +332,8 @@ class TenantRegistry {
   mutable absl::Mutex mu_;
   TenantDefaults defaults_ ABSL_GUARDED_BY(mu_);
   uint64_t device_memory_ ABSL_GUARDED_BY(mu_) = 0;
-  scheduler::PolicyFile policy_file_ ABSL_GUARDED_BY(mu_);
+  ServerPolicyFile policy_file_ ABSL_GUARDED_BY(mu_);
+  std::optional<uint32_t> overcommit_ceiling_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<TenantMembership::TenantState>> tenants_
       ABSL_GUARDED_BY(mu_);
