@@ -14,7 +14,9 @@
 # Environment: WOOLY_OC_TENANTS, WOOLY_OC_GIB, WOOLY_OC_TURNS,
 # WOOLY_OC_PERCENT (overcommit percent, default 40), WOOLY_OC_IDLE (swap
 # idle threshold, seconds, default 1), WOOLY_OC_DEADLINE (seconds the Wooly
-# phase may take before the tenants are stopped, default 420), WOOLY_PYTHON.
+# phase may take before the tenants are stopped, default 420),
+# WOOLY_OC_CAPACITY (woolyd --memory-capacity, e.g. 78GiB to plan like an
+# 80 GiB H100 on a larger card; default: the device's), WOOLY_PYTHON.
 # Logs go to $OUT when set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +53,7 @@ echo "== through Wooly: overcommit $PCT %, swap idle threshold $IDLE s"
 env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
   "$DIR/server/woolyd" --listen "unix:$tmp/woolyd.sock" --admin "unix:$tmp/admin.sock" \
   --overcommit-percent "$PCT" --swap-idle-seconds "$IDLE" --ready-file "$tmp/ready" \
+  ${WOOLY_OC_CAPACITY:+--memory-capacity "$WOOLY_OC_CAPACITY"} \
   --log-level "${WOOLY_OC_LOG_LEVEL:-info}" \
   >"$tmp/woolyd.log" 2>&1 &
 woolyd_pid=$!
@@ -92,6 +95,9 @@ for i in "${!pids[@]}"; do
 done
 LD_LIBRARY_PATH="$LIB_DIR" "$DIR/cli/wooly-cli" status --admin "unix:$tmp/admin.sock" 2>&1 | tee "$tmp/status.log"
 
+echo "== woolyd: pool and swaps"
+grep -E "overcommit: [0-9]+ MiB of device memory|overcommit: swapped|overcommit: client .* waited" \
+  "$tmp/woolyd.log" | cut -c1-300 | tail -40
 if [ $fail -ne 0 ]; then
   echo "== woolyd log (warnings and errors, last 30)"
   grep -E " (warn|error|critical) |-> CUresult|overcommit" "$tmp/woolyd.log" | cut -c1-400 | tail -30

@@ -432,9 +432,22 @@ absl::Status NodeMemory::MakeResidentLocked(ClientId client) {
     if ((*plan)->chunks.empty()) return absl::OkStatus();
     const std::vector<ChunkId> needed = manager_->layout().ClientChunks(client);
     const std::set<ChunkId> pinned(needed.begin(), needed.end());
-    if (absl::Status s = MakeRoomLocked(client, (*plan)->bytes, pinned); !s.ok()) return s;
-    std::vector<memory::SwapTicket> tickets;
+    // A group at a time: evicting all the room first would hold the victims'
+    // bytes and this client's at once in the pinned host pool, which is
+    // sized for the overcommitted part only. Each group swapped in frees
+    // the host slots the next group's evictions take.
+    std::vector<ChunkId> group;
+    uint64_t group_bytes = 0;
     for (ChunkId id : (*plan)->chunks) {
+      const memory::ChunkInfo* info = manager_->layout().chunk(id);
+      const uint64_t bytes = info != nullptr ? info->bytes : 0;
+      if (!group.empty() && group_bytes + bytes > options_.swap_in_group_bytes) break;
+      group.push_back(id);
+      group_bytes += bytes;
+    }
+    if (absl::Status s = MakeRoomLocked(client, group_bytes, pinned); !s.ok()) return s;
+    std::vector<memory::SwapTicket> tickets;
+    for (ChunkId id : group) {
       // The room may have shrunk while the lock was dropped: swap in what
       // fits and plan the rest again.
       const memory::ChunkInfo* info = manager_->layout().chunk(id);
@@ -463,6 +476,7 @@ absl::Status NodeMemory::MakeResidentLocked(ClientId client) {
       return absl::ResourceExhaustedError(
           absl::StrCat("out of memory: swapping in failed: ", s.message()));
     }
+    --attempt;  // a group swapped in is progress, not a failed attempt
   }
   return absl::ResourceExhaustedError("out of memory: could not make the client's memory resident");
 }

@@ -320,6 +320,7 @@ absl::Status Server::Init() {
     no.idle_threshold = options_.swap_idle_threshold;
     no.host_pool_bytes = options_.swap_host_pool_bytes;
     no.wait_for_room = options_.swap_wait_for_room;
+    no.swap_in_group_bytes = options_.swap_in_group_bytes;
     no.capacity_bytes = options_.memory_capacity_bytes;
     absl::StatusOr<std::unique_ptr<NodeMemory>> node =
         NodeMemory::Open(backend_.get(), no, env_.clock, context_.get());

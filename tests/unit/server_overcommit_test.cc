@@ -53,10 +53,14 @@ uint8_t PatternByte(uint64_t i, int seed) {
 
 class OvercommitTest : public ::testing::Test {
  protected:
+  // Lets a derived fixture change woolyd's options.
+  virtual void Tweak(ServerOptions& options) {}
+
   void SetUp() override {
     dir_ = testing::MakeTempDir();
     ServerOptions options = testing::OvercommitServerOptions(dir_);
     options.clock = clock_.AsClock();
+    Tweak(options);
     auto backend = std::make_unique<fake::FakeBackend>(testing::OvercommitFakeOptions());
     fake_ = backend.get();
     absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, std::move(backend));
@@ -179,6 +183,40 @@ TEST_F(OvercommitTest, IdleClientIsSwappedOutAndItsBytesSurvive) {
   EXPECT_GE(n.swap_in_bytes, 256 * kMiB);
   EXPECT_EQ(n.allocated, 512 * kMiB);
   EXPECT_LE(n.physical_used, kPhysical);
+}
+
+// The pinned host pool holds only what is overcommitted. A swap-in that
+// evicted all its room before swapping anything in would hold the victim's
+// bytes and its own there at once; a chunk-sized group at a time fits.
+class SmallHostPoolTest : public OvercommitTest {
+ protected:
+  void Tweak(ServerOptions& options) override {
+    options.swap_host_pool_bytes = 192 * kMiB;
+    options.swap_in_group_bytes = 64 * kMiB;
+  }
+};
+
+TEST_F(SmallHostPoolTest, SwapInTakesTurnsWithItsEvictions) {
+  uint64_t ida = 0, idb = 0;
+  auto a = Connect("a", 2, {}, &ida);
+  auto b = Connect("b", 2, {}, &idb);
+  ASSERT_TRUE(a && b);
+  uint64_t pa = 0, pb = 0;
+  ASSERT_EQ(a->MemAlloc(256 * kMiB, &pa), CUDA_SUCCESS);
+  Fill(*a, pa, 256 * kMiB, 1);
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_EQ(b->MemAlloc(256 * kMiB, &pb), CUDA_SUCCESS);  // 128 MiB of a goes out
+  Fill(*b, pb, 256 * kMiB, 2);
+  clock_.Advance(absl::Seconds(2));
+  // a's 128 MiB come back while 128 MiB of b go out: 256 MiB would not fit
+  // in the 192 MiB pool at once.
+  Check(*a, pa, 256 * kMiB, 1);
+  EXPECT_EQ(StatusOf(ida).memory_resident, 256 * kMiB);
+  EXPECT_EQ(StatusOf(idb).memory_swapped_out, 128 * kMiB);
+  EXPECT_LE(Node().host_pool_used, 192 * kMiB);
+  clock_.Advance(absl::Seconds(2));
+  Check(*b, pb, 256 * kMiB, 2);
+  EXPECT_EQ(StatusOf(idb).memory_resident, 256 * kMiB);
 }
 
 TEST_F(OvercommitTest, MemsetAndDeviceCopiesSeeSwappedMemory) {

@@ -135,6 +135,10 @@ struct NodeMemoryOptions {
   // may free before it is out of memory. Tests use InfiniteDuration, so that
   // only those events, never the machine's speed, decide the outcome.
   absl::Duration wait_for_room = absl::Seconds(5);
+  // A swap-in makes room for, and swaps in, at most this much at a time
+  // (at least one chunk), so that the victims' bytes and the client's do
+  // not sit in the pinned host pool together.
+  uint64_t swap_in_group_bytes = uint64_t{1} << 30;
 };
 
 // What one client's Quiesce does: wait until none of its GPU work is still

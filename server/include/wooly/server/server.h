@@ -109,6 +109,7 @@ struct ServerOptions {
   // How long an allocation or swap-in waits for room that others' swaps or
   // commands may free before it is out of memory (NodeMemoryOptions).
   absl::Duration swap_wait_for_room = absl::Seconds(5);
+  uint64_t swap_in_group_bytes = uint64_t{1} << 30;  // NodeMemoryOptions
   // The server's defaults for clients (tenants.h TenantDefaults; woolyd's
   // [defaults]): the lowest policy layer, and a memory limit, noswap and
   // dedup for clients that send none.
