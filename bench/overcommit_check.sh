@@ -95,9 +95,15 @@ for i in "${!pids[@]}"; do
 done
 LD_LIBRARY_PATH="$LIB_DIR" "$DIR/cli/wooly-cli" status --admin "unix:$tmp/admin.sock" 2>&1 | tee "$tmp/status.log"
 
-echo "== woolyd: pool and swaps"
-grep -E "overcommit: [0-9]+ MiB of device memory|overcommit: swapped|overcommit: client .* waited" \
-  "$tmp/woolyd.log" | cut -c1-300 | tail -40
+echo "== woolyd: pool, swap-ins and swap copy rates"
+grep -E "overcommit: [0-9]+ MiB of device memory|overcommit: client .* waited" \
+  "$tmp/woolyd.log" | cut -c1-300 | tail -30
+# Batches of 1 GiB and more: their copy rate (GB/s) out and in.
+awk '/overcommit: swapped/ {
+  for (i = 1; i <= NF; i++) { if ($i == "swapped") o = $(i + 1); if ($i == "in:") n = $(i - 2);
+    if ($i == "copies") ms = $(i + 1) }
+  if (o + n >= 1024) { printf "swap batch: %6d MiB out %6d MiB in, %8.1f ms, %.1f GB/s\n", o, n, ms,
+    (o + n) * 1048576 / (ms / 1000) / 1e9 } }' "$tmp/woolyd.log" | tail -20
 if [ $fail -ne 0 ]; then
   echo "== woolyd log (warnings and errors, last 30)"
   grep -E " (warn|error|critical) |-> CUresult|overcommit" "$tmp/woolyd.log" | cut -c1-400 | tail -30
