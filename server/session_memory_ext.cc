@@ -15,6 +15,7 @@
 #include "spdlog/spdlog.h"
 #include "wooly/proto/wire_memory_ext.h"
 #include "wooly/server/client_session.h"
+#include "wooly/server/node_memory.h"
 #include "wooly/server/cu_status.h"
 
 namespace wooly::server {
@@ -273,7 +274,15 @@ absl::Status ClientSession::OpMemFreeAsync(wire::Reader& in, wire::Writer& out) 
   if (!r) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
-  if (absl::Status s = backend_->MemFreeAsync(p, *st); !s.ok()) return s;
+  if (node_allocations_.contains(p)) {
+    // Overcommitted cuMemAlloc memory (node_memory.h) is not the driver's
+    // to free: once the stream's earlier work is done, NodeMemory frees it.
+    if (absl::Status s = backend_->StreamSynchronize(*st); !s.ok()) return s;
+    if (absl::Status s = env_->node_memory->Free(id_, p); !s.ok()) return s;
+    node_allocations_.erase(p);
+  } else if (absl::Status s = backend_->MemFreeAsync(p, *st); !s.ok()) {
+    return s;
+  }
   allocations_.Erase(p);
   UnchargeMemory(r->size);
   return absl::OkStatus();

@@ -273,6 +273,23 @@ TEST_F(OvercommitTest, ActiveHigherPriorityClientIsNotEvictedForALowerOne) {
   Check(*hi, ph, kPiece, 3);
 }
 
+// cuMemFreeAsync of cuMemAlloc memory: NodeMemory frees it (the driver's
+// stream-ordered free does not know VMM-backed memory).
+TEST_F(OvercommitTest, FreeAsyncReturnsOvercommittedMemory) {
+  auto a = Connect("a");
+  ASSERT_TRUE(a);
+  uint64_t pa = 0;
+  ASSERT_EQ(a->MemAlloc(256 * kMiB, &pa), CUDA_SUCCESS);
+  Fill(*a, pa, kPiece, 4);
+  EXPECT_EQ(a->Code(wire::Op::kMemFreeAsync,
+                    wire::Writer().Put<uint64_t>(pa).Put<uint64_t>(wire::kStreamNull)),
+            CUDA_SUCCESS);
+  EXPECT_EQ(Node().allocated, 0u);
+  EXPECT_EQ(Node().physical_used, 0u);
+  EXPECT_EQ(a->MemFree(pa), CUDA_ERROR_INVALID_VALUE);   // already freed
+  ASSERT_EQ(a->MemAlloc(kPhysical, &pa), CUDA_SUCCESS);  // all of it is back
+}
+
 TEST_F(OvercommitTest, DisconnectFreesEverythingEvenWhileSwapped) {
   auto a = Connect("a");
   auto b = Connect("b");
