@@ -14,6 +14,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 #include "wooly/scheduler/stream_priority.h"
 #include "wooly/server/cu_status.h"
@@ -314,6 +315,10 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     return reply;
   }
 
+  // Trace level times each command from here (waiting for the context
+  // included), for finding where a workload's time goes.
+  const bool tracing = spdlog::should_log(spdlog::level::trace);
+  const absl::Time trace_start = tracing ? absl::Now() : absl::InfinitePast();
   // Inside the shared context for the whole command. A client whose context
   // was lost gets its sticky error, as the native driver answers every call
   // in a faulted context, and nothing touches the GPU.
@@ -372,7 +377,11 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
                   static_cast<int>(result), status.ToString());
     reply.payload = ResultOnly(result);
   } else {
-    spdlog::trace("client {}: {} seq {} ok", id_, wire::OpName(op), header.seq);
+    if (tracing) {
+      spdlog::trace("client {}: {} seq {} ok in {} us ({} bytes)", id_, wire::OpName(op),
+                    header.seq, absl::ToInt64Microseconds(absl::Now() - trace_start),
+                    payload.size());
+    }
     reply.payload = std::move(out.data());
   }
   if (result == CUDA_SUCCESS && op == static_cast<uint16_t>(Op::kLaunchKernel)) {
