@@ -59,6 +59,9 @@ CUresult CheckLoadOptions(unsigned num_jit, const CUjit_option* jit, unsigned nu
                           const CUlibraryOption* lib) {
   if (num_jit > 0 && jit == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (num_lib > 0 && lib == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  for (unsigned i = 0; i < num_jit; ++i) {
+    WLOG_DEBUG("JIT option %d ignored", static_cast<int>(jit[i]));
+  }
   for (unsigned i = 0; i < num_lib; ++i) {
     WLOG_DEBUG("library load option %d ignored", static_cast<int>(lib[i]));
   }
@@ -93,8 +96,11 @@ CUresult SendImage(wire::Op op, const ImageSpan& span, uint64_t* id) {
   if (span.size >= kCachedImageMin) {
     const unsigned threads = std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u);
     const wire::Sha256Hash digest = wire::ImageDigest(span.data, span.size, threads);
-    WLOG_DEBUG("image of %zu bytes, digest %02x%02x%02x%02x, hashed in %ld us", span.size,
-               digest[0], digest[1], digest[2], digest[3], us(t0));
+    const uint8_t* b = static_cast<const uint8_t*>(span.data);
+    WLOG_DEBUG(
+        "image of %zu bytes (starts %02x%02x%02x%02x), digest %02x%02x%02x%02x, hashed in "
+        "%ld us",
+        span.size, b[0], b[1], b[2], b[3], digest[0], digest[1], digest[2], digest[3], us(t0));
     wire::Writer q;
     q.Put<uint8_t>(op == wire::Op::kLibraryLoadData ? 1 : 0)
         .PutRaw(digest.data(), digest.size())
