@@ -75,7 +75,12 @@ CUresult MemoryImage(const void* image, ImageSpan* span) {
 }
 
 // Images from this size on are looked up in woolyd's module cache first.
+// Over the shared-memory channel sending an image costs less than
+// digesting it below one digest piece (4 MiB, hashed on one thread): the
+// probe would only add time, as for the hundreds of small libraries cuDNN
+// builds at run time.
 constexpr size_t kCachedImageMin = 64u << 10;
+constexpr size_t kCachedImageMinShm = wire::kImageDigestChunk;
 
 // Sends an image with kModuleLoadData or kLibraryLoadData; returns the id.
 CUresult SendImage(wire::Op op, const ImageSpan& span, uint64_t* id) {
@@ -93,7 +98,7 @@ CUresult SendImage(wire::Op op, const ImageSpan& span, uint64_t* id) {
   const Clock::time_point t0 = Clock::now();
   // Large images are named by their digest first: woolyd loads them from
   // its module cache when any process on the node has sent them before.
-  if (span.size >= kCachedImageMin) {
+  if (span.size >= (SharedMemoryChannel() ? kCachedImageMinShm : kCachedImageMin)) {
     const unsigned threads = std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u);
     const wire::Sha256Hash digest = wire::ImageDigest(span.data, span.size, threads);
     const uint8_t* b = static_cast<const uint8_t*>(span.data);
