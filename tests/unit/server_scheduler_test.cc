@@ -377,12 +377,15 @@ TEST_F(SchedulerServerTest, LoneLowerLevelFillsTheWholeGpuBehindHigherLevels) {
   auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, &lo_id);
   ASSERT_TRUE(hi && lo);
   const uint64_t fhi = LoadKernel(*hi), flo = LoadKernel(*lo, "wooly_sched_busy");
-  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
-  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
-  for (int i = 0; i < 5; ++i) {
-    Tick();
+  // Each round's kernels have run (the trainer's for 400 ms of the fake
+  // clock) before the tick measures them.
+  const wire::Writer null_stream = wire::Writer().Put<uint64_t>(wire::kStreamNull);
+  for (int i = 0; i < 6; ++i) {
     ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
     ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+    ASSERT_EQ(hi->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
+    ASSERT_EQ(lo->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
+    Tick();
   }
   ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
   const Handle hs_stream = fake_->last_stream();
