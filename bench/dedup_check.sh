@@ -41,10 +41,8 @@ LIMIT=${WOOLY_DD_LIMIT_GIB:-11}
 PCT=${WOOLY_DD_PERCENT:-20}
 PY=${WOOLY_PYTHON:-python3}
 W=$(pwd)/bench/dedup_worker.py
-LIB_DIR=
-[ -d "$DIR/lib" ] && LIB_DIR=$DIR/lib
-real_libcuda=
-[ -e /usr/local/nvidia/lib64/libcuda.so.1 ] && real_libcuda=/usr/local/nvidia/lib64/libcuda.so.1
+# shellcheck source=bench/gpu_env.sh
+. bench/gpu_env.sh
 tmp=$(mktemp -d /tmp/wooly-dd.XXXXXX)
 OUTDIR=${OUT:-$tmp}
 T_START=$(date +%s)

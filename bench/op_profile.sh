@@ -13,10 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 DIR=$(cd "${1:?usage: bench/op_profile.sh DIR CMD...}" && pwd)
 shift
-LIB_DIR=
-[ -d "$DIR/lib" ] && LIB_DIR=$DIR/lib
-real_libcuda=
-[ -e /usr/local/nvidia/lib64/libcuda.so.1 ] && real_libcuda=/usr/local/nvidia/lib64/libcuda.so.1
+# shellcheck source=bench/gpu_env.sh
+. bench/gpu_env.sh
 tmp=$(mktemp -d /tmp/wooly-prof.XXXXXX)
 env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
   "$DIR/server/woolyd" --listen "unix:$tmp/woolyd.sock" --admin none --no-supervisor \

@@ -28,10 +28,8 @@ PCT=${WOOLY_OC_PERCENT:-40}
 IDLE=${WOOLY_OC_IDLE:-1}
 PY=${WOOLY_PYTHON:-python3}
 W=$(pwd)/bench/overcommit_worker.py
-LIB_DIR=
-[ -d "$DIR/lib" ] && LIB_DIR=$DIR/lib
-real_libcuda=
-[ -e /usr/local/nvidia/lib64/libcuda.so.1 ] && real_libcuda=/usr/local/nvidia/lib64/libcuda.so.1
+# shellcheck source=bench/gpu_env.sh
+. bench/gpu_env.sh
 tmp=$(mktemp -d /tmp/wooly-oc.XXXXXX)
 OUTDIR=${OUT:-$tmp}
 woolyd_pid=
