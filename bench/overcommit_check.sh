@@ -19,7 +19,7 @@
 # 80 GiB H100 on a larger card; default: the device's), WOOLY_PYTHON.
 # Logs go to $OUT when set.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 DIR=$(cd "${1:-build}" && pwd)
 N=${WOOLY_OC_TENANTS:-3}
 GIB=${WOOLY_OC_GIB:-32}
