@@ -8,7 +8,8 @@
 # prints, per wire op: count, total milliseconds, median, p90 and max
 # microseconds, and mean payload bytes, from woolyd's "ok in N us" trace
 # lines (server time: the wait for the shared context and the driver call,
-# not the transport). Logs go to $OUT when it is set.
+# not the transport). Logs go to $OUT when it is set. WOOLY_PROFILE_LOG_LEVEL
+# (default trace) sets woolyd's level; info leaves the per-op table empty.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 DIR=$(cd "${1:?usage: bench/op_profile.sh DIR CMD...}" && pwd)
@@ -18,7 +19,7 @@ shift
 tmp=$(mktemp -d /tmp/wooly-prof.XXXXXX)
 env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" \
   "$DIR/server/woolyd" --listen "unix:$tmp/woolyd.sock" --admin none --no-supervisor \
-  --module-cache-dir "${WOOLY_PROFILE_CACHE_DIR:-none}" --log-level trace \
+  --module-cache-dir "${WOOLY_PROFILE_CACHE_DIR:-none}" --log-level "${WOOLY_PROFILE_LOG_LEVEL:-trace}" \
   --ready-file "$tmp/ready" >"$tmp/woolyd.log" 2>&1 &
 woolyd_pid=$!
 for _ in $(seq 300); do [ -e "$tmp/ready" ] && break; sleep 0.1; done

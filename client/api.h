@@ -10,6 +10,7 @@
 
 #include <cuda.h>
 
+#include <cstdint>
 #include <new>
 
 #define WOOLY_EXPORT extern "C" __attribute__((visibility("default")))
@@ -21,9 +22,17 @@ void LogApiFailure(const char* function, CUresult result);
 // True when failures are logged; a relaxed load, cheap on the hot path.
 bool ApiFailuresLogged();
 
+// $WOOLY_CLIENT_STATS=1: every entry point's calls and time are counted
+// and printed at exit (PrintApiStats). Read once; a relaxed load after that.
+bool ApiStatsEnabled();
+uint64_t ApiStatsNow();  // monotonic nanoseconds
+void RecordApiCall(const char* function, uint64_t ns);
+void PrintApiStats();
+
 // Runs an entry point's body so that no exception crosses the C ABI.
 template <typename F>
 inline CUresult Guard(const char* function, F&& body) noexcept {
+  const uint64_t t0 = ApiStatsEnabled() ? ApiStatsNow() : 0;
   CUresult r;
   try {
     r = body();
@@ -33,6 +42,7 @@ inline CUresult Guard(const char* function, F&& body) noexcept {
     r = CUDA_ERROR_UNKNOWN;
   }
   if (r != CUDA_SUCCESS && ApiFailuresLogged()) LogApiFailure(function, r);
+  if (t0 != 0) RecordApiCall(function, ApiStatsNow() - t0);
   return r;
 }
 

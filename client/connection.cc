@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -52,7 +54,9 @@ ClientIdentity IdentityFromEnvironment() {
 }
 
 Connection::Connection(std::string endpoint, ClientIdentity identity)
-    : endpoint_(std::move(endpoint)), identity_(std::move(identity)) {}
+    : endpoint_(std::move(endpoint)),
+      identity_(std::move(identity)),
+      stats_enabled_(wire::Setting("WOOLY_CLIENT_STATS") == "1") {}
 
 Connection::~Connection() {
   {
@@ -258,6 +262,7 @@ CUresult Connection::Post(wire::Op op, const wire::Writer& body, const void* tai
   std::lock_guard<std::mutex> lock(mu_);
   if (CUresult r = ReconnectIfNeededLocked(); r != CUDA_SUCCESS) return r;
   if (body.size() + tail_len > wire::kMaxPayload) return CUDA_ERROR_INVALID_VALUE;
+  if (stats_enabled_) StatsFor(op).posts++;
   constexpr size_t kBatchBytes = 64u << 10;
   if (batching_ && tail_len <= kBatchBytes) {
     const bool was_empty = batch_.empty();
@@ -323,7 +328,35 @@ CUresult Connection::Call(wire::Op op, const wire::Writer& body, Reply* reply, c
                           size_t tail_len, void* out_tail, size_t out_tail_len) {
   std::lock_guard<std::mutex> lock(mu_);
   if (CUresult r = ReconnectIfNeededLocked(); r != CUDA_SUCCESS) return r;
-  return CallLocked(op, body, reply, tail, tail_len, out_tail, out_tail_len);
+  if (!stats_enabled_) return CallLocked(op, body, reply, tail, tail_len, out_tail, out_tail_len);
+  const auto start = std::chrono::steady_clock::now();
+  const CUresult r = CallLocked(op, body, reply, tail, tail_len, out_tail, out_tail_len);
+  OpStats& st = StatsFor(op);
+  st.calls++;
+  st.wait_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
+  return r;
+}
+
+Connection::OpStats& Connection::StatsFor(wire::Op op) {
+  const auto code = static_cast<size_t>(op);
+  if (stats_.size() <= code) stats_.resize(code + 1);
+  return stats_[code];
+}
+
+void Connection::PrintStats() {
+  if (!stats_enabled_) return;
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return;
+  for (size_t code = 0; code < stats_.size(); ++code) {
+    const OpStats& st = stats_[code];
+    if (st.calls == 0 && st.posts == 0) continue;
+    std::fprintf(stderr, "wooly client stats: pid %d op %s waited %llu (%.3f ms) posted %llu\n",
+                 static_cast<int>(::getpid()), wire::OpName(static_cast<uint16_t>(code)),
+                 static_cast<unsigned long long>(st.calls), st.wait_ns / 1e6,
+                 static_cast<unsigned long long>(st.posts));
+  }
 }
 
 CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* reply,

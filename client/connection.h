@@ -104,6 +104,12 @@ class Connection {
 
   const std::string& endpoint() const { return endpoint_; }
 
+  // With $WOOLY_CLIENT_STATS=1: one line to stderr per op that was sent,
+  // with how many requests waited for a reply, the time spent waiting, and
+  // how many were posted without one. For finding round trips that a
+  // workload pays (bench/README.md). Called at exit.
+  void PrintStats();
+
  private:
   enum class State { kNew, kHandshake, kReady, kReconnect, kBroken };
 
@@ -121,6 +127,8 @@ class Connection {
   // 0 writes each at once). The shared-memory channel needs no batching.
   bool FlushLocked();
   void FlusherLoop();
+  struct OpStats;
+  OpStats& StatsFor(wire::Op op);  // requires mu_
 
   const std::string endpoint_;
   ClientIdentity identity_;
@@ -137,6 +145,14 @@ class Connection {
   bool stopping_ = false;             // guarded by mu_
   State state_ = State::kNew;         // guarded by mu_
   uint32_t seq_ = 0;                  // guarded by mu_
+
+  struct OpStats {
+    uint64_t calls = 0;
+    uint64_t wait_ns = 0;
+    uint64_t posts = 0;
+  };
+  const bool stats_enabled_;
+  std::vector<OpStats> stats_;  // guarded by mu_; indexed by op code
 };
 
 // The identity from the environment: $WOOLY_PRIORITY (0..4, default 2; a bad

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "api.h"
 #include "capture.h"
 #include "log.h"
 #include "resources.h"
@@ -163,7 +164,11 @@ CUresult Rpc(wire::Op op, const wire::Writer& body, Reply* reply, const void* ta
 namespace {
 // Runs at exit (and at dlclose, which never happens to a libcuda).
 __attribute__((destructor)) void SayGoodbye() {
-  if (Connection* c = g_conn.load(std::memory_order_acquire)) c->GoodbyeAtExit();
+  PrintApiStats();
+  if (Connection* c = g_conn.load(std::memory_order_acquire)) {
+    c->PrintStats();
+    c->GoodbyeAtExit();
+  }
 }
 
 bool AsyncEnabled() {

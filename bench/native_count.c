@@ -1,0 +1,258 @@
+/* Counts a few driver calls of a process running on NVIDIA's own libcuda,
+ * so that bench/ can compare them with what Wooly's client sees
+ * ($WOOLY_CLIENT_STATS): load it with LD_PRELOAD on the GPU machine.
+ *
+ * libcudart, cuDNN and PyTorch find driver functions with dlsym() on their
+ * own libcuda handle and through cuGetProcAddress, which an LD_PRELOAD
+ * definition of the functions would not reach; so this wraps dlsym() and
+ * hands out counting wrappers for the functions below. Prints one line per
+ * counted function at exit. A diagnostic, not part of Wooly.
+ *
+ * With WOOLY_PROF=1 it also samples the process's CPU time (SIGPROF every
+ * millisecond, a backtrace per sample) and prints at exit, per shared
+ * object, the samples spent in it (self) and under it (total), and the
+ * hottest functions. Works the same natively and through Wooly. */
+#define _GNU_SOURCE
+#include <cuda.h>
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef void* (*dlsym_fn)(void*, const char*);
+static dlsym_fn real_dlsym(void) {
+  static dlsym_fn fn;
+  if (fn == NULL) fn = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+  if (fn == NULL) fn = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+  return fn;
+}
+
+enum {
+  kLoad,
+  kUnload,
+  kGetKernel,
+  kFuncGetAttr,
+  kKernelGetAttr,
+  kFuncSetAttr,
+  kKernelSetAttr,
+  kCtxGetLimit,
+  kModuleLoadData,
+  kCount
+};
+static const char* const kNames[kCount] = {
+    "cuLibraryLoadData",    "cuLibraryUnload",      "cuLibraryGetKernel",
+    "cuFuncGetAttribute",   "cuKernelGetAttribute", "cuFuncSetAttribute",
+    "cuKernelSetAttribute", "cuCtxGetLimit",        "cuModuleLoadData"};
+static void* real[kCount];
+static atomic_ullong calls[kCount], ns[kCount];
+
+static unsigned long long now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (unsigned long long)t.tv_sec * 1000000000ull + (unsigned long long)t.tv_nsec;
+}
+#define TIMED(i, call)                     \
+  unsigned long long t0 = now_ns();        \
+  CUresult r = call;                       \
+  atomic_fetch_add(&ns[i], now_ns() - t0); \
+  atomic_fetch_add(&calls[i], 1);          \
+  return r
+
+static CUresult w_load(CUlibrary* l, const void* c, CUjit_option* jo, void** jv, unsigned nj,
+                       CUlibraryOption* lo, void** lv, unsigned nl) {
+  TIMED(kLoad,
+        ((CUresult(*)(CUlibrary*, const void*, CUjit_option*, void**, unsigned, CUlibraryOption*,
+                      void**, unsigned))real[kLoad])(l, c, jo, jv, nj, lo, lv, nl));
+}
+static CUresult w_unload(CUlibrary l) {
+  TIMED(kUnload, ((CUresult(*)(CUlibrary))real[kUnload])(l));
+}
+static CUresult w_getkernel(CUkernel* k, CUlibrary l, const char* n) {
+  TIMED(kGetKernel, ((CUresult(*)(CUkernel*, CUlibrary, const char*))real[kGetKernel])(k, l, n));
+}
+static CUresult w_fga(int* p, CUfunction_attribute a, CUfunction f) {
+  TIMED(kFuncGetAttr,
+        ((CUresult(*)(int*, CUfunction_attribute, CUfunction))real[kFuncGetAttr])(p, a, f));
+}
+static CUresult w_kga(int* p, CUfunction_attribute a, CUkernel k, CUdevice d) {
+  TIMED(kKernelGetAttr, ((CUresult(*)(int*, CUfunction_attribute, CUkernel,
+                                      CUdevice))real[kKernelGetAttr])(p, a, k, d));
+}
+static CUresult w_fsa(CUfunction f, CUfunction_attribute a, int v) {
+  TIMED(kFuncSetAttr,
+        ((CUresult(*)(CUfunction, CUfunction_attribute, int))real[kFuncSetAttr])(f, a, v));
+}
+static CUresult w_ksa(CUfunction_attribute a, int v, CUkernel k, CUdevice d) {
+  TIMED(kKernelSetAttr, ((CUresult(*)(CUfunction_attribute, int, CUkernel,
+                                      CUdevice))real[kKernelSetAttr])(a, v, k, d));
+}
+static CUresult w_limit(size_t* v, CUlimit l) {
+  TIMED(kCtxGetLimit, ((CUresult(*)(size_t*, CUlimit))real[kCtxGetLimit])(v, l));
+}
+static CUresult w_mload(CUmodule* m, const void* i) {
+  TIMED(kModuleLoadData, ((CUresult(*)(CUmodule*, const void*))real[kModuleLoadData])(m, i));
+}
+static void* const kWrappers[kCount] = {(void*)w_load, (void*)w_unload, (void*)w_getkernel,
+                                        (void*)w_fga,  (void*)w_kga,    (void*)w_fsa,
+                                        (void*)w_ksa,  (void*)w_limit,  (void*)w_mload};
+
+/* The wrapper for `name` (fn is the real function), or fn itself. */
+static void* wrap(const char* name, void* fn) {
+  if (fn == NULL) return fn;
+  for (int i = 0; i < kCount; ++i) {
+    if (strcmp(name, kNames[i]) == 0) {
+      real[i] = fn;
+      return kWrappers[i];
+    }
+  }
+  return fn;
+}
+
+typedef CUresult (*gpa2_fn)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+typedef CUresult (*gpa1_fn)(const char*, void**, int, cuuint64_t);
+static gpa2_fn real_gpa2;
+static gpa1_fn real_gpa1;
+static CUresult w_gpa2(const char* s, void** p, int v, cuuint64_t f,
+                       CUdriverProcAddressQueryResult* st) {
+  CUresult r = real_gpa2(s, p, v, f, st);
+  if (r == CUDA_SUCCESS && p != NULL) *p = wrap(s, *p);
+  return r;
+}
+static CUresult w_gpa1(const char* s, void** p, int v, cuuint64_t f) {
+  CUresult r = real_gpa1(s, p, v, f);
+  if (r == CUDA_SUCCESS && p != NULL) *p = wrap(s, *p);
+  return r;
+}
+
+void* dlsym(void* handle, const char* name) {
+  void* fn = real_dlsym()(handle, name);
+  if (fn == NULL || strncmp(name, "cu", 2) != 0) return fn;
+  if (strcmp(name, "cuGetProcAddress_v2") == 0) {
+    real_gpa2 = (gpa2_fn)fn;
+    return (void*)w_gpa2;
+  }
+  if (strcmp(name, "cuGetProcAddress") == 0) {
+    real_gpa1 = (gpa1_fn)fn;
+    return (void*)w_gpa1;
+  }
+  return wrap(name, fn);
+}
+
+enum { kMaxSamples = 200000, kDepth = 24 };
+static void* (*samples)[kDepth];
+static unsigned char* depths;
+static atomic_int n_samples;
+
+static void on_prof(int sig) {
+  (void)sig;
+  int i = atomic_fetch_add(&n_samples, 1);
+  if (i >= kMaxSamples) return;
+  depths[i] = (unsigned char)backtrace(samples[i], kDepth);
+}
+
+__attribute__((constructor)) static void start_profile(void) {
+  const char* on = getenv("WOOLY_PROF");
+  if (on == NULL || strcmp(on, "1") != 0) return;
+  samples = calloc(kMaxSamples, sizeof(*samples));
+  depths = calloc(kMaxSamples, 1);
+  if (samples == NULL || depths == NULL) return;
+  void* warm[4];
+  backtrace(warm, 4); /* loads the unwinder outside the handler */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_prof;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGPROF, &sa, NULL);
+  struct itimerval it = {{0, 1000}, {0, 1000}};
+  setitimer(ITIMER_PROF, &it, NULL);
+}
+
+struct tally {
+  const char* name;
+  long self, total;
+};
+static int tally_add(struct tally* t, int n, int cap, const char* name, int self, int total) {
+  for (int i = 0; i < n; ++i) {
+    if (strcmp(t[i].name, name) == 0) {
+      t[i].self += self;
+      t[i].total += total;
+      return n;
+    }
+  }
+  if (n == cap) return n;
+  t[n].name = name;
+  t[n].self = self;
+  t[n].total = total;
+  return n + 1;
+}
+static int by_self(const void* a, const void* b) {
+  long d = ((const struct tally*)b)->self - ((const struct tally*)a)->self;
+  return d > 0 ? 1 : d < 0 ? -1 : 0;
+}
+
+static void report_profile(void) {
+  if (samples == NULL) return;
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_PROF, &off, NULL);
+  signal(SIGPROF, SIG_IGN);
+  int n = atomic_load(&n_samples);
+  if (n > kMaxSamples) n = kMaxSamples;
+  enum { kCap = 512 };
+  static struct tally objs[kCap], funcs[kCap];
+  int n_objs = 0, n_funcs = 0;
+  for (int i = 0; i < n; ++i) {
+    const char* seen[kDepth];
+    int n_seen = 0;
+    /* Frame 0 is the handler, 1 the signal trampoline: the leaf is 2. */
+    for (int f = 2; f < depths[i]; ++f) {
+      Dl_info info;
+      const char* obj = "?";
+      const char* fn = "?";
+      if (dladdr(samples[i][f], &info) != 0) {
+        if (info.dli_fname != NULL)
+          obj = strrchr(info.dli_fname, '/') ? strrchr(info.dli_fname, '/') + 1 : info.dli_fname;
+        if (info.dli_sname != NULL) fn = info.dli_sname;
+      }
+      int dup = 0;
+      for (int k = 0; k < n_seen; ++k) dup |= strcmp(seen[k], obj) == 0;
+      if (!dup && n_seen < kDepth) seen[n_seen++] = obj;
+      if (!dup)
+        n_objs = tally_add(objs, n_objs, kCap, obj, f == 2, 1);
+      else if (f == 2)
+        n_objs = tally_add(objs, n_objs, kCap, obj, 1, 0);
+      if (f == 2) {
+        char* label = malloc(strlen(obj) + strlen(fn) + 2);
+        if (label == NULL) continue;
+        sprintf(label, "%s:%s", obj, fn);
+        n_funcs = tally_add(funcs, n_funcs, kCap, label, 1, 1);
+      }
+    }
+  }
+  qsort(objs, n_objs, sizeof(objs[0]), by_self);
+  qsort(funcs, n_funcs, sizeof(funcs[0]), by_self);
+  fprintf(stderr, "prof: pid %d %d samples of CPU time (1 ms timer, kernel tick granularity)\n",
+          (int)getpid(), n);
+  for (int i = 0; i < n_objs && i < 15; ++i) {
+    fprintf(stderr, "prof: object %-40s self %6ld total %6ld\n", objs[i].name, objs[i].self,
+            objs[i].total);
+  }
+  for (int i = 0; i < n_funcs && i < 20; ++i) {
+    fprintf(stderr, "prof: leaf %-70.70s %6ld\n", funcs[i].name, funcs[i].self);
+  }
+}
+
+__attribute__((destructor)) static void report(void) {
+  report_profile();
+  for (int i = 0; i < kCount; ++i) {
+    unsigned long long n = atomic_load(&calls[i]);
+    if (n == 0) continue;
+    fprintf(stderr, "native count: pid %d %s %llu calls %.3f ms\n", (int)getpid(), kNames[i], n,
+            atomic_load(&ns[i]) / 1e6);
+  }
+}
