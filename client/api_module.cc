@@ -2,6 +2,8 @@
 // forwarded; a function's or kernel's parameter layout arrives with it and is
 // cached in the client object, so parameter queries (and launches) never ask
 // woolyd again. Names, owning module/library and parameter info are local.
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -142,18 +144,72 @@ CUresult LoadModule(CUmodule* module, const ImageSpan& span) {
   return CUDA_SUCCESS;
 }
 
-CUresult LoadLibrary(CUlibrary* library, const ImageSpan& span) {
+// Registers a library without sending it (see Library in objects.h): the
+// caller's bytes are used later when `preserved`, else they are copied now.
+CUresult LoadLibrary(CUlibrary* library, const ImageSpan& span, bool preserved,
+                     std::vector<uint8_t>* bytes = nullptr) {
   // Libraries are context-independent: they need cuInit, not a context, and
   // are released only by cuLibraryUnload.
-  uint64_t id = 0;
-  if (CUresult r = SendImage(wire::Op::kLibraryLoadData, span, &id); r != CUDA_SUCCESS) return r;
+  if (span.size > wire::kMaxPayload - 64) {
+    WLOG_ERROR("library image of %zu bytes exceeds the %u-byte frame limit", span.size,
+               wire::kMaxPayload);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
   Library* lib = new Library();
-  lib->id = id;
+  {
+    std::lock_guard<std::mutex> l(lib->load_mu);
+    if (bytes != nullptr && span.data == bytes->data()) {
+      lib->owned = std::move(*bytes);
+      lib->pending = lib->owned.data();
+    } else if (preserved) {
+      lib->pending = span.data;
+    } else {
+      lib->owned.assign(span.data, span.data + span.size);
+      lib->pending = lib->owned.data();
+    }
+    lib->pending_size = span.size;
+  }
   lib->ctx = nullptr;
   Track(lib);
   *library = reinterpret_cast<CUlibrary>(lib);
   return CUDA_SUCCESS;
 }
+
+}  // namespace
+
+CUresult LibraryId(Library* lib, uint64_t* id) {
+  if (lib->loaded.load(std::memory_order_acquire)) {
+    *id = lib->id;
+    return CUDA_SUCCESS;
+  }
+  std::lock_guard<std::mutex> l(lib->load_mu);
+  if (!lib->loaded.load(std::memory_order_relaxed)) {
+    ImageSpan span;
+    span.data = lib->pending;
+    span.size = lib->pending_size;
+    uint64_t server_id = 0;
+    if (CUresult r = SendImage(wire::Op::kLibraryLoadData, span, &server_id); r != CUDA_SUCCESS) {
+      return r;  // still pending: a later call tries again
+    }
+    WLOG_DEBUG("library of %zu bytes sent on first use", span.size);
+    lib->id = server_id;
+    lib->pending = nullptr;
+    lib->owned = std::vector<uint8_t>();
+    lib->loaded.store(true, std::memory_order_release);
+  }
+  *id = lib->id;
+  return CUDA_SUCCESS;
+}
+
+CUresult UnloadLibrary(Library* lib) {
+  std::lock_guard<std::mutex> l(lib->load_mu);
+  if (!lib->loaded.load(std::memory_order_relaxed)) return CUDA_SUCCESS;  // never sent
+  wire::Writer w;
+  w.Put<uint64_t>(lib->id);
+  return Rpc(wire::Op::kLibraryUnload, w);
+}
+
+namespace {
 
 // The JIT runs in woolyd, which reports no logs: leave the caller's log
 // outputs empty rather than uninitialized.
@@ -276,8 +332,10 @@ CUresult LibraryModule(Library* lib, Module** out) {
       return CUDA_SUCCESS;
     }
   }
+  uint64_t lib_id = 0;
+  if (CUresult r = LibraryId(lib, &lib_id); r != CUDA_SUCCESS) return r;
   wire::Writer w;
-  w.Put<uint64_t>(lib->id);
+  w.Put<uint64_t>(lib_id);
   Reply reply;
   if (CUresult r = Rpc(wire::Op::kLibraryGetModule, w, &reply); r != CUDA_SUCCESS) return r;
   wire::Reader rd = reply.reader();
@@ -303,8 +361,10 @@ CUresult GetKernel(CUkernel* pKernel, CUlibrary library, const char* name) {
   Library* lib = AsLibrary(library);
   if (lib == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   Kernel* k = nullptr;
+  uint64_t lib_id = 0;
+  if (CUresult r = LibraryId(lib, &lib_id); r != CUDA_SUCCESS) return r;
   if (CUresult r = CachedCallable(
-          lib->mu, lib->kernels, wire::Op::kLibraryGetKernel, lib->id, name,
+          lib->mu, lib->kernels, wire::Op::kLibraryGetKernel, lib_id, name,
           [lib](Kernel* kn) { kn->library = lib; }, &k);
       r != CUDA_SUCCESS) {
     return r;
@@ -357,23 +417,61 @@ CUresult ParamInfo(const Callable* c, size_t index, size_t* offset, size_t* size
   return CUDA_SUCCESS;
 }
 
-CUresult FuncGetAttribute(int* pi, int attrib, uint64_t id) {
+// The other face of the same driver function: a kernel's function, or the
+// kernel a function came from (null when there is none).
+Callable* Twin(Callable* c) {
+  if (c->Is(Tag::kFunction)) return static_cast<Function*>(c)->kernel;
+  Kernel* k = static_cast<Kernel*>(c);
+  std::lock_guard<std::mutex> l(k->library->mu);
+  return k->function;
+}
+
+CUresult FuncGetAttribute(int* pi, int attrib, Callable* c) {
   if (pi == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  {
+    std::lock_guard<std::mutex> l(c->attr_mu);
+    if (auto it = c->attrs.find(attrib); it != c->attrs.end()) {
+      *pi = it->second;
+      return CUDA_SUCCESS;
+    }
+  }
   wire::Writer w;
-  w.Put<uint64_t>(id).Put<int32_t>(attrib);
+  w.Put<uint64_t>(c->id).Put<int32_t>(attrib);
   Reply reply;
   if (CUresult r = Rpc(wire::Op::kFuncGetAttribute, w, &reply); r != CUDA_SUCCESS) return r;
   wire::Reader rd = reply.reader();
   const int32_t v = rd.Get<int32_t>();
   if (!rd.ok()) return BadReply(wire::Op::kFuncGetAttribute);
+  std::lock_guard<std::mutex> l(c->attr_mu);
+  c->attrs[attrib] = v;
   *pi = v;
   return CUDA_SUCCESS;
 }
 
-CUresult FuncSetAttribute(int attrib, int value, uint64_t id) {
+CUresult FuncSetAttribute(int attrib, int value, Callable* c) {
+  {
+    std::lock_guard<std::mutex> l(c->attr_mu);
+    if (auto it = c->set_values.find(attrib); it != c->set_values.end() && it->second == value) {
+      return CUDA_SUCCESS;  // already set to this by this client
+    }
+  }
   wire::Writer w;
-  w.Put<uint64_t>(id).Put<int32_t>(attrib).Put<int32_t>(value);
-  return Rpc(wire::Op::kFuncSetAttribute, w);
+  w.Put<uint64_t>(c->id).Put<int32_t>(attrib).Put<int32_t>(value);
+  const CUresult r = Rpc(wire::Op::kFuncSetAttribute, w);
+  // Whatever happened, the attribute is read from woolyd next time, for
+  // this object and its twin (the driver may round what was set).
+  for (Callable* o : {c, Twin(c)}) {
+    if (o == nullptr) continue;
+    std::lock_guard<std::mutex> l(o->attr_mu);
+    o->attrs.erase(attrib);
+    if (r == CUDA_SUCCESS) {
+      o->set_values[attrib] = value;
+    } else {
+      o->set_values.erase(attrib);
+    }
+  }
+  InvalidateOccupancyCache();  // e.g. the carveout changes occupancy
+  return r;
 }
 
 }  // namespace
@@ -497,16 +595,34 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryLoadData(CUlibrary* library, const void* 
                                                 CUlibraryOption* libraryOptions,
                                                 void** libraryOptionValues,
                                                 unsigned int numLibraryOptions) {
+  void* const caller = __builtin_return_address(0);
   WOOLY_API_BODY({
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     if (library == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    if (LogEnabled(LogLevel::kDebug)) {
+      // Which shared object loads libraries, and how many: libcudart inside
+      // each library registers its fatbins, cuDNN loads what it builds.
+      Dl_info info{};
+      const void* data = code;
+      WLOG_DEBUG("cuLibraryLoadData from %s: image at %p, %u library options",
+                 dladdr(caller, &info) != 0 && info.dli_fname != nullptr ? info.dli_fname : "?",
+                 data, numLibraryOptions);
+    }
     if (CUresult r = CheckLoadOptions(numJitOptions, jitOptions, numLibraryOptions, libraryOptions);
         r != CUDA_SUCCESS) {
       return r;
     }
     ImageSpan span;
     if (CUresult r = MemoryImage(code, &span); r != CUDA_SUCCESS) return r;
-    if (CUresult r = LoadLibrary(library, span); r != CUDA_SUCCESS) {
+    // libcudart passes this option without a value array: its presence is
+    // the promise that `code` stays valid until cuLibraryUnload.
+    bool preserved = false;
+    for (unsigned i = 0; i < numLibraryOptions; ++i) {
+      if (libraryOptions[i] == CU_LIBRARY_BINARY_IS_PRESERVED) {
+        preserved = libraryOptionValues == nullptr || libraryOptionValues[i] != nullptr;
+      }
+    }
+    if (CUresult r = LoadLibrary(library, span, preserved); r != CUDA_SUCCESS) {
       WLOG_DEBUG("cuLibraryLoadData: image kind %d, %zu bytes, %u JIT and %u library options",
                  static_cast<int>(span.kind), span.size, numJitOptions, numLibraryOptions);
       return r;
@@ -530,7 +646,7 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryLoadFromFile(
     std::vector<uint8_t> bytes;
     ImageSpan span;
     if (CUresult r = FileImage(fileName, &bytes, &span); r != CUDA_SUCCESS) return r;
-    if (CUresult r = LoadLibrary(library, span); r != CUDA_SUCCESS) return r;
+    if (CUresult r = LoadLibrary(library, span, false, &bytes); r != CUDA_SUCCESS) return r;
     ClearJitOutputs(numJitOptions, jitOptions, jitOptionsValues);
     return CUDA_SUCCESS;
   });
@@ -561,7 +677,9 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryGetGlobal(CUdeviceptr* dptr, size_t* byte
     if (name == nullptr) return CUDA_ERROR_INVALID_VALUE;
     Library* lib = AsLibrary(library);
     if (lib == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    return GetGlobal(wire::Op::kLibraryGetGlobal, lib->id, lib, dptr, bytes, name);
+    uint64_t lib_id = 0;
+    if (CUresult r = LibraryId(lib, &lib_id); r != CUDA_SUCCESS) return r;
+    return GetGlobal(wire::Op::kLibraryGetGlobal, lib_id, lib, dptr, bytes, name);
   });
 }
 
@@ -570,9 +688,7 @@ WOOLY_EXPORT CUresult CUDAAPI cuLibraryUnload(CUlibrary library) {
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     Library* lib = AsLibrary(library);
     if (lib == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    wire::Writer w;
-    w.Put<uint64_t>(lib->id);
-    if (CUresult r = Rpc(wire::Op::kLibraryUnload, w); r != CUDA_SUCCESS) return r;
+    if (CUresult r = UnloadLibrary(lib); r != CUDA_SUCCESS) return r;
     Untrack(lib);
     DestroyLibraryTree(lib);
     return CUDA_SUCCESS;
@@ -661,7 +777,7 @@ WOOLY_EXPORT CUresult CUDAAPI cuFuncGetAttribute(int* pi, CUfunction_attribute a
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     Callable* c = AsCallable(hfunc);
     if (c == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    return FuncGetAttribute(pi, attrib, c->id);
+    return FuncGetAttribute(pi, attrib, c);
   });
 }
 
@@ -671,9 +787,7 @@ WOOLY_EXPORT CUresult CUDAAPI cuFuncSetAttribute(CUfunction hfunc, CUfunction_at
     if (!Initialized()) return CUDA_ERROR_NOT_INITIALIZED;
     Callable* c = AsCallable(hfunc);
     if (c == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    const CUresult r = FuncSetAttribute(attrib, value, c->id);
-    InvalidateOccupancyCache();  // e.g. the carveout changes occupancy
-    return r;
+    return FuncSetAttribute(attrib, value, c);
   });
 }
 
@@ -684,7 +798,7 @@ WOOLY_EXPORT CUresult CUDAAPI cuKernelGetAttribute(int* pi, CUfunction_attribute
     if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
     Kernel* k = AsKernel(kernel);
     if (k == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    return FuncGetAttribute(pi, attrib, k->id);
+    return FuncGetAttribute(pi, attrib, k);
   });
 }
 
@@ -695,8 +809,6 @@ WOOLY_EXPORT CUresult CUDAAPI cuKernelSetAttribute(CUfunction_attribute attrib, 
     if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
     Kernel* k = AsKernel(kernel);
     if (k == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-    const CUresult r = FuncSetAttribute(attrib, val, k->id);
-    InvalidateOccupancyCache();
-    return r;
+    return FuncSetAttribute(attrib, val, k);
   });
 }

@@ -67,6 +67,14 @@ struct Callable : Object {
   uint64_t id = 0;
   std::string name;
   std::vector<wire::ParamInfo> layout;
+  // cuFuncGetAttribute answers, kept because PyTorch asks the same ones
+  // thousands of times. Only this client sets attributes of its functions,
+  // and a set forgets the attribute here (api_module.cc).
+  std::mutex attr_mu;
+  std::unordered_map<int, int> attrs;  // guarded by attr_mu
+  // The value this client last set per attribute, so that setting it again
+  // (PyTorch does so before many launches) needs no round trip.
+  std::unordered_map<int, int> set_values;  // guarded by attr_mu
 };
 
 struct Function : Callable {
@@ -90,9 +98,20 @@ struct Module : Object {
   std::unordered_map<std::string, Function*> functions;  // guarded by mu
 };
 
+// A library is sent to woolyd only when something needs it there (a kernel,
+// its module or a global): libcudart registers every fatbin of a process
+// (thousands for PyTorch) and most are never used. Until then `pending`
+// names the image: the caller's bytes when it promised to keep them
+// (CU_LIBRARY_BINARY_IS_PRESERVED), else `owned`. Use LibraryId() for the
+// server id.
 struct Library : Object {
   Library() : Object(Tag::kLibrary) {}
-  uint64_t id = 0;
+  std::mutex load_mu;                // held while sending; taken before mu, never inside it
+  std::atomic<bool> loaded{false};   // id is valid once this is true (release/acquire)
+  uint64_t id = 0;                   // written under load_mu before `loaded`
+  const uint8_t* pending = nullptr;  // guarded by load_mu; the image to send
+  size_t pending_size = 0;           // guarded by load_mu
+  std::vector<uint8_t> owned;        // guarded by load_mu; a copy when not preserved
   Context* ctx = nullptr;
   std::mutex mu;
   std::unordered_map<std::string, Kernel*> kernels;  // guarded by mu

@@ -139,7 +139,7 @@ void ReleaseContextResources(Context* ctx) {
     Destroy(e);
   }
   for (Library* lib : libraries) {
-    LogFailure("cuLibraryUnload", SimpleRpc(wire::Op::kLibraryUnload, lib->id));
+    LogFailure("cuLibraryUnload", UnloadLibrary(lib));
     DestroyLibraryTree(lib);
   }
   for (Module* m : modules) {

@@ -30,6 +30,12 @@ bool Untrack(Library* l);
 void DestroyModuleTree(Module* m);
 void DestroyLibraryTree(Library* l);
 
+// (api_module.cc) The server id of `lib`, sending the library to woolyd
+// first if it has not been yet; the error of that load otherwise.
+CUresult LibraryId(Library* lib, uint64_t* id);
+// (api_module.cc) Unloads `lib` on woolyd if it was ever sent there.
+CUresult UnloadLibrary(Library* lib);
+
 // Synchronizes, then destroys/unloads/frees everything `ctx` owns on woolyd
 // and client-side. Errors from woolyd are logged, not returned: the context
 // is going away regardless.

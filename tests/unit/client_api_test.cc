@@ -49,6 +49,14 @@ class ClientApiTest : public ::testing::Test {
     ASSERT_EQ(cuCtxSetCurrent(ctx_), CUDA_SUCCESS);
   }
 
+  // A fake library (not marked preserved) and its kernel "struct_kernel".
+  static void LoadStructKernel(CUlibrary* lib, CUkernel* k) {
+    ASSERT_EQ(
+        cuLibraryLoadData(lib, "WOOLY-FAKE-MODULE v1\n", nullptr, nullptr, 0, nullptr, nullptr, 0),
+        CUDA_SUCCESS);
+    ASSERT_EQ(cuLibraryGetKernel(k, *lib, "struct_kernel"), CUDA_SUCCESS);
+  }
+
   std::unique_ptr<FakeWoolyd> server_;
   CUcontext ctx_ = nullptr;
 };
@@ -602,11 +610,8 @@ TEST_F(ClientApiTest, ModuleGlobalsAreDeviceMemory) {
 TEST_F(ClientApiTest, LibraryKernelsAndFunctions) {
   InitWithContext();
   CUlibrary lib = nullptr;
-  ASSERT_EQ(
-      cuLibraryLoadData(&lib, "WOOLY-FAKE-MODULE v1\n", nullptr, nullptr, 0, nullptr, nullptr, 0),
-      CUDA_SUCCESS);
   CUkernel k = nullptr;
-  ASSERT_EQ(cuLibraryGetKernel(&k, lib, "struct_kernel"), CUDA_SUCCESS);
+  ASSERT_NO_FATAL_FAILURE(LoadStructKernel(&lib, &k));
   size_t off = 0, size = 0;
   ASSERT_EQ(cuKernelGetParamInfo(k, 0, &off, &size), CUDA_SUCCESS);
   EXPECT_EQ(size, 24u);
@@ -642,6 +647,110 @@ TEST_F(ClientApiTest, LibraryKernelsAndFunctions) {
   ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
   ASSERT_EQ(server_->launches().size(), 1u);
   EXPECT_EQ(server_->launches()[0].args.size(), 32u);
+  ASSERT_EQ(cuLibraryUnload(lib), CUDA_SUCCESS);
+}
+
+// libcudart registers every fatbin of a process as a library; only those
+// whose kernels are used are sent to woolyd.
+TEST_F(ClientApiTest, LibrariesAreSentOnFirstUse) {
+  InitWithContext();
+  server_->ClearOps();
+  static const char kImage[] = "WOOLY-FAKE-MODULE v1\n";
+  CUlibraryOption preserved = CU_LIBRARY_BINARY_IS_PRESERVED;
+  CUlibrary unused = nullptr, used = nullptr;
+  ASSERT_EQ(cuLibraryLoadData(&unused, kImage, nullptr, nullptr, 0, &preserved, nullptr, 1),
+            CUDA_SUCCESS);
+  ASSERT_EQ(cuLibraryLoadData(&used, kImage, nullptr, nullptr, 0, &preserved, nullptr, 1),
+            CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kLibraryLoadData), 0u);
+
+  CUkernel k1 = nullptr, k2 = nullptr;
+  ASSERT_EQ(cuLibraryGetKernel(&k1, used, "struct_kernel"), CUDA_SUCCESS);
+  ASSERT_EQ(cuLibraryGetKernel(&k2, used, "other_kernel"), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kLibraryLoadData), 1u);
+  const std::vector<std::vector<uint8_t>> images = server_->images();
+  ASSERT_EQ(images.size(), 1u);
+  EXPECT_EQ(std::string(images[0].begin(), images[0].end()), std::string(kImage, sizeof(kImage)));
+
+  // A library never sent is unloaded without asking woolyd.
+  ASSERT_EQ(cuLibraryUnload(unused), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kLibraryUnload), 0u);
+  ASSERT_EQ(cuLibraryUnload(used), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kLibraryUnload), 1u);
+  EXPECT_EQ(cuLibraryUnload(unused), CUDA_ERROR_INVALID_HANDLE);
+}
+
+TEST_F(ClientApiTest, UnpreservedLibraryImagesAreCopied) {
+  InitWithContext();
+  // Without CU_LIBRARY_BINARY_IS_PRESERVED the caller may reuse its buffer
+  // at once: what woolyd gets later is what was passed.
+  std::string buffer = "WOOLY-FAKE-MODULE v1\n";
+  const std::string original = buffer;
+  CUlibrary lib = nullptr;
+  ASSERT_EQ(cuLibraryLoadData(&lib, buffer.c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0),
+            CUDA_SUCCESS);
+  buffer.assign(buffer.size(), 'x');
+  CUdeviceptr g = 0;
+  size_t bytes = 0;
+  ASSERT_EQ(cuLibraryGetGlobal(&g, &bytes, lib, "g_counter"), CUDA_SUCCESS);
+  const std::vector<std::vector<uint8_t>> images = server_->images();
+  ASSERT_EQ(images.size(), 1u);
+  EXPECT_EQ(std::string(images[0].begin(), images[0].end() - 1), original);
+  ASSERT_EQ(cuLibraryUnload(lib), CUDA_SUCCESS);
+}
+
+TEST_F(ClientApiTest, LibraryLoadErrorsComeAtFirstUseAndRepeat) {
+  InitWithContext();
+  CUlibrary lib = nullptr;
+  ASSERT_EQ(cuLibraryLoadData(&lib, "WOOLY-FAKE-BAD\n", nullptr, nullptr, 0, nullptr, nullptr, 0),
+            CUDA_SUCCESS);
+  CUkernel k = nullptr;
+  EXPECT_EQ(cuLibraryGetKernel(&k, lib, "struct_kernel"), CUDA_ERROR_INVALID_IMAGE);
+  CUmodule m = nullptr;
+  EXPECT_EQ(cuLibraryGetModule(&m, lib), CUDA_ERROR_INVALID_IMAGE);
+  EXPECT_EQ(server_->CountOp(wire::Op::kLibraryLoadData), 2u);
+  ASSERT_EQ(cuLibraryUnload(lib), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kLibraryUnload), 0u);
+}
+
+TEST_F(ClientApiTest, FunctionAttributesAreAskedOnceAndSetsAreNotRepeated) {
+  InitWithContext();
+  CUlibrary lib = nullptr;
+  CUkernel k = nullptr;
+  ASSERT_NO_FATAL_FAILURE(LoadStructKernel(&lib, &k));
+  CUfunction f = nullptr;
+  ASSERT_EQ(cuKernelGetFunction(&f, k), CUDA_SUCCESS);
+  server_->ClearOps();
+  int v = 0;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, f), CUDA_SUCCESS);
+    EXPECT_EQ(v, 1024);
+  }
+  EXPECT_EQ(server_->CountOp(wire::Op::kFuncGetAttribute), 1u);
+
+  // A set is sent once per new value; the next get asks again.
+  const auto smem = CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+  ASSERT_EQ(cuFuncGetAttribute(&v, smem, f), CUDA_SUCCESS);
+  EXPECT_EQ(v, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(cuFuncSetAttribute(f, smem, 65536), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kFuncSetAttribute), 1u);
+  ASSERT_EQ(cuFuncGetAttribute(&v, smem, f), CUDA_SUCCESS);
+  EXPECT_EQ(v, 65536);
+  // The kernel is the same driver function: it sees the set too, and
+  // setting the same value through it needs no round trip.
+  ASSERT_EQ(cuKernelGetAttribute(&v, smem, k, 0), CUDA_SUCCESS);
+  ASSERT_EQ(cuKernelSetAttribute(smem, 65536, k, 0), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kFuncSetAttribute), 1u);
+  ASSERT_EQ(cuKernelSetAttribute(smem, 1024, k, 0), CUDA_SUCCESS);
+  const size_t gets = server_->CountOp(wire::Op::kFuncGetAttribute);
+  ASSERT_EQ(cuFuncGetAttribute(&v, smem, f), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kFuncGetAttribute), gets + 1) << "asked again";
+  ASSERT_EQ(cuFuncSetAttribute(f, smem, 65536), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kFuncSetAttribute), 3u);
+  // A refused set is not remembered.
+  EXPECT_EQ(cuFuncSetAttribute(f, smem, -1), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(cuFuncSetAttribute(f, smem, -1), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(server_->CountOp(wire::Op::kFuncSetAttribute), 5u);
   ASSERT_EQ(cuLibraryUnload(lib), CUDA_SUCCESS);
 }
 

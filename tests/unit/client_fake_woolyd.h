@@ -426,6 +426,10 @@ class FakeWoolyd {
         uint64_t n = 0;
         const uint8_t* p = r.GetBytes(&n);
         if (p == nullptr) return CUDA_ERROR_INVALID_VALUE;
+        static constexpr char kBad[] = "WOOLY-FAKE-BAD";
+        if (n >= sizeof(kBad) - 1 && std::memcmp(p, kBad, sizeof(kBad) - 1) == 0) {
+          return CUDA_ERROR_INVALID_IMAGE;
+        }
         images_.emplace_back(p, p + n);
         out.Put<uint64_t>(NewId());
         return CUDA_SUCCESS;
@@ -466,10 +470,24 @@ class FakeWoolyd {
       case wire::Op::kModuleGetFunctionCount:
         out.Put<uint32_t>(3);
         return CUDA_SUCCESS;
-      case wire::Op::kFuncGetAttribute:
-        r.Get<uint64_t>();
-        out.Put<int32_t>(r.Get<int32_t>() == CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK ? 1024 : 0);
+      case wire::Op::kFuncGetAttribute: {
+        const uint64_t id = r.Get<uint64_t>();
+        const int32_t attr = r.Get<int32_t>();
+        if (auto it = func_attrs_.find({id, attr}); it != func_attrs_.end()) {
+          out.Put<int32_t>(it->second);
+        } else {
+          out.Put<int32_t>(attr == CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK ? 1024 : 0);
+        }
         return CUDA_SUCCESS;
+      }
+      case wire::Op::kFuncSetAttribute: {
+        const uint64_t id = r.Get<uint64_t>();
+        const int32_t attr = r.Get<int32_t>();
+        const int32_t value = r.Get<int32_t>();
+        if (value < 0) return CUDA_ERROR_INVALID_VALUE;
+        func_attrs_[{id, attr}] = value;
+        return CUDA_SUCCESS;
+      }
       case wire::Op::kLaunchKernel: {
         Launch l;
         l.function = r.Get<uint64_t>();
@@ -533,6 +551,7 @@ class FakeWoolyd {
   std::vector<wire::Op> ops_;
   std::vector<Launch> launches_;
   std::vector<std::vector<uint8_t>> images_;
+  std::map<std::pair<uint64_t, int32_t>, int32_t> func_attrs_;  // set by kFuncSetAttribute
   std::vector<uint64_t> stream_syncs_;
   std::vector<std::pair<uint32_t, int32_t>> stream_creates_;
   std::vector<std::pair<uint64_t, uint8_t>> copy_streams_;
