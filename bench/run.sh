@@ -149,6 +149,8 @@ start_woolyd() {
   local extra=()
   mkdir -p "$d"
   [ -n "$MODULE_CACHE" ] && extra=(--module-cache-dir "$d/module-cache") && mkdir -p "$d/module-cache"
+  # shellcheck disable=SC2206  # split on purpose: a list of flags
+  [ -n "${WOOLY_BENCH_WOOLYD_ARGS:-}" ] && extra+=($WOOLY_BENCH_WOOLYD_ARGS)
   env -u LD_PRELOAD LD_LIBRARY_PATH="$LIB_DIR" WOOLY_REAL_LIBCUDA="$real_libcuda" WOOLY_SOCKET_DIR="$d" \
     "$SERVER" --listen "unix:$d/s.sock" --listen tcp:127.0.0.1:0 --admin "unix:$d/a.sock" \
     --log-level warn --ready-file "$d/ready" "${extra[@]}" >"$d/woolyd.log" 2>&1 &
