@@ -43,6 +43,24 @@ const char kServerVersion[] = WOOLY_VERSION;
 
 namespace {
 
+// How long a channel must stay empty before woolyd treats the client as
+// paused (server.cc's session loop).
+constexpr std::chrono::microseconds kIdleGrace{20};
+
+// True when input arrives on `chan` within `grace` (spinning: the wait is
+// far shorter than a sleep and wake-up would be).
+bool InputWithin(const wire::ByteChannel& chan, std::chrono::microseconds grace) {
+  if (chan.InputReady()) return true;
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  for (unsigned i = 1;; ++i) {
+    if (chan.InputReady()) return true;
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 15) == 0 && std::chrono::steady_clock::now() >= deadline) return chan.InputReady();
+  }
+}
+
 // wire::ParseEndpoint refuses port 0 (a client cannot connect to it); a
 // listener may ask for it to get an ephemeral port.
 bool ParseListenEndpoint(const std::string& text, wire::Endpoint* ep, std::string* error) {
@@ -613,8 +631,11 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
         break;
       }
       // The client paused (waits or computes): its launches so far form a
-      // measured batch.
-      if (session->HasOpenBatch() && !chan->InputReady()) session->OnIdle();
+      // measured batch. A client queueing launches back to back often
+      // leaves the channel empty for a moment; closing a batch (an event
+      // record in the driver) each time halved launch throughput, so it
+      // must stay empty for a short grace first.
+      if (session->HasOpenBatch() && !InputWithin(*chan, kIdleGrace)) session->OnIdle();
       // Keep one copy chunk's worth for the next bulk frame, nothing bigger
       // (a large module image) for the rest of the connection.
       if (buffer.capacity() > wire::kCopyChunk + 4096) std::vector<uint8_t>().swap(buffer);
