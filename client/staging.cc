@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <mutex>
 
+#include "copy_pool.h"
 #include "driver.h"
 #include "log.h"
 #include "memory_ext.h"
@@ -21,6 +21,19 @@ namespace {
 constexpr int kSlots = 2;
 constexpr uint64_t kSlotBytes = 8u << 20;
 constexpr uint64_t kHeaderBytes = 4096;  // completion words, one cache line per slot
+
+// A copy that fits in one slot but is at least this big goes as two chunks,
+// so the host copy of one overlaps the DMA of the other (each half is still
+// big enough for ParallelCopy to split).
+constexpr uint64_t kSplitMin = 4u << 20;
+static_assert(kSplitMin / 2 >= kParallelCopyThreshold);
+
+// The bytes per chunk of an `n`-byte copy: a whole slot, or half of a copy
+// that fits in one (rounded up to a page).
+uint64_t ChunkBytes(uint64_t n) {
+  if (n < kSplitMin || n > kSlotBytes) return kSlotBytes;
+  return (n / 2 + 4095) & ~uint64_t{4095};
+}
 
 struct Completion {
   std::atomic<uint32_t> seq;
@@ -125,13 +138,14 @@ CUresult StagedHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream) {
   if (!st->Ready()) return CUDA_ERROR_NOT_SUPPORTED;
   const uint8_t* p = static_cast<const uint8_t*>(src);
   CUresult first = CUDA_SUCCESS;
+  const uint64_t chunk_bytes = ChunkBytes(n);
   uint64_t chunk = 0;
-  for (uint64_t off = 0; off < n; off += kSlotBytes, ++chunk) {
+  for (uint64_t off = 0; off < n; off += chunk_bytes, ++chunk) {
     const int slot = static_cast<int>(chunk % kSlots);
     if (CUresult r = st->Wait(slot); r != CUDA_SUCCESS && first == CUDA_SUCCESS) first = r;
     if (first != CUDA_SUCCESS) break;
-    const uint64_t len = std::min<uint64_t>(kSlotBytes, n - off);
-    std::memcpy(st->data(slot), p + off, len);
+    const uint64_t len = std::min<uint64_t>(chunk_bytes, n - off);
+    ParallelCopy(st->data(slot), p + off, len);
     if (CUresult r = st->Send(wire::Op::kMemcpyHtoDShared, slot, dst + off, len, stream);
         r != CUDA_SUCCESS) {
       first = r;
@@ -149,14 +163,15 @@ CUresult StagedDtoH(void* dst, uint64_t src, size_t n, uint64_t stream) {
   std::lock_guard<std::mutex> lock(st->mu());
   if (!st->Ready()) return CUDA_ERROR_NOT_SUPPORTED;
   uint8_t* p = static_cast<uint8_t*>(dst);
-  const uint64_t chunks = (n + kSlotBytes - 1) / kSlotBytes;
-  auto len_of = [&](uint64_t c) { return std::min<uint64_t>(kSlotBytes, n - c * kSlotBytes); };
+  const uint64_t chunk_bytes = ChunkBytes(n);
+  const uint64_t chunks = (n + chunk_bytes - 1) / chunk_bytes;
+  auto len_of = [&](uint64_t c) { return std::min<uint64_t>(chunk_bytes, n - c * chunk_bytes); };
   CUresult first = CUDA_SUCCESS;
   // Keep both slots busy: chunk c + kSlots goes out as soon as chunk c is
   // copied out of its slot.
   uint64_t sent = 0;
   for (; sent < chunks && sent < static_cast<uint64_t>(kSlots); ++sent) {
-    first = st->Send(wire::Op::kMemcpyDtoHShared, static_cast<int>(sent), src + sent * kSlotBytes,
+    first = st->Send(wire::Op::kMemcpyDtoHShared, static_cast<int>(sent), src + sent * chunk_bytes,
                      len_of(sent), stream);
     if (first != CUDA_SUCCESS) break;
   }
@@ -166,9 +181,9 @@ CUresult StagedDtoH(void* dst, uint64_t src, size_t n, uint64_t stream) {
       first = r;
       break;
     }
-    std::memcpy(p + c * kSlotBytes, st->data(slot), len_of(c));
+    ParallelCopy(p + c * chunk_bytes, st->data(slot), len_of(c));
     if (sent < chunks) {
-      first = st->Send(wire::Op::kMemcpyDtoHShared, slot, src + sent * kSlotBytes, len_of(sent),
+      first = st->Send(wire::Op::kMemcpyDtoHShared, slot, src + sent * chunk_bytes, len_of(sent),
                        stream);
       ++sent;
     }

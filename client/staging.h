@@ -5,7 +5,8 @@
 // woolyd DMAs one slot, the client copies the next chunk into (or out of)
 // the other. Each chunk is a kMemcpy{HtoD,DtoH}Shared request with a
 // completion word the client waits on, so the only data copies are the one
-// memcpy the driver itself would make and the DMA.
+// memcpy the driver itself would make (done on several threads for large
+// chunks, copy_pool.h) and the DMA.
 //
 // Thread safety: calls from several threads are serialized.
 #ifndef WOOLY_CLIENT_STAGING_H_

@@ -24,6 +24,11 @@ wooly_cc_test(NAME client_util_test
   DEPS wooly::client_core
   LABELS unit)
 
+wooly_cc_test(NAME client_copy_pool_test
+  SRCS ${_client_tests}/client_copy_pool_test.cc
+  DEPS wooly::client_core
+  LABELS unit)
+
 # The driver API against an in-process fake woolyd (client_fake_woolyd.h).
 wooly_cc_test(NAME client_api_test
   SRCS ${_client_tests}/client_api_test.cc
