@@ -194,6 +194,16 @@ bool TouchesDeviceMemory(uint16_t op) {
 }
 
 // Hot requests that change nothing status reports: they skip refreshing it.
+// WOOLY_LAUNCH_PIPELINE=0 makes woolyd run every launch on the session's
+// own thread (a diagnostic switch; launch_pipeline.h).
+bool LaunchPipelineEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("WOOLY_LAUNCH_PIPELINE");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
+}
+
 bool LeavesStatsAlone(uint16_t op) {
   if (TouchesDeviceMemory(op)) return true;
   switch (static_cast<Op>(op)) {
@@ -315,6 +325,11 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     return reply;
   }
 
+  no_reply_ = (header.flags & wire::kFlagNoReply) != 0;
+  queued_ = false;
+  // Only a launch may go behind queued launches (OpLaunchKernel decides).
+  if (op != static_cast<uint16_t>(Op::kLaunchKernel)) DrainPipelineLocked();
+
   // Trace level times each command from here (waiting for the context
   // included), for finding where a workload's time goes.
   const bool tracing = spdlog::should_log(spdlog::level::trace);
@@ -362,6 +377,7 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
         "client {}: {} seq {} (no reply) -> CUresult {} ({}); reported at the next "
         "synchronization",
         id_, wire::OpName(op), header.seq, static_cast<int>(result), status.ToString());
+    DrainPipelineLocked();  // an error of an earlier, queued launch comes first
     if (deferred_error_ == CUDA_SUCCESS) deferred_error_ = result;
   } else if (!no_reply && result == CUDA_SUCCESS && deferred_error_ != CUDA_SUCCESS &&
              ReportsDeferredErrors(op)) {
@@ -384,7 +400,8 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
     }
     reply.payload = std::move(out.data());
   }
-  if (result == CUDA_SUCCESS && op == static_cast<uint16_t>(Op::kLaunchKernel)) {
+  // A queued launch is counted when it runs (RunPipelined).
+  if (result == CUDA_SUCCESS && op == static_cast<uint16_t>(Op::kLaunchKernel) && !queued_) {
     kernels_launched_.fetch_add(1, std::memory_order_relaxed);
   }
   if (!LeavesStatsAlone(op)) PublishStats();
@@ -592,6 +609,11 @@ void ClientSession::Close(const std::string& reason) {
 void ClientSession::CloseLocked(const std::string& reason) {
   if (closed_) return;
   closed_ = true;
+  // Queued launches run (or fail) before anything is released.
+  if (pipeline_ != nullptr) {
+    pipeline_->Stop();
+    pipeline_error_.store(CUDA_SUCCESS, std::memory_order_relaxed);
+  }
   // Leaves its tenant (returning what it was charged) once released.
   absl::Cleanup leave = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { membership_.reset(); };
   const uint64_t generation = context_generation_.load(std::memory_order_relaxed);
@@ -760,6 +782,7 @@ ClientSession::StreamRec* ClientSession::FindStream(uint64_t id) {
 }
 
 absl::Status ClientSession::OrderAfter(StreamRec& waiter, StreamRec& signaler) {
+  DrainPipelineLocked();  // the record must follow the signaler's queued launches
   if (signaler.sync_event == 0) {
     absl::StatusOr<BackendHandle> e = backend_->EventCreate(kSyncEventFlags);
     if (!e.ok()) return e.status();
@@ -824,6 +847,7 @@ void ClientSession::MoveToPlacement(StreamRec& s) {
   if (sched_ == nullptr || s.placement == sched_->placement_generation()) return;
   // A capturing stream records rather than runs: it moves after its capture.
   if (StreamCapturing(s.backend)) return;
+  DrainPipelineLocked();  // the move's record must follow the queued launches
   uint64_t placement = 0;
   absl::StatusOr<BackendHandle> fresh = NewBackendStream(0, &placement);
   // Even on failure: the stream stays where it is until the next change.
@@ -856,7 +880,49 @@ void ClientSession::MoveToPlacement(StreamRec& s) {
   (void)backend_->StreamDestroy(old);
 }
 
-bool ClientSession::HasOpenBatch() const { return sched_ != nullptr && sched_->has_open_batch(); }
+void ClientSession::DrainPipelineLocked() {
+  if (pipeline_ == nullptr) return;
+  pipeline_->Drain();
+  const int32_t e = pipeline_error_.exchange(CUDA_SUCCESS, std::memory_order_acq_rel);
+  if (e != CUDA_SUCCESS && deferred_error_ == CUDA_SUCCESS) {
+    deferred_error_ = static_cast<CUresult>(e);
+  }
+}
+
+void ClientSession::RunPipelined(absl::FunctionRef<LaunchPipeline::Job*()> next) {
+  // One context access per burst; the session thread holds its own.
+  SharedContext::Access access(env_->context, context_generation_.load(std::memory_order_relaxed));
+  while (LaunchPipeline::Job* job = next()) {
+    CUresult result = access.result();
+    if (access.ok()) {
+      if (job->measured) sched_->BeginLaunch(job->config.stream);
+      const absl::Status status = backend_->LaunchKernel(
+          job->function, job->config, absl::MakeConstSpan(job->args.data(), job->args.size()));
+      if (job->measured && status.ok()) sched_->EndLaunch(job->config.stream);
+      result = ToCuResult(status);
+      access.Observe(result, [this] { return absl::StrCat("client ", id_, " LaunchKernel"); });
+      if (!status.ok()) {
+        spdlog::debug(
+            "client {}: LaunchKernel (pipelined) -> {}; reported at the next "
+            "synchronization",
+            id_, status.ToString());
+      }
+    }
+    if (result == CUDA_SUCCESS) {
+      kernels_launched_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      int32_t expected = CUDA_SUCCESS;
+      pipeline_error_.compare_exchange_strong(expected, result, std::memory_order_acq_rel);
+    }
+  }
+}
+
+bool ClientSession::HasOpenBatch() const {
+  if (sched_ == nullptr) return false;
+  // Queued launches open a batch once they run.
+  const LaunchPipeline* p = pipeline_view_.load(std::memory_order_acquire);
+  return sched_->has_open_batch() || (p != nullptr && p->Busy());
+}
 
 void ClientSession::Admit(const std::atomic<bool>& stopping) {
   if (sched_ != nullptr && hello_done()) sched_->Admit(stopping);
@@ -866,6 +932,7 @@ void ClientSession::OnIdle() {
   if (!HasOpenBatch()) return;
   absl::MutexLock lock(&mu_);
   if (closed_) return;
+  DrainPipelineLocked();
   SharedContext::Access access(env_->context, context_generation_.load(std::memory_order_relaxed));
   if (access.ok()) sched_->CloseBatches();
 }
@@ -1573,9 +1640,31 @@ absl::Status ClientSession::OpLaunchKernel(wire::Reader& in, wire::Writer& out) 
     attrs.push_back(a);
   }
   config.attributes = std::move(attrs);
+  // Posted launches go to the pipeline's thread, except while a capture is
+  // open (the stream's capture state decides how work is recorded) and for
+  // overcommitted clients (their memory must stay resident until the
+  // driver has the launch; NodeMemory brackets each command).
+  const bool pipelined =
+      no_reply_ && LaunchPipelineEnabled() && graphs_.captures.empty() && !node_client_;
+  if (!pipelined) DrainPipelineLocked();
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
   config.stream = *st;
+  if (pipelined) {
+    if (pipeline_ == nullptr) {
+      pipeline_ = std::make_unique<LaunchPipeline>(
+          [this](absl::FunctionRef<LaunchPipeline::Job*()> next) { RunPipelined(next); });
+      pipeline_view_.store(pipeline_.get(), std::memory_order_release);
+    }
+    LaunchPipeline::Job& job = pipeline_->Slot();
+    job.function = c->function;
+    job.config = std::move(config);
+    job.args.assign(args, args + n_args);
+    job.measured = sched_ != nullptr;
+    pipeline_->Submit();
+    queued_ = true;
+    return absl::OkStatus();
+  }
   // Measured unless captured (an event would join the capture's graph).
   const bool measured = sched_ != nullptr && !StreamCapturing(*st);
   if (measured) sched_->BeginLaunch(*st);

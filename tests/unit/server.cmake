@@ -16,6 +16,11 @@ wooly_cc_test(NAME server_test
   DEPS wooly::server wooly::fake_backend wooly::wire wooly::proto gRPC::grpc++
        protobuf::libprotobuf absl::synchronization absl::time)
 
+# The queue of posted launches each session runs on its own thread.
+wooly_cc_test(NAME server_launch_pipeline_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/server_launch_pipeline_test.cc
+  DEPS wooly::server)
+
 # Graphs and stream capture through woolyd on the fake backend.
 wooly_cc_test(NAME server_graphs_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/server_graphs_test.cc

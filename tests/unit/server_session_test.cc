@@ -766,5 +766,57 @@ TEST_P(ServerSessionTest, AsynchronousErrorsAreReportedAtTheNextSynchronization)
   EXPECT_EQ(out, std::vector<uint8_t>(64, 0x5a));
 }
 
+// Posted launches run on the session's launch pipeline (launch_pipeline.h):
+// they still take effect in the order the client sent them, around other
+// commands, and their errors come back in that order too.
+TEST_P(ServerSessionTest, PostedLaunchesKeepTheClientsOrder) {
+  std::unique_ptr<TestClient> c = Hello();
+  ASSERT_NE(c, nullptr);
+  const uint64_t module = LoadUnitModule(*c);
+  uint64_t fn = 0;
+  ASSERT_EQ(c->GetFunction(module, "wooly_unit_add_one", &fn), CUDA_SUCCESS);
+  constexpr uint32_t kN = 256;
+  uint64_t d = 0;
+  ASSERT_EQ(c->MemAlloc(kN * 4, &d), CUDA_SUCCESS);
+  auto launch = [&](uint64_t function, uint32_t shared_bytes) {
+    wire::Writer w;
+    w.Put<uint64_t>(function);
+    w.Put<uint32_t>(1).Put<uint32_t>(1).Put<uint32_t>(1);
+    w.Put<uint32_t>(kN).Put<uint32_t>(1).Put<uint32_t>(1);
+    w.Put<uint32_t>(shared_bytes).Put<uint64_t>(wire::kStreamNull).Put<uint32_t>(0);
+    const std::vector<uint8_t> args = ArgPacker().Add<uint64_t>(d).Add<uint32_t>(kN).bytes();
+    w.PutBytes(args.data(), args.size());
+    return c->Post(Op::kLaunchKernel, w);
+  };
+  auto memset = [&](uint64_t dst, uint32_t value) {
+    wire::Writer w;
+    w.Put<uint64_t>(dst).Put<uint64_t>(0).Put<uint32_t>(value).Put<uint8_t>(4);
+    w.Put<uint64_t>(kN).Put<uint64_t>(1).Put<uint64_t>(wire::kStreamNull).Put<uint8_t>(1);
+    return c->Post(Op::kMemset, w);
+  };
+  ASSERT_TRUE(memset(d, 0));
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(launch(fn, 0));  // more than the queue holds
+  ASSERT_TRUE(memset(d, 7));                                 // after every launch before it
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(launch(fn, 0));
+  ASSERT_EQ(c->OneId(Op::kStreamSynchronize, wire::kStreamNull), CUDA_SUCCESS);
+  std::vector<uint32_t> out(kN);
+  ASSERT_EQ(c->DtoH(out.data(), d, kN * 4), CUDA_SUCCESS);
+  EXPECT_EQ(out, std::vector<uint32_t>(kN, 7 + 50));
+
+  // A queued launch the driver refuses (too much shared memory) fails
+  // before a later one woolyd refuses itself (an unknown function): the
+  // synchronization reports the first.
+  ASSERT_TRUE(launch(fn, 1u << 30));
+  ASSERT_TRUE(launch(987654321, 0));
+  EXPECT_EQ(c->OneId(Op::kStreamSynchronize, wire::kStreamNull), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(c->OneId(Op::kStreamSynchronize, wire::kStreamNull), CUDA_SUCCESS);
+  // The session still works, and closes with launches queued.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(launch(fn, 0));
+  ASSERT_EQ(c->DtoH(out.data(), d, kN * 4), CUDA_SUCCESS);
+  EXPECT_EQ(out, std::vector<uint32_t>(kN, 7 + 50 + 20));
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(launch(fn, 0));
+  c->Close();
+}
+
 }  // namespace
 }  // namespace wooly::server

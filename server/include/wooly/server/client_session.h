@@ -46,6 +46,7 @@
 #include "wooly/memory/allocation_table.h"
 #include "wooly/proto/wire.h"
 #include "wooly/server/gpu_backend.h"
+#include "wooly/server/launch_pipeline.h"
 #include "wooly/server/module_cache.h"
 #include "wooly/server/session_graphs.h"
 #include "wooly/server/session_memory_ext.h"
@@ -350,6 +351,12 @@ class ClientSession {
   // quiesce callback sees them, republished whenever they change (before a
   // stream is destroyed).
   void PublishQuiesceStreamsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns once every queued launch has run, and makes a pipelined
+  // launch's error the session's deferred error. Called before any other
+  // backend call of the session, so that calls keep the client's order.
+  void DrainPipelineLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs queued launches (the pipeline's thread).
+  void RunPipelined(absl::FunctionRef<LaunchPipeline::Job*()> next);
   // NodeMemory's quiesce callback: synchronizes those streams. Takes only
   // quiesce_mu_ (see the lock order in node_memory.h).
   absl::Status QuiesceStreams() ABSL_LOCKS_EXCLUDED(quiesce_mu_);
@@ -475,6 +482,17 @@ class ClientSession {
   // The first error of a request sent without reply (wire::kFlagNoReply),
   // reported by the next synchronizing request.
   CUresult deferred_error_ ABSL_GUARDED_BY(mu_) = CUDA_SUCCESS;
+  // Whether the request being handled was sent without reply.
+  bool no_reply_ ABSL_GUARDED_BY(mu_) = false;
+  // Whether OpLaunchKernel queued the request being handled.
+  bool queued_ ABSL_GUARDED_BY(mu_) = false;
+  // Posted launches run on their own thread (launch_pipeline.h); started on
+  // the first one. pipeline_busy_ mirrors it for HasOpenBatch, which runs
+  // without mu_. The first error of a pipelined launch waits in
+  // pipeline_error_ until the next drain moves it to deferred_error_.
+  std::unique_ptr<LaunchPipeline> pipeline_ ABSL_GUARDED_BY(mu_);
+  std::atomic<LaunchPipeline*> pipeline_view_{nullptr};
+  std::atomic<int32_t> pipeline_error_{CUDA_SUCCESS};
   int pending_fd_ ABSL_GUARDED_BY(mu_) = -1;
   // Client pinned memory mapped into woolyd at the client's addresses:
   // base -> size.
