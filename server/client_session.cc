@@ -1644,8 +1644,11 @@ absl::Status ClientSession::OpLaunchKernel(wire::Reader& in, wire::Writer& out) 
   // open (the stream's capture state decides how work is recorded) and for
   // overcommitted clients (their memory must stay resident until the
   // driver has the launch; NodeMemory brackets each command).
+  // Only worth it when more commands wait behind this one (or launches are
+  // queued already): a lone launch followed by a wait runs faster here.
   const bool pipelined =
-      no_reply_ && LaunchPipelineEnabled() && graphs_.captures.empty() && !node_client_;
+      no_reply_ && LaunchPipelineEnabled() && graphs_.captures.empty() && !node_client_ &&
+      (more_input_.load(std::memory_order_relaxed) || (pipeline_ != nullptr && pipeline_->Busy()));
   if (!pipelined) DrainPipelineLocked();
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();

@@ -615,6 +615,7 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
       if (op == wire::Op::kLaunchKernel || op == wire::Op::kGraphLaunch) {
         session->Admit(stopping_);  // the scheduler may hold or pace it
       }
+      if (op == wire::Op::kLaunchKernel) session->SetMoreInput(chan->InputReady());
       const auto started = std::chrono::steady_clock::now();
       ClientSession::Reply r = session->Handle(h, buffer);
       latency_.Observe(

@@ -173,6 +173,9 @@ class ClientSession {
   void Admit(const std::atomic<bool>& stopping);
   bool HasOpenBatch() const;
   void OnIdle();
+  // Set by the transport before each Handle: whether further commands have
+  // arrived already (posted launches then go to the launch pipeline).
+  void SetMoreInput(bool more) { more_input_.store(more, std::memory_order_relaxed); }
 
   // Set by the transport before Hello: the peer's pid namespace inode (unix
   // peers), which keys its tenant when nothing else does (tenants.h).
@@ -493,6 +496,7 @@ class ClientSession {
   std::unique_ptr<LaunchPipeline> pipeline_ ABSL_GUARDED_BY(mu_);
   std::atomic<LaunchPipeline*> pipeline_view_{nullptr};
   std::atomic<int32_t> pipeline_error_{CUDA_SUCCESS};
+  std::atomic<bool> more_input_{true};  // SetMoreInput; true where no transport says
   int pending_fd_ ABSL_GUARDED_BY(mu_) = -1;
   // Client pinned memory mapped into woolyd at the client's addresses:
   // base -> size.
