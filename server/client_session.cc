@@ -194,16 +194,6 @@ bool TouchesDeviceMemory(uint16_t op) {
 }
 
 // Hot requests that change nothing status reports: they skip refreshing it.
-// WOOLY_LAUNCH_PIPELINE=0 makes woolyd run every launch on the session's
-// own thread (a diagnostic switch; launch_pipeline.h).
-bool LaunchPipelineEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("WOOLY_LAUNCH_PIPELINE");
-    return v == nullptr || std::string(v) != "0";
-  }();
-  return enabled;
-}
-
 bool LeavesStatsAlone(uint16_t op) {
   if (TouchesDeviceMemory(op)) return true;
   switch (static_cast<Op>(op)) {
@@ -1647,7 +1637,7 @@ absl::Status ClientSession::OpLaunchKernel(wire::Reader& in, wire::Writer& out) 
   // Only worth it when more commands wait behind this one (or launches are
   // queued already): a lone launch followed by a wait runs faster here.
   const bool pipelined =
-      no_reply_ && LaunchPipelineEnabled() && graphs_.captures.empty() && !node_client_ &&
+      no_reply_ && env_->launch_pipeline && graphs_.captures.empty() && !node_client_ &&
       (more_input_.load(std::memory_order_relaxed) || (pipeline_ != nullptr && pipeline_->Busy()));
   if (!pipelined) DrainPipelineLocked();
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);

@@ -343,6 +343,8 @@ std::string DaemonUsage(const std::string& program) {
       "                      higher priorities at its lower stream priority (default nested)\n"
       "  --no-scheduler      run every client on the whole GPU at its priority,\n"
       "                      without SM shares (default: the scheduler runs)\n"
+      "  --launch-pipeline   run each client's posted launches on a thread of their\n"
+      "                      own (experimental; also WOOLY_LAUNCH_PIPELINE=1; default off)\n"
       "  --overcommit-percent N\n"
       "                      turn device memory overcommit on, admitting up to\n"
       "                      (100 + N)% of the GPU's memory, 0..1000 (default off)\n"
@@ -770,6 +772,7 @@ ServerOptions ServerOptionsFromFlags(const DaemonFlags& flags) {
   options.module_cache_dir = flags.module_cache_dir;
   options.module_cache_bytes = flags.module_cache_bytes;
   options.scheduler = flags.scheduler;
+  options.launch_pipeline = flags.launch_pipeline;
   options.scheduler_tick = flags.scheduler_tick;
   options.sm_partitions = flags.sm_partitions;
   options.sm_placement = flags.sm_placement;
@@ -817,6 +820,9 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
   DaemonFlags flags;
   flags.module_cache_dir = DefaultModuleCacheDir();
   flags.admin = wire::DefaultAdminEndpoint();
+  if (const char* e = std::getenv("WOOLY_LAUNCH_PIPELINE"); e != nullptr && std::string(e) == "1") {
+    flags.launch_pipeline = true;
+  }
   // The config file first ($WOOLY_CONFIG or --config), so flags override it.
   std::string config;
   if (const char* e = std::getenv(kEnvConfig); e != nullptr && *e != '\0') config = e;
@@ -845,6 +851,10 @@ absl::StatusOr<DaemonFlags> ParseDaemonFlags(int argc, const char* const* argv) 
     }
     if (arg == "--no-scheduler") {
       flags.scheduler = false;
+      continue;
+    }
+    if (arg == "--launch-pipeline") {
+      flags.launch_pipeline = true;
       continue;
     }
     if (!absl::StartsWith(arg, "--")) {

@@ -298,6 +298,7 @@ absl::Status Server::Init() {
   env_.next_id = &next_handle_id_;
   env_.clock = options_.clock ? options_.clock : [] { return absl::Now(); };
   env_.fill_module_cache_in_background = options_.fill_module_cache_in_background;
+  env_.launch_pipeline = options_.launch_pipeline;
   if (options_.module_cache_bytes > 0) {
     env_.module_cache =
         std::make_shared<ModuleCache>(options_.module_cache_dir, options_.module_cache_bytes);

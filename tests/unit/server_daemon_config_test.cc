@@ -122,6 +122,22 @@ TEST_F(DaemonConfigTest, SchedulerFlags) {
               HasSubstr("--sm-placement"));
 }
 
+TEST_F(DaemonConfigTest, LaunchPipelineIsOffUnlessAskedFor) {
+  ::unsetenv("WOOLY_LAUNCH_PIPELINE");
+  absl::StatusOr<DaemonFlags> f = Parse({});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_FALSE(f->launch_pipeline);
+  EXPECT_FALSE(ServerOptionsFromFlags(*f).launch_pipeline);
+  f = Parse({"--launch-pipeline"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE(ServerOptionsFromFlags(*f).launch_pipeline);
+  ::setenv("WOOLY_LAUNCH_PIPELINE", "1", 1);
+  f = Parse({});
+  ::unsetenv("WOOLY_LAUNCH_PIPELINE");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE(f->launch_pipeline);
+}
+
 TEST_F(DaemonConfigTest, BadPolicyFileStopsWithFileAndLine) {
   const std::string policy = File("# ok\n* weight=2\ndecode-* priority=9\n");
   absl::StatusOr<DaemonFlags> f = Parse({"--policy-file", policy.c_str()});

@@ -83,6 +83,7 @@ class ServerSessionTest : public ::testing::TestWithParam<std::string> {
     options.module_cache_bytes = 64u << 20;           // in memory
     options.fill_module_cache_in_background = false;  // cached when the load returns
     options.scheduler_thread = false;                 // tests count the backend's objects
+    options.launch_pipeline = true;                   // the more demanding path
     FakeBackendOptions fake_options;
     fake_options.capacity_bytes = 1ull << 30;
     auto backend = std::make_unique<RecordingBackend>(fake_options);

@@ -90,6 +90,8 @@ struct SessionEnv {
   // Overcommitted device memory (node_memory.h); null unless
   // ServerOptions::overcommit. Then every cuMemAlloc goes through it.
   std::shared_ptr<NodeMemory> node_memory;
+  // ServerOptions::launch_pipeline.
+  bool launch_pipeline = false;
 };
 
 // A client as the admin service reports it.

@@ -45,6 +45,8 @@ struct DaemonFlags {
   // The scheduler ([scheduler]; ServerOptions). `policy_file` is parsed by
   // ParseDaemonFlags, so a bad file stops woolyd before it forks a worker.
   bool scheduler = true;
+  // --launch-pipeline or WOOLY_LAUNCH_PIPELINE=1 (ServerOptions::launch_pipeline).
+  bool launch_pipeline = false;
   absl::Duration scheduler_tick = absl::Milliseconds(100);
   bool sm_partitions = true;
   SmPlacement sm_placement = SmPlacement::kNested;

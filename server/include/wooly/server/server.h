@@ -110,6 +110,10 @@ struct ServerOptions {
   // commands may free before it is out of memory (NodeMemoryOptions).
   absl::Duration swap_wait_for_room = absl::Seconds(5);
   uint64_t swap_in_group_bytes = uint64_t{1} << 30;  // NodeMemoryOptions
+  // Posted launches run on a per-session thread (launch_pipeline.h). Off
+  // by default: it doubled async launch throughput on the lent H100, but
+  // batch-1 decode was slower in the runs with it (docs/benchmarks.md).
+  bool launch_pipeline = false;
   // The server's defaults for clients (tenants.h TenantDefaults; woolyd's
   // [defaults]): the lowest policy layer, and a memory limit, noswap and
   // dedup for clients that send none.
