@@ -262,6 +262,32 @@ std::atomic<int> g_ctx_shared_config{CU_SHARED_MEM_CONFIG_DEFAULT_BANK_SIZE};
 
 }  // namespace
 
+namespace {
+// Per CUlimit: the last answer (-1: ask woolyd), valid in `generation`.
+// What woolyd reports for a limit changes only through this client's own
+// cuCtxSetLimit, except that another client may raise a context-wide
+// resource limit and the driver grows the stack for a kernel that needs
+// more. A client that has not set the limit then keeps seeing the value it
+// first read, as it would on a GPU of its own.
+struct LimitCache {
+  static constexpr int kLimits = 16;
+  std::atomic<int64_t> value[kLimits];
+  std::atomic<uint64_t> generation{0};
+  LimitCache() {
+    for (auto& v : value) v.store(-1);
+  }
+};
+LimitCache& Limits() {
+  static LimitCache* c = new LimitCache();  // never destroyed (see driver.h)
+  return *c;
+}
+
+}  // namespace
+
+void InvalidateLimitCache() {
+  for (auto& v : Limits().value) v.store(-1, std::memory_order_relaxed);
+}
+
 void InvalidateOccupancyCache() {
   OccupancyCache& c = Cache();
   std::lock_guard<std::mutex> l(c.mu);
@@ -353,6 +379,18 @@ WOOLY_EXPORT CUresult CUDAAPI cuCtxGetLimit(size_t* pvalue, CUlimit limit) {
   WOOLY_API_BODY({
     if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
     if (pvalue == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    LimitCache& cache = Limits();
+    const bool cacheable = limit >= 0 && limit < LimitCache::kLimits;
+    if (cache.generation.load(std::memory_order_acquire) != ForkGeneration()) {
+      InvalidateLimitCache();  // a forked child's session starts afresh
+      cache.generation.store(ForkGeneration(), std::memory_order_release);
+    }
+    if (cacheable) {
+      if (const int64_t v = cache.value[limit].load(std::memory_order_relaxed); v >= 0) {
+        *pvalue = static_cast<size_t>(v);
+        return CUDA_SUCCESS;
+      }
+    }
     wire::Writer w;
     w.Put<int32_t>(limit);
     Reply reply;
@@ -360,6 +398,9 @@ WOOLY_EXPORT CUresult CUDAAPI cuCtxGetLimit(size_t* pvalue, CUlimit limit) {
     wire::Reader rd = reply.reader();
     const uint64_t v = rd.Get<uint64_t>();
     if (!rd.ok()) return BadReply(wire::Op::kCtxGetLimit);
+    if (cacheable && v <= static_cast<uint64_t>(INT64_MAX)) {
+      cache.value[limit].store(static_cast<int64_t>(v), std::memory_order_relaxed);
+    }
     *pvalue = static_cast<size_t>(v);
     return CUDA_SUCCESS;
   });
@@ -370,7 +411,10 @@ WOOLY_EXPORT CUresult CUDAAPI cuCtxSetLimit(CUlimit limit, size_t value) {
     if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
     wire::Writer w;
     w.Put<int32_t>(limit).Put<uint64_t>(value);
-    return Rpc(wire::Op::kCtxSetLimit, w);
+    const CUresult r = Rpc(wire::Op::kCtxSetLimit, w);
+    // The driver may round what was set: read it back next time.
+    InvalidateLimitCache();
+    return r;
   });
 }
 

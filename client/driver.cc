@@ -13,6 +13,7 @@
 #include "api.h"
 #include "capture.h"
 #include "log.h"
+#include "occupancy.h"
 #include "resources.h"
 #include "wooly/proto/defaults.h"
 
@@ -358,6 +359,8 @@ void ResetForTesting() {
   }
   Allocs().Clear();
   ForgetAllResources();
+  InvalidateLimitCache();
+  InvalidateOccupancyCache();
 }
 
 }  // namespace wooly::client

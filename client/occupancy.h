@@ -15,6 +15,11 @@ namespace wooly::client {
 // Forgets every cached occupancy answer.
 void InvalidateOccupancyCache();
 
+// cuCtxGetLimit answers are cached too (cuDNN asks once per attention
+// call): a limit is asked again after this client sets it, after a
+// context teardown (which calls this) and in a forked child.
+void InvalidateLimitCache();
+
 }  // namespace wooly::client
 
 #endif  // WOOLY_CLIENT_OCCUPANCY_H_

@@ -8,6 +8,7 @@
 #include "capture.h"
 #include "driver.h"
 #include "log.h"
+#include "occupancy.h"
 
 namespace wooly::client {
 namespace {
@@ -112,6 +113,7 @@ void DestroyLibraryTree(Library* lib) {
 }
 
 void ReleaseContextResources(Context* ctx) {
+  InvalidateLimitCache();  // a context torn down starts from default limits
   std::vector<Stream*> streams;
   std::vector<Event*> events;
   std::vector<Module*> modules;

@@ -754,6 +754,29 @@ TEST_F(ClientApiTest, FunctionAttributesAreAskedOnceAndSetsAreNotRepeated) {
   ASSERT_EQ(cuLibraryUnload(lib), CUDA_SUCCESS);
 }
 
+// cuDNN reads a context limit once per attention call: after the first
+// answer it is local, until this client sets a limit or the context goes.
+TEST_F(ClientApiTest, ContextLimitsAreAskedOnceUntilSet) {
+  InitWithContext();
+  server_->ClearOps();
+  size_t v = 0;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(cuCtxGetLimit(&v, CU_LIMIT_STACK_SIZE), CUDA_SUCCESS);
+    EXPECT_EQ(v, 1024u);
+  }
+  EXPECT_EQ(server_->CountOp(wire::Op::kCtxGetLimit), 1u);
+  ASSERT_EQ(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, 4096), CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxGetLimit(&v, CU_LIMIT_STACK_SIZE), CUDA_SUCCESS);
+  EXPECT_EQ(v, 4096u);
+  EXPECT_EQ(server_->CountOp(wire::Op::kCtxGetLimit), 2u);
+  // A primary context reset starts from woolyd's answer again.
+  ASSERT_EQ(cuDevicePrimaryCtxReset(0), CUDA_SUCCESS);
+  ASSERT_EQ(cuDevicePrimaryCtxRetain(&ctx_, 0), CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxSetCurrent(ctx_), CUDA_SUCCESS);
+  ASSERT_EQ(cuCtxGetLimit(&v, CU_LIMIT_STACK_SIZE), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kCtxGetLimit), 3u);
+}
+
 // --- streams and events
 
 TEST_F(ClientApiTest, StreamsAndEvents) {

@@ -480,6 +480,17 @@ class FakeWoolyd {
         }
         return CUDA_SUCCESS;
       }
+      case wire::Op::kCtxGetLimit: {
+        const int32_t limit = r.Get<int32_t>();
+        auto it = limits_.find(limit);
+        out.Put<uint64_t>(it != limits_.end() ? it->second : 1024);
+        return CUDA_SUCCESS;
+      }
+      case wire::Op::kCtxSetLimit: {
+        const int32_t limit = r.Get<int32_t>();
+        limits_[limit] = r.Get<uint64_t>();
+        return CUDA_SUCCESS;
+      }
       case wire::Op::kFuncSetAttribute: {
         const uint64_t id = r.Get<uint64_t>();
         const int32_t attr = r.Get<int32_t>();
@@ -552,6 +563,7 @@ class FakeWoolyd {
   std::vector<Launch> launches_;
   std::vector<std::vector<uint8_t>> images_;
   std::map<std::pair<uint64_t, int32_t>, int32_t> func_attrs_;  // set by kFuncSetAttribute
+  std::map<int32_t, uint64_t> limits_;                          // set by kCtxSetLimit
   std::vector<uint64_t> stream_syncs_;
   std::vector<std::pair<uint32_t, int32_t>> stream_creates_;
   std::vector<std::pair<uint64_t, uint8_t>> copy_streams_;
