@@ -11,7 +11,13 @@
  * With WOOLY_PROF=1 it also samples the process's CPU time (SIGPROF every
  * millisecond, a backtrace per sample) and prints at exit, per shared
  * object, the samples spent in it (self) and under it (total), and the
- * hottest functions. Works the same natively and through Wooly. */
+ * hottest functions. Works the same natively and through Wooly.
+ *
+ * With WOOLY_COUNT_TABLES=1 it also counts the calls through each slot of
+ * the private export tables that libcudart and cuDNN ask for and whose
+ * slots are not publicly described (docs/compatibility.md): it hands out a
+ * copy of each such table whose slots are x86-64 stubs that count and jump
+ * on to the real function, and prints the counts at exit. */
 #define _GNU_SOURCE
 #include <cuda.h>
 #include <dlfcn.h>
@@ -21,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -102,9 +109,105 @@ static void* const kWrappers[kCount] = {(void*)w_load, (void*)w_unload, (void*)w
                                         (void*)w_fga,  (void*)w_kga,    (void*)w_fsa,
                                         (void*)w_ksa,  (void*)w_limit,  (void*)w_mload};
 
+/* ---- export-table slot counting (WOOLY_COUNT_TABLES=1) */
+
+/* Tables whose slots are counted: UUID bytes in memory order. */
+static const unsigned char kCountedTables[][16] = {
+    {0x69, 0xa2, 0x8e, 0x9f, 0x24, 0x49, 0x8b, 0x47, 0xb0, 0x30, 0xc5, 0xda, 0x33, 0x0e, 0xa4,
+     0xe9},
+    {0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8,
+     0xf2},
+    {0x17, 0x34, 0xdc, 0x26, 0x80, 0x0d, 0x47, 0x45, 0x87, 0x26, 0xc0, 0xf1, 0xe7, 0xdd, 0x8b,
+     0xca},
+    {0xda, 0x91, 0x51, 0xd3, 0x3a, 0xe6, 0xcc, 0x41, 0xa5, 0xc0, 0x4f, 0x26, 0xd5, 0x33, 0xe3,
+     0x28},
+    {0xf8, 0xcf, 0xf9, 0x51, 0x21, 0x46, 0x8b, 0x4e, 0xb9, 0xe2, 0xfb, 0x46, 0x9e, 0x7c, 0x0d,
+     0xd9},
+};
+enum { kTables = sizeof(kCountedTables) / 16, kMaxSlots = 128, kStubBytes = 32 };
+struct counted_table {
+  const void* real;      /* the driver's table */
+  void* copy[kMaxSlots]; /* what callers get */
+  unsigned long long calls[kMaxSlots];
+  int slots;
+};
+static struct counted_table tables[kTables];
+static atomic_int tables_lock;
+typedef CUresult (*get_export_table_fn)(const void**, const CUuuid*);
+static get_export_table_fn real_get_export_table;
+
+/* A stub that adds one to *counter and jumps to target, leaving every
+ * argument register and the stack as they were. */
+static void write_stub(unsigned char* at, unsigned long long* counter, void* target) {
+  unsigned char* p = at;
+  *p++ = 0x48, *p++ = 0xb8; /* movabs rax, counter */
+  memcpy(p, &counter, 8), p += 8;
+  *p++ = 0xf0, *p++ = 0x48, *p++ = 0xff, *p++ = 0x00; /* lock inc qword [rax] */
+  *p++ = 0x48, *p++ = 0xb8;                           /* movabs rax, target */
+  memcpy(p, &target, 8), p += 8;
+  *p++ = 0xff, *p++ = 0xe0; /* jmp rax */
+}
+
+/* Builds the counting copy of table t (real: the driver's); NULL when it
+ * cannot, and then the caller gets the real table. */
+static const void* counting_copy(struct counted_table* t, const void* real) {
+  const unsigned long long* words = real;
+  int slots = (int)(words[0] / 8);
+  if (words[0] % 8 != 0 || slots < 2 || slots > kMaxSlots) return NULL;
+  unsigned char* code = mmap(NULL, (size_t)slots * kStubBytes, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (code == MAP_FAILED) return NULL;
+  t->copy[0] = (void*)words[0];
+  for (int i = 1; i < slots; ++i) {
+    void* target = (void*)words[i];
+    if (target == NULL) {
+      t->copy[i] = NULL;
+      continue;
+    }
+    write_stub(code + i * kStubBytes, &t->calls[i], target);
+    t->copy[i] = code + i * kStubBytes;
+  }
+  if (mprotect(code, (size_t)slots * kStubBytes, PROT_READ | PROT_EXEC) != 0) return NULL;
+  t->slots = slots;
+  t->real = real;
+  return t->copy;
+}
+
+static CUresult w_get_export_table(const void** table, const CUuuid* id) {
+  CUresult r = real_get_export_table(table, id);
+  if (r != CUDA_SUCCESS || table == NULL || *table == NULL || id == NULL) return r;
+  for (int k = 0; k < kTables; ++k) {
+    if (memcmp(id->bytes, kCountedTables[k], 16) != 0) continue;
+    int expected = 0;
+    while (!atomic_compare_exchange_weak(&tables_lock, &expected, 1)) expected = 0;
+    if (tables[k].real == NULL) counting_copy(&tables[k], *table);
+    if (tables[k].real == *table) *table = tables[k].copy;
+    atomic_store(&tables_lock, 0);
+  }
+  return r;
+}
+
+static void report_tables(void) {
+  for (int k = 0; k < kTables; ++k) {
+    if (tables[k].real == NULL) continue;
+    fprintf(stderr, "native count: pid %d table %02x%02x%02x%02x:", (int)getpid(),
+            kCountedTables[k][0], kCountedTables[k][1], kCountedTables[k][2], kCountedTables[k][3]);
+    for (int i = 1; i < tables[k].slots; ++i) {
+      if (tables[k].calls[i] != 0) fprintf(stderr, " slot %d x%llu", i, tables[k].calls[i]);
+    }
+    fprintf(stderr, "\n");
+  }
+}
+
 /* The wrapper for `name` (fn is the real function), or fn itself. */
 static void* wrap(const char* name, void* fn) {
   if (fn == NULL) return fn;
+  if (strcmp(name, "cuGetExportTable") == 0) {
+    const char* on = getenv("WOOLY_COUNT_TABLES");
+    if (on == NULL || strcmp(on, "1") != 0) return fn;
+    real_get_export_table = (get_export_table_fn)fn;
+    return (void*)w_get_export_table;
+  }
   for (int i = 0; i < kCount; ++i) {
     if (strcmp(name, kNames[i]) == 0) {
       real[i] = fn;
@@ -248,6 +351,7 @@ static void report_profile(void) {
 }
 
 __attribute__((destructor)) static void report(void) {
+  report_tables();
   report_profile();
   for (int i = 0; i < kCount; ++i) {
     unsigned long long n = atomic_load(&calls[i]);
