@@ -4,6 +4,11 @@
 #
 #   bench/decode_diag.sh DIR [BATCH]
 #
+# $DIAG_MODES picks the Wooly modes (default "default pipeline"): default,
+# pipeline (woolyd --launch-pipeline), socket (WOOLY_SHM=0: frames through
+# the unix socket, batched like TCP) and socket-nobatch (also
+# WOOLY_BATCH_US=0). Each Wooly mode takes about a minute at batch 1.
+#
 # For each mode it prints decode_probe.py's tokens/s (first call and warm),
 # then through Wooly the client's top round trips and entry points
 # (WOOLY_CLIENT_STATS=1) and, on both sides, the CPU profile per shared
@@ -25,12 +30,19 @@ out=$(mktemp -d /tmp/wooly-decode-diag.XXXXXX)
 echo "== native, batch $BATCH"
 WOOLY_PROF=1 LD_PRELOAD=$NC python3 bench/decode_probe.py "$BATCH" --reps 3 >"$out/native.txt" 2>&1
 summary "$out/native.txt"
-for mode in default pipeline; do
+for mode in ${DIAG_MODES:-default pipeline}; do
   echo "== wooly ($mode), batch $BATCH"
-  extra=
-  [ "$mode" = pipeline ] && extra=1
-  WOOLY_LAUNCH_PIPELINE=$extra WOOLY_PROFILE_LOG_LEVEL=info WOOLY_CLIENT_STATS=1 WOOLY_PROF=1 \
+  pipeline= shm= batch_us=
+  case $mode in
+    default) ;;
+    pipeline) pipeline=1 ;;
+    socket) shm=0 ;;
+    socket-nobatch) shm=0 batch_us=0 ;;
+    *) echo "unknown mode $mode"; continue ;;
+  esac
+  WOOLY_LAUNCH_PIPELINE=$pipeline WOOLY_PROFILE_LOG_LEVEL=info WOOLY_CLIENT_STATS=1 WOOLY_PROF=1 \
     bench/op_profile.sh "$DIR" env LD_PRELOAD="$DIR/client/libcuda.so.1 $NC" \
+    ${shm:+WOOLY_SHM=$shm} ${batch_us:+WOOLY_BATCH_US=$batch_us} \
     python3 bench/decode_probe.py "$BATCH" --reps 3 >"$out/$mode.txt" 2>&1
   summary "$out/$mode.txt"
 done
