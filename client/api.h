@@ -10,6 +10,7 @@
 
 #include <cuda.h>
 
+#include <atomic>
 #include <cstdint>
 #include <new>
 
@@ -23,8 +24,14 @@ void LogApiFailure(const char* function, CUresult result);
 bool ApiFailuresLogged();
 
 // $WOOLY_CLIENT_STATS=1: every entry point's calls and time are counted
-// and printed at exit (PrintApiStats). Read once; a relaxed load after that.
-bool ApiStatsEnabled();
+// and printed at exit (PrintApiStats). Read once (ApiStatsRead); after
+// that one relaxed load on every entry point.
+extern std::atomic<int> g_api_stats;  // -1: not read yet, 0: off, 1: on
+bool ApiStatsRead();
+inline bool ApiStatsEnabled() {
+  const int v = g_api_stats.load(std::memory_order_relaxed);
+  return v < 0 ? ApiStatsRead() : v == 1;
+}
 uint64_t ApiStatsNow();  // monotonic nanoseconds
 void RecordApiCall(const char* function, uint64_t ns);
 void PrintApiStats();

@@ -21,7 +21,6 @@ struct Stat {
   uint64_t ns = 0;
 };
 
-std::atomic<int> g_enabled{-1};  // -1: not read yet
 std::mutex g_mu;
 // Keyed by __func__, which is one object per entry point. Leaked on purpose:
 // entry points may run during static destruction.
@@ -29,12 +28,11 @@ auto* g_stats = new std::unordered_map<const char*, Stat>();  // guarded by g_mu
 
 }  // namespace
 
-bool ApiStatsEnabled() {
-  int v = g_enabled.load(std::memory_order_relaxed);
-  if (v < 0) {
-    v = wire::Setting("WOOLY_CLIENT_STATS") == "1" ? 1 : 0;
-    g_enabled.store(v, std::memory_order_relaxed);
-  }
+std::atomic<int> g_api_stats{-1};
+
+bool ApiStatsRead() {
+  const int v = wire::Setting("WOOLY_CLIENT_STATS") == "1" ? 1 : 0;
+  g_api_stats.store(v, std::memory_order_relaxed);
   return v == 1;
 }
 
