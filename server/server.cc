@@ -616,7 +616,10 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
       if (op == wire::Op::kLaunchKernel || op == wire::Op::kGraphLaunch) {
         session->Admit(stopping_);  // the scheduler may hold or pace it
       }
-      if (op == wire::Op::kLaunchKernel) session->SetMoreInput(chan->InputReady());
+      // Only the launch pipeline uses it; on a socket it costs a poll().
+      if (op == wire::Op::kLaunchKernel && options_.launch_pipeline) {
+        session->SetMoreInput(chan->InputReady());
+      }
       const auto started = std::chrono::steady_clock::now();
       ClientSession::Reply r = session->Handle(h, buffer);
       latency_.Observe(

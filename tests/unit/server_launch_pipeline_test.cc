@@ -98,8 +98,8 @@ TEST(LaunchPipelineTest, WakesAfterSleeping) {
   Recorder r;
   LaunchPipeline p(r.Burst(), 4);
   for (Handle h = 1; h <= 3; ++h) {
-    // Long enough apart for the thread to go to sleep in between.
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Each job finds the thread asleep, so Submit must wake it.
+    while (!p.Sleeping()) std::this_thread::yield();
     p.Slot().function = h;
     p.Submit();
     p.Drain();

@@ -56,6 +56,8 @@ class LaunchPipeline {
   void Drain();
   // True while submitted jobs have not all run.
   bool Busy() const;
+  // True while the thread sleeps for want of work (tests wait for it).
+  bool Sleeping() const { return sleeping_.load(std::memory_order_acquire); }
   // Runs what is queued, then ends the thread. Idempotent.
   void Stop();
 
