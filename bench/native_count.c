@@ -17,7 +17,17 @@
  * the private export tables that libcudart and cuDNN ask for and whose
  * slots are not publicly described (docs/compatibility.md): it hands out a
  * copy of each such table whose slots are x86-64 stubs that count and jump
- * on to the real function, and prints the counts at exit. */
+ * on to the real function, and prints the counts at exit. With
+ * WOOLY_TRACE_TABLES=1 the stubs go through a C wrapper instead that also
+ * prints, for the first WOOLY_TRACE_CALLS (6) calls of each slot, the caller,
+ * the six argument registers and the first four stack words, the bytes they
+ * point at before and after the call, the result and the time, and counts
+ * per slot the calls that returned 0. Slots taking more than ten integer
+ * arguments or floating-point ones would be called wrongly.
+ *
+ * With WOOLY_TRACE_ATTRS=1 it prints each device attribute the process asked
+ * for (cuDeviceGetAttribute) and its answer; with WOOLY_TRACE_NVRTC=1 it
+ * counts and times NVRTC compiles (found through dlsym, as cuDNN does). */
 #define _GNU_SOURCE
 #include <cuda.h>
 #include <dlfcn.h>
@@ -29,6 +39,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -125,10 +136,17 @@ static const unsigned char kCountedTables[][16] = {
      0xd9},
 };
 enum { kTables = sizeof(kCountedTables) / 16, kMaxSlots = 128, kStubBytes = 32 };
+struct slot_info {
+  int table, slot;
+  void* target;
+  unsigned long long* counter;
+  unsigned long long zero_results; /* calls that returned 0 */
+};
 struct counted_table {
   const void* real;      /* the driver's table */
   void* copy[kMaxSlots]; /* what callers get */
   unsigned long long calls[kMaxSlots];
+  struct slot_info info[kMaxSlots];
   int slots;
 };
 static struct counted_table tables[kTables];
@@ -148,9 +166,116 @@ static void write_stub(unsigned char* at, unsigned long long* counter, void* tar
   *p++ = 0xff, *p++ = 0xe0; /* jmp rax */
 }
 
+/* Tracing: a slot's stub loads its slot_info into r11 and jumps to
+ * trace_entry, which passes it, the caller's return address and the first
+ * four stack arguments to trace_call as the 7th to 12th arguments; the real
+ * slot is called with ten (extra ones are harmless in the SysV ABI). */
+typedef unsigned long long u64;
+__attribute__((visibility("hidden"), used)) u64 wooly_nc_trace_call(u64 a, u64 b, u64 c, u64 d,
+                                                                    u64 e, u64 f,
+                                                                    struct slot_info* info,
+                                                                    void* caller, u64 s7, u64 s8,
+                                                                    u64 s9, u64 s10);
+__asm__(
+    ".text\n"
+    ".globl wooly_nc_trace_entry\n"
+    ".hidden wooly_nc_trace_entry\n"
+    "wooly_nc_trace_entry:\n"
+    "  mov (%rsp), %rax\n"
+    "  sub $56, %rsp\n" /* 16-byte aligned again */
+    "  mov %r11, 0(%rsp)\n"
+    "  mov %rax, 8(%rsp)\n"
+    "  mov 64(%rsp), %rax\n"
+    "  mov %rax, 16(%rsp)\n"
+    "  mov 72(%rsp), %rax\n"
+    "  mov %rax, 24(%rsp)\n"
+    "  mov 80(%rsp), %rax\n"
+    "  mov %rax, 32(%rsp)\n"
+    "  mov 88(%rsp), %rax\n"
+    "  mov %rax, 40(%rsp)\n"
+    "  call wooly_nc_trace_call\n"
+    "  add $56, %rsp\n"
+    "  ret\n");
+void wooly_nc_trace_entry(void);
+static int trace_tables;
+enum { kDumpBytes = 48, kArgs = 10 };
+static unsigned long long traced_calls = 6; /* per slot; WOOLY_TRACE_CALLS */
+
+/* Reads len bytes at addr into out without faulting; 0 when unreadable. */
+static int peek(u64 addr, unsigned char* out, size_t len) {
+  if (addr < 0x10000) return 0;
+  struct iovec local = {out, len}, remote = {(void*)addr, len};
+  return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len;
+}
+static void dump(FILE* f, const char* when, int arg, const unsigned char* b) {
+  fprintf(f, "trace:    arg%d %s:", arg, when);
+  for (int i = 0; i < kDumpBytes; ++i) fprintf(f, "%s%02x", i % 8 == 0 ? " " : "", b[i]);
+  fprintf(f, "\n");
+}
+
+u64 wooly_nc_trace_call(u64 a, u64 b, u64 c, u64 d, u64 e, u64 f, struct slot_info* info,
+                        void* caller, u64 s7, u64 s8, u64 s9, u64 s10) {
+  u64 n = __atomic_add_fetch(info->counter, 1, __ATOMIC_RELAXED);
+  typedef u64 (*fn10)(u64, u64, u64, u64, u64, u64, u64, u64, u64, u64);
+  fn10 target = (fn10)info->target;
+  if (n > traced_calls) {
+    u64 r = target(a, b, c, d, e, f, s7, s8, s9, s10);
+    if ((r & 0xffffffffull) == 0) __atomic_add_fetch(&info->zero_results, 1, __ATOMIC_RELAXED);
+    return r;
+  }
+  u64 args[kArgs] = {a, b, c, d, e, f, s7, s8, s9, s10};
+  unsigned char before[kArgs][kDumpBytes], after[kDumpBytes];
+  int readable[kArgs];
+  for (int i = 0; i < kArgs; ++i) readable[i] = peek(args[i], before[i], kDumpBytes);
+  unsigned long long t0 = now_ns();
+  u64 r = target(a, b, c, d, e, f, s7, s8, s9, s10);
+  unsigned long long took = now_ns() - t0;
+  if ((r & 0xffffffffull) == 0) __atomic_add_fetch(&info->zero_results, 1, __ATOMIC_RELAXED);
+  Dl_info dl;
+  const char* obj = "?";
+  u64 off = 0;
+  if (dladdr(caller, &dl) != 0 && dl.dli_fname != NULL) {
+    obj = strrchr(dl.dli_fname, '/') ? strrchr(dl.dli_fname, '/') + 1 : dl.dli_fname;
+    off = (u64)caller - (u64)dl.dli_fbase;
+  }
+  flockfile(stderr);
+  fprintf(stderr,
+          "trace: pid %d table %02x%02x%02x%02x slot %d call %llu from %s+0x%llx tid %ld "
+          "args %llx %llx %llx %llx %llx %llx stack %llx %llx %llx %llx -> %llu (0x%llx) "
+          "%.3f ms\n",
+          (int)getpid(), kCountedTables[info->table][0], kCountedTables[info->table][1],
+          kCountedTables[info->table][2], kCountedTables[info->table][3], info->slot, n, obj, off,
+          (long)gettid(), a, b, c, d, e, f, s7, s8, s9, s10, r & 0xffffffffull, r, took / 1e6);
+  for (int i = 0; i < kArgs; ++i) {
+    if (!readable[i]) continue;
+    dump(stderr, "before", i, before[i]);
+    if (peek(args[i], after, kDumpBytes) && memcmp(after, before[i], kDumpBytes) != 0) {
+      dump(stderr, "after ", i, after);
+      /* What a pointer written there points at (an out-parameter). */
+      u64 first;
+      unsigned char deref[kDumpBytes];
+      memcpy(&first, after, 8);
+      if (memcmp(after, before[i], 8) != 0 && peek(first, deref, kDumpBytes))
+        dump(stderr, "*after", i, deref);
+    }
+  }
+  funlockfile(stderr);
+  return r;
+}
+
+static void write_trace_stub(unsigned char* at, struct slot_info* info) {
+  unsigned char* p = at;
+  void* entry = (void*)wooly_nc_trace_entry;
+  *p++ = 0x49, *p++ = 0xbb; /* movabs r11, info */
+  memcpy(p, &info, 8), p += 8;
+  *p++ = 0x48, *p++ = 0xb8; /* movabs rax, entry */
+  memcpy(p, &entry, 8), p += 8;
+  *p++ = 0xff, *p++ = 0xe0; /* jmp rax */
+}
+
 /* Builds the counting copy of table t (real: the driver's); NULL when it
  * cannot, and then the caller gets the real table. */
-static const void* counting_copy(struct counted_table* t, const void* real) {
+static const void* counting_copy(struct counted_table* t, int table, const void* real) {
   const unsigned long long* words = real;
   int slots = (int)(words[0] / 8);
   if (words[0] % 8 != 0 || slots < 2 || slots > kMaxSlots) return NULL;
@@ -164,7 +289,11 @@ static const void* counting_copy(struct counted_table* t, const void* real) {
       t->copy[i] = NULL;
       continue;
     }
-    write_stub(code + i * kStubBytes, &t->calls[i], target);
+    t->info[i] = (struct slot_info){table, i, target, &t->calls[i], 0};
+    if (trace_tables)
+      write_trace_stub(code + i * kStubBytes, &t->info[i]);
+    else
+      write_stub(code + i * kStubBytes, &t->calls[i], target);
     t->copy[i] = code + i * kStubBytes;
   }
   if (mprotect(code, (size_t)slots * kStubBytes, PROT_READ | PROT_EXEC) != 0) return NULL;
@@ -180,7 +309,7 @@ static CUresult w_get_export_table(const void** table, const CUuuid* id) {
     if (memcmp(id->bytes, kCountedTables[k], 16) != 0) continue;
     int expected = 0;
     while (!atomic_compare_exchange_weak(&tables_lock, &expected, 1)) expected = 0;
-    if (tables[k].real == NULL) counting_copy(&tables[k], *table);
+    if (tables[k].real == NULL) counting_copy(&tables[k], k, *table);
     if (tables[k].real == *table) *table = tables[k].copy;
     atomic_store(&tables_lock, 0);
   }
@@ -193,10 +322,59 @@ static void report_tables(void) {
     fprintf(stderr, "native count: pid %d table %02x%02x%02x%02x:", (int)getpid(),
             kCountedTables[k][0], kCountedTables[k][1], kCountedTables[k][2], kCountedTables[k][3]);
     for (int i = 1; i < tables[k].slots; ++i) {
-      if (tables[k].calls[i] != 0) fprintf(stderr, " slot %d x%llu", i, tables[k].calls[i]);
+      if (tables[k].calls[i] == 0) continue;
+      fprintf(stderr, " slot %d x%llu", i, tables[k].calls[i]);
+      if (trace_tables) fprintf(stderr, " (%llu returned 0)", tables[k].info[i].zero_results);
     }
     fprintf(stderr, "\n");
   }
+}
+
+/* ---- device attributes (WOOLY_TRACE_ATTRS=1) */
+
+enum { kAttrs = 512 };
+static atomic_ullong attr_calls[kAttrs];
+static int attr_value[kAttrs];
+static atomic_int attr_changed[kAttrs];
+static CUresult (*real_attr)(int*, CUdevice_attribute, CUdevice);
+static CUresult w_attr(int* v, CUdevice_attribute a, CUdevice d) {
+  CUresult r = real_attr(v, a, d);
+  if (r == CUDA_SUCCESS && v != NULL && d == 0 && (unsigned)a < kAttrs) {
+    if (atomic_fetch_add(&attr_calls[a], 1) == 0)
+      attr_value[a] = *v;
+    else if (attr_value[a] != *v)
+      atomic_store(&attr_changed[a], 1);
+  }
+  return r;
+}
+static void report_attrs(void) {
+  for (int a = 0; a < kAttrs; ++a) {
+    unsigned long long n = atomic_load(&attr_calls[a]);
+    if (n == 0) continue;
+    fprintf(stderr, "attr: pid %d attr %d = %d (%llu calls%s)\n", (int)getpid(), a, attr_value[a],
+            n, atomic_load(&attr_changed[a]) ? ", answer changed" : "");
+  }
+}
+
+/* ---- NVRTC compiles (WOOLY_TRACE_NVRTC=1) */
+
+typedef int (*nvrtc_compile_fn)(void*, int, const char* const*);
+static nvrtc_compile_fn real_nvrtc_compile;
+static atomic_int n_compiles;
+static atomic_ullong compile_ns;
+
+static int w_nvrtc_compile(void* prog, int n, const char* const* opts) {
+  unsigned long long t0 = now_ns();
+  int r = real_nvrtc_compile(prog, n, opts);
+  atomic_fetch_add(&compile_ns, now_ns() - t0);
+  atomic_fetch_add(&n_compiles, 1);
+  return r;
+}
+static void report_nvrtc(void) {
+  int n = atomic_load(&n_compiles);
+  if (n == 0) return;
+  fprintf(stderr, "nvrtc: pid %d %d compiles, %.1f ms\n", (int)getpid(), n,
+          atomic_load(&compile_ns) / 1e6);
 }
 
 /* The wrapper for `name` (fn is the real function), or fn itself. */
@@ -204,9 +382,23 @@ static void* wrap(const char* name, void* fn) {
   if (fn == NULL) return fn;
   if (strcmp(name, "cuGetExportTable") == 0) {
     const char* on = getenv("WOOLY_COUNT_TABLES");
-    if (on == NULL || strcmp(on, "1") != 0) return fn;
+    const char* trace = getenv("WOOLY_TRACE_TABLES");
+    trace_tables = trace != NULL && strcmp(trace, "1") == 0;
+    const char* n = getenv("WOOLY_TRACE_CALLS");
+    if (n != NULL) traced_calls = strtoull(n, NULL, 10);
+    if (!trace_tables && (on == NULL || strcmp(on, "1") != 0)) return fn;
     real_get_export_table = (get_export_table_fn)fn;
     return (void*)w_get_export_table;
+  }
+  const char* on = getenv("WOOLY_TRACE_ATTRS");
+  if (strcmp(name, "cuDeviceGetAttribute") == 0 && on != NULL && strcmp(on, "1") == 0) {
+    real_attr = (CUresult(*)(int*, CUdevice_attribute, CUdevice))fn;
+    return (void*)w_attr;
+  }
+  on = getenv("WOOLY_TRACE_NVRTC");
+  if (on != NULL && strcmp(on, "1") == 0 && strcmp(name, "nvrtcCompileProgram") == 0) {
+    real_nvrtc_compile = (nvrtc_compile_fn)fn;
+    return (void*)w_nvrtc_compile;
   }
   for (int i = 0; i < kCount; ++i) {
     if (strcmp(name, kNames[i]) == 0) {
@@ -235,7 +427,7 @@ static CUresult w_gpa1(const char* s, void** p, int v, cuuint64_t f) {
 
 void* dlsym(void* handle, const char* name) {
   void* fn = real_dlsym()(handle, name);
-  if (fn == NULL || strncmp(name, "cu", 2) != 0) return fn;
+  if (fn == NULL || (strncmp(name, "cu", 2) != 0 && strncmp(name, "nvrtc", 5) != 0)) return fn;
   if (strcmp(name, "cuGetProcAddress_v2") == 0) {
     real_gpa2 = (gpa2_fn)fn;
     return (void*)w_gpa2;
@@ -352,6 +544,8 @@ static void report_profile(void) {
 
 __attribute__((destructor)) static void report(void) {
   report_tables();
+  report_attrs();
+  report_nvrtc();
   report_profile();
   for (int i = 0; i < kCount; ++i) {
     unsigned long long n = atomic_load(&calls[i]);
