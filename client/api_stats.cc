@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "api.h"
+#include "compile_cache.h"
 #include "wooly/proto/defaults.h"
 
 namespace wooly::client {
@@ -51,6 +52,7 @@ void RecordApiCall(const char* function, uint64_t ns) {
 
 void PrintApiStats() {
   if (!ApiStatsEnabled()) return;
+  PrintCompileCacheStats();
   std::vector<std::pair<const char*, Stat>> rows;
   {
     std::lock_guard<std::mutex> l(g_mu);

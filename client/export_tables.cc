@@ -9,12 +9,17 @@
 
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "api.h"
+#include "compile_cache.h"
 #include "driver.h"
 #include "hmac_md2.h"
 #include "log.h"
@@ -280,6 +285,115 @@ std::array<Fn, 93> Make2131() {
   return t;
 }
 
+// ---------------------------------------------------------------- NVRTC's compile cache
+
+// da9151d3: libnvrtc's compile cache (compile_cache.h; the contract is in
+// docs/export-tables.md). Keys and result buffers are handles NVRTC holds
+// between calls; unknown ones are refused, never dereferenced.
+struct CompileKey {
+  CompileCache::Key key;
+};
+std::mutex g_nvrtc_mu;
+// Leaked on purpose: NVRTC may release handles during static destruction.
+auto* g_nvrtc_keys = new std::unordered_set<const void*>();     // guarded by g_nvrtc_mu
+auto* g_nvrtc_buffers = new std::unordered_set<const void*>();  // guarded by g_nvrtc_mu
+
+CompileKey* FindKey(void* handle) {
+  std::lock_guard<std::mutex> lock(g_nvrtc_mu);
+  return g_nvrtc_keys->count(handle) != 0 ? static_cast<CompileKey*>(handle) : nullptr;
+}
+
+std::string_view Text(const char* s) { return s != nullptr ? std::string_view(s) : ""; }
+
+// Slot 1: makes the key of one compile stage from its input, options and
+// NVRTC's build strings.
+CUresult NvrtcCacheKey(void** key_out, uint32_t stage, const void* input, uint32_t size,
+                       const char* options, const char* host, const char* build) {
+  if (key_out == nullptr || (input == nullptr && size != 0)) return CUDA_ERROR_INVALID_VALUE;
+  try {
+    auto* k = new CompileKey{
+        CompileCache::MakeKey(stage, std::string_view(static_cast<const char*>(input), size),
+                              Text(options), Text(host), Text(build))};
+    std::lock_guard<std::mutex> lock(g_nvrtc_mu);
+    g_nvrtc_keys->insert(k);
+    *key_out = k;
+    return CUDA_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+}
+
+// Slot 2: releases a key.
+CUresult NvrtcCacheRelease(void* key) {
+  {
+    std::lock_guard<std::mutex> lock(g_nvrtc_mu);
+    if (g_nvrtc_keys->erase(key) == 0) return CUDA_ERROR_INVALID_HANDLE;
+  }
+  delete static_cast<CompileKey*>(key);
+  return CUDA_SUCCESS;
+}
+
+// Slot 3: the stored result of a key, in a buffer slot 6 releases;
+// CUDA_ERROR_NOT_FOUND on a miss. The size is 32 bits, and NVRTC's size
+// variable sits right before its pointer: nothing wider may be written.
+CUresult NvrtcCacheLookup(void* key, uint64_t, void** data_out, uint32_t* size_out) {
+  CompileKey* k = FindKey(key);
+  if (k == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  if (data_out == nullptr || size_out == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  try {
+    std::vector<uint8_t> data;
+    if (!CompileCache::Global().Lookup(k->key, &data)) return CUDA_ERROR_NOT_FOUND;
+    void* buffer = std::malloc(data.empty() ? 1 : data.size());
+    if (buffer == nullptr) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (!data.empty()) std::memcpy(buffer, data.data(), data.size());
+    {
+      std::lock_guard<std::mutex> lock(g_nvrtc_mu);
+      g_nvrtc_buffers->insert(buffer);
+    }
+    *data_out = buffer;
+    *size_out = static_cast<uint32_t>(data.size());
+    return CUDA_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+}
+
+// Slot 4: stores the result of a key's compile.
+CUresult NvrtcCacheStore(void* key, uint64_t, const void* data, uint32_t size) {
+  CompileKey* k = FindKey(key);
+  if (k == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  if (data == nullptr && size != 0) return CUDA_ERROR_INVALID_VALUE;
+  try {
+    CompileCache::Global().Store(k->key, std::string_view(static_cast<const char*>(data), size));
+  } catch (const std::bad_alloc&) {
+    // Not kept; the compile's result is still the caller's.
+  }
+  return CUDA_SUCCESS;
+}
+
+// Slot 6: releases a buffer that slot 3 returned.
+CUresult NvrtcCacheFree(void* buffer) {
+  {
+    std::lock_guard<std::mutex> lock(g_nvrtc_mu);
+    if (g_nvrtc_buffers->erase(buffer) == 0) return CUDA_ERROR_INVALID_VALUE;
+  }
+  std::free(buffer);
+  return CUDA_SUCCESS;
+}
+
+std::array<Fn, 7> MakeDa91() {
+  // A forked child must not inherit the lock held by a thread that is gone.
+  pthread_atfork([] { g_nvrtc_mu.lock(); }, [] { g_nvrtc_mu.unlock(); },
+                 [] { g_nvrtc_mu.unlock(); });
+  auto t = StubTable<kDa91, 7>();
+  t[1] = AsFn(&NvrtcCacheKey);
+  t[2] = AsFn(&NvrtcCacheRelease);
+  t[3] = AsFn(&NvrtcCacheLookup);
+  t[4] = AsFn(&NvrtcCacheStore);
+  t[6] = AsFn(&NvrtcCacheFree);
+  return t;
+}
+
 // ---------------------------------------------------------------- the tables
 
 // Built on first use (a function-local static), so a library's static
@@ -297,7 +411,7 @@ struct Tables {
   std::array<Fn, 34> t69a2 = StubTable<k69a2, 34>();
   std::array<Fn, 93> t2131 = Make2131();
   std::array<Fn, 17> t1734 = StubTable<k1734, 17>();
-  std::array<Fn, 7> tda91 = StubTable<kDa91, 7>();
+  std::array<Fn, 7> tda91 = MakeDa91();
 };
 
 Tables& AllTables() {

@@ -58,3 +58,9 @@ wooly_cc_test(NAME client_capture_test
   SRCS ${_client_tests}/client_capture_test.cc
   DEPS wooly::client_core
   LABELS unit)
+
+# NVRTC's compile cache and export table da9151d3.
+wooly_cc_test(NAME client_compile_cache_test
+  SRCS ${_client_tests}/client_compile_cache_test.cc
+  DEPS wooly::client_core
+  LABELS unit)
