@@ -24,6 +24,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -918,6 +919,15 @@ int RunDaemon(int argc, char** argv, const std::string& program,
     std::printf("%s %s (wooly protocol %u)\n", program.c_str(), kServerVersion,
                 wire::kProtocolVersion);
     return 0;
+  }
+  // Debian's Abseil is built without NDEBUG, so every absl::Mutex
+  // acquisition also records lock order in a process-wide graph. A launch
+  // takes several locks, and the bookkeeping cost about a microsecond per
+  // launch on the H100 machine (docs/benchmarks.md, 19:40). Tests keep the
+  // checks; WOOLY_MUTEX_DEADLOCK_DETECTION=1 keeps them in a daemon too.
+  if (std::getenv("WOOLY_MUTEX_DEADLOCK_DETECTION") == nullptr ||
+      std::strcmp(std::getenv("WOOLY_MUTEX_DEADLOCK_DETECTION"), "1") != 0) {
+    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   }
   auto logger = spdlog::stderr_color_mt(program);
   logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %n %^%l%$ %v");
