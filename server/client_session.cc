@@ -341,6 +341,7 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
   }
   wire::Reader in(payload.data(), payload.size());
   wire::Writer out;
+  if (spare_reply_.capacity() > 0) out.Reuse(std::move(spare_reply_));
   out.Put<int32_t>(CUDA_SUCCESS);
   absl::Status status;
   // Overcommit: the client's memory is resident (swapped in first if need
@@ -396,6 +397,15 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
   }
   if (!LeavesStatsAlone(op)) PublishStats();
   return reply;
+}
+
+void ClientSession::RecycleReply(std::vector<uint8_t> payload) {
+  // Only payloads worth keeping: bulk data up to one copy chunk.
+  if (payload.capacity() < (size_t{1} << 20) || payload.capacity() > wire::kCopyChunk + 4096) {
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  if (payload.capacity() > spare_reply_.capacity()) spare_reply_ = std::move(payload);
 }
 
 ClientSession::Reply ClientSession::HandleHello(const wire::FrameHeader& header,

@@ -629,6 +629,7 @@ void Server::ServeConnection(Connection* conn, std::shared_ptr<ClientSession> se
         reason = "connection lost while replying";
         break;
       }
+      session->RecycleReply(std::move(r.payload));
       if (r.close) {
         reason = r.op == (static_cast<uint16_t>(wire::Op::kGoodbye) | wire::kReplyBit)
                      ? "goodbye"

@@ -160,6 +160,9 @@ class ClientSession {
   // malformed payloads get CUDA_ERROR_INVALID_VALUE. The first request must
   // be kHello; anything else first is refused and the connection closed.
   Reply Handle(const wire::FrameHeader& header, absl::Span<const uint8_t> payload);
+  // Gives a written reply's payload back for the next reply to reuse: a
+  // copy's 64 MiB reply then costs no fresh pages each time.
+  void RecycleReply(std::vector<uint8_t> payload);
 
   // Releases everything the client owns: synchronizes its streams, then
   // destroys events and streams, unloads modules and libraries and frees
@@ -500,6 +503,8 @@ class ClientSession {
   std::atomic<int32_t> pipeline_error_{CUDA_SUCCESS};
   std::atomic<bool> more_input_{true};  // SetMoreInput; true where no transport says
   int pending_fd_ ABSL_GUARDED_BY(mu_) = -1;
+  // A large reply payload kept for the next reply (RecycleReply).
+  std::vector<uint8_t> spare_reply_ ABSL_GUARDED_BY(mu_);
   // Client pinned memory mapped into woolyd at the client's addresses:
   // base -> size.
   std::map<uint64_t, uint64_t> shared_host_ ABSL_GUARDED_BY(mu_);
