@@ -26,8 +26,14 @@ int SmCountOf(const wire::DeviceInfo& device) {
 
 // ---------------------------------------------------------------- client
 
-ScheduledClient::ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial)
-    : backend_(backend), id_(client_id), placement_(initial) {
+ScheduledClient::ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial,
+                                 scheduler::Clock clock, scheduler::PacerOptions pacer,
+                                 absl::Duration max_pace_wait)
+    : backend_(backend),
+      id_(client_id),
+      placement_(initial),
+      max_pace_wait_(std::max(max_pace_wait, absl::Milliseconds(1))),
+      pacer_(std::move(clock), std::move(pacer)) {
   placement_generation_.store(initial.generation, std::memory_order_release);
 }
 
@@ -122,6 +128,7 @@ void ScheduledClient::Release(bool context_ok) {
   {
     absl::MutexLock admit(&admit_mu_);
     admission_ = scheduler::Admission::kRun;
+    pacer_.Stop();
     admission_free_.store(true, std::memory_order_release);
   }
   admit_cv_.SignalAll();
@@ -130,17 +137,20 @@ void ScheduledClient::Release(bool context_ok) {
 void ScheduledClient::Admit(const std::atomic<bool>& stopping) {
   if (admission_free_.load(std::memory_order_acquire)) return;
   absl::MutexLock lock(&admit_mu_);
-  // Held: wait until the controller admits it again (it re-decides every
-  // tick), checking now and then whether the server is stopping.
-  while (admission_ == scheduler::Admission::kHold && !stopping.load()) {
-    admit_cv_.WaitWithTimeout(&admit_mu_, absl::Milliseconds(50));
-  }
-  if (admission_ == scheduler::Admission::kPace && pace_ > 0 && pace_ < 1) {
-    // Idle so that this launch's GPU time is `pace_` of the time it takes:
-    // launches then arrive no faster than the paced share can run them.
-    const absl::Duration idle =
-        std::min(per_kernel_ * ((1.0 - pace_) / pace_), absl::Milliseconds(100));
-    if (idle > absl::ZeroDuration()) admit_cv_.WaitWithTimeout(&admit_mu_, idle);
+  while (!stopping.load()) {
+    // Held: wait until the controller admits it again (it re-decides every
+    // tick), checking now and then whether the server is stopping.
+    if (admission_ == scheduler::Admission::kHold) {
+      admit_cv_.WaitWithTimeout(&admit_mu_, absl::Milliseconds(50));
+      continue;
+    }
+    if (admission_ != scheduler::Admission::kPace) return;
+    // Paced: admitted while the bucket has credit; else wait for it, in
+    // bounded steps so that a new decision (or pace) applies at once.
+    const absl::Duration wait = pacer_.Admit();
+    if (wait <= absl::ZeroDuration()) return;
+    ++paced_waits_;
+    admit_cv_.WaitWithTimeout(&admit_mu_, std::min(wait, max_pace_wait_));
   }
 }
 
@@ -149,7 +159,12 @@ void ScheduledClient::Admit(const std::atomic<bool>& stopping) {
 namespace {
 
 // WOOLY_SM_PLACEMENT=nested|exclusive overrides the option (diagnosis).
+// Invalid pacer options fall back to the defaults.
 ShareControlOptions WithEnvironment(ShareControlOptions options) {
+  if (const absl::Status s = scheduler::ValidatePacerOptions(options.pacer); !s.ok()) {
+    spdlog::error("scheduler: pacer options: {}; using the defaults", s.ToString());
+    options.pacer = scheduler::PacerOptions{};
+  }
   if (const char* env = std::getenv("WOOLY_SM_PLACEMENT"); env != nullptr) {
     if (std::string(env) == "nested") options.placement = SmPlacement::kNested;
     if (std::string(env) == "exclusive") options.placement = SmPlacement::kExclusive;
@@ -235,7 +250,8 @@ std::shared_ptr<ScheduledClient> ShareControl::Join(uint64_t client_id) {
   initial.stream_priority =
       scheduler::StreamPriorityFor(priority, least_priority_, greatest_priority_);
   initial.generation = placement_counter_.fetch_add(1) + 1;
-  auto client = std::make_shared<ScheduledClient>(backend_, client_id, initial);
+  auto client = std::make_shared<ScheduledClient>(backend_, client_id, initial, clock_,
+                                                  options_.pacer, options_.max_pace_wait);
   meter_.AddTenant(client_id);
   absl::MutexLock lock(&clients_mu_);
   clients_[client_id] = client;
@@ -258,8 +274,16 @@ ClientShare ShareControl::ShareOf(uint64_t client_id) const {
     if (it == clients_.end()) return ClientShare{};
     c = it->second;
   }
-  absl::MutexLock lock(&c->mu_);
-  return c->share_;
+  ClientShare share;
+  {
+    absl::MutexLock lock(&c->mu_);
+    share = c->share_;
+  }
+  absl::MutexLock lock(&c->admit_mu_);
+  share.pace_credit = c->pacer_.credit();
+  share.pace_estimate = c->pacer_.estimate();
+  share.paced_waits = c->paced_waits_;
+  return share;
 }
 
 absl::StatusOr<Handle> ShareControl::PartitionFor(int first, int count) {
@@ -296,7 +320,9 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
     int64_t done_kernels = 0;
     absl::Duration busy;
     int64_t measured_kernels = 0;
-    absl::Duration last_per_kernel;
+    // The meter unites overlapping batches (several streams); the pacer is
+    // charged that union, not the sum.
+    const std::optional<scheduler::TenantUsage> before = meter_.Usage(c->client_id());
     for (const ScheduledClient::Batch& b : batches) {
       const absl::Status q = backend_->EventQuery(b.end);
       if (!q.ok() && ToCuResult(q) == CUDA_ERROR_NOT_READY) {
@@ -318,7 +344,6 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
       if (meter_.Record(c->client_id(), interval).ok()) {
         busy += interval.end - interval.start;
         measured_kernels += b.kernels;
-        if (b.kernels > 0) last_per_kernel = (interval.end - interval.start) / b.kernels;
       }
     }
     {
@@ -337,9 +362,15 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
       c->share_.busy += busy;
       c->share_.kernels += measured_kernels;
     }
-    if (last_per_kernel > absl::ZeroDuration()) {
+    if (measured_kernels > 0) {
+      absl::Duration united = busy;
+      if (const std::optional<scheduler::TenantUsage> after = meter_.Usage(c->client_id());
+          before && after) {
+        united = std::clamp(after->total_busy - before->total_busy, absl::ZeroDuration(), busy);
+      }
+      // Replaces the estimates the pacer debited for these launches.
       absl::MutexLock lock(&c->admit_mu_);
-      c->per_kernel_ = last_per_kernel;
+      c->pacer_.Measured(measured_kernels, united);
     }
   }
 }
@@ -558,7 +589,12 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
     {
       absl::MutexLock lock(&c->admit_mu_);
       c->admission_ = admission;
-      c->pace_ = pace;
+      // Entering pace fills the bucket; a new fraction applies at once.
+      if (admission == scheduler::Admission::kPace) {
+        c->pacer_.SetPace(pace);
+      } else {
+        c->pacer_.Stop();
+      }
       c->admission_free_.store(admission == scheduler::Admission::kRun, std::memory_order_release);
     }
     c->admit_cv_.SignalAll();

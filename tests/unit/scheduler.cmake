@@ -13,3 +13,10 @@ wooly_cc_test(NAME scheduler_measure_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/scheduler_measure_test.cc
   DEPS wooly::scheduler absl::status absl::statusor absl::time
   LABELS unit)
+
+# The launch pacer: a token bucket over GPU time (scheduler/pacer.h), with a
+# simulated tenant and GPU on a manual clock.
+wooly_cc_test(NAME scheduler_pacer_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/scheduler_pacer_test.cc
+  DEPS wooly::scheduler absl::status absl::time
+  LABELS unit)

@@ -3,6 +3,8 @@
 // clock driving both the server and the fake GPU's event timestamps.
 #include <cuda.h>
 
+#include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -194,6 +196,7 @@ class LaunchRecordingBackend : public fake::FakeBackend {
 class SchedulerServerTest : public ::testing::Test {
  protected:
   virtual SmPlacement placement() const { return SmPlacement::kNested; }
+  virtual bool partitions() const { return true; }
   void SetUp() override {
     RegisterKernels();
     g_clock = &clock_;
@@ -203,6 +206,7 @@ class SchedulerServerTest : public ::testing::Test {
     options.clock = clock_.AsClock();
     options.scheduler_thread = false;  // the test ticks
     options.sm_placement = placement();
+    options.sm_partitions = partitions();
     fake::FakeBackendOptions fo;
     fo.capacity_bytes = 1ull << 30;
     fo.clock_ns = [this] { return static_cast<uint64_t>(absl::ToUnixNanos(clock_.Now())); };
@@ -256,6 +260,23 @@ class SchedulerServerTest : public ::testing::Test {
 class ExclusivePlacementTest : public SchedulerServerTest {
  protected:
   SmPlacement placement() const override { return SmPlacement::kExclusive; }
+};
+
+// Shares kept by pacing alone (WOOLY_SM_PARTITIONS=0).
+class UnpartitionedTest : public SchedulerServerTest {
+ protected:
+  bool partitions() const override { return false; }
+
+  // Waits (in real time, as a guard only) until `id` has waited for pacing
+  // credit `n` times.
+  bool WaitForPacedWaits(uint64_t id, int64_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (server_->share_control()->ShareOf(id).paced_waits < n) {
+      if (absl::Now() > deadline) return false;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return true;
+  }
 };
 
 TEST_F(SchedulerServerTest, BadSettingIsRefusedWithItsName) {
@@ -461,6 +482,69 @@ TEST_F(SchedulerServerTest, RuntimePolicyOverrides) {
   ASSERT_TRUE(server_->SetClientPolicy(id, "", true).ok());
   EXPECT_EQ(StatusOf(id).priority, 2);
   EXPECT_DOUBLE_EQ(StatusOf(id).sm_cap, 1.0);
+}
+
+// A client over its cap is paced by a token bucket over GPU time
+// (scheduler/pacer.h): it starts with a full bucket, is admitted at once on
+// its credit, and then waits only until the debt of its launches is repaid
+// on the server's clock, or until a new decision stops the pacing.
+TEST_F(UnpartitionedTest, PacedClientWaitsForGpuTimeCredit) {
+  uint64_t id = 0;
+  auto c = Connect("capped", 2, {{"WOOLY_SM_CAP", "30%"}}, &id);
+  ASSERT_TRUE(c);
+  ASSERT_FALSE(server_->share_control()->partitions_enabled());
+  const uint64_t busy = LoadKernel(*c, "wooly_sched_busy");
+  const uint64_t noop = LoadKernel(*c);
+  Tick();  // anchors GPU time
+  // Two rounds of a 400 ms kernel: the controller's smoothed measurement
+  // goes far over the cap, so the client is paced.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(c->Launch(busy, 1, 1, {}), CUDA_SUCCESS);
+    ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+    Tick();
+  }
+  ClientShare s = server_->share_control()->ShareOf(id);
+  ASSERT_EQ(s.admission, scheduler::Admission::kPace);
+  const double pace = s.pace_fraction;
+  ASSERT_GT(pace, 0.0);
+  ASSERT_LT(pace, 1.0);
+  const scheduler::PacerOptions defaults;
+  // A full bucket at the switch, and the estimate follows the measurement.
+  EXPECT_NEAR(absl::ToDoubleMilliseconds(s.pace_credit),
+              pace * absl::ToDoubleMilliseconds(defaults.burst_window), 1e-6);
+  EXPECT_NEAR(absl::ToDoubleMilliseconds(s.pace_estimate),
+              0.25 * absl::ToDoubleMilliseconds(defaults.initial_estimate) + 0.75 * 400, 1e-6);
+  EXPECT_EQ(s.paced_waits, 0);
+
+  // Admitted on credit; the estimate (300 ms) leaves it in debt, bounded.
+  ASSERT_EQ(c->Launch(noop, 1, 1, {}), CUDA_SUCCESS);
+  s = server_->share_control()->ShareOf(id);
+  EXPECT_EQ(s.paced_waits, 0);
+  EXPECT_NEAR(absl::ToDoubleMilliseconds(s.pace_credit),
+              -pace * absl::ToDoubleMilliseconds(defaults.debt_window), 1e-6);
+
+  // The next launch waits until the server's clock has repaid the debt.
+  const absl::Duration repay = -s.pace_credit / pace;
+  std::future<CUresult> next =
+      std::async(std::launch::async, [&] { return c->Launch(noop, 1, 1, {}); });
+  ASSERT_TRUE(WaitForPacedWaits(id, 1));
+  EXPECT_NE(next.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  clock_.Advance(repay + absl::Milliseconds(1));
+  ASSERT_EQ(next.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(next.get(), CUDA_SUCCESS);
+
+  // In debt again: a launch waits, and a decision to run releases it.
+  const int64_t waits = server_->share_control()->ShareOf(id).paced_waits;
+  next = std::async(std::launch::async, [&] { return c->Launch(noop, 1, 1, {}); });
+  ASSERT_TRUE(WaitForPacedWaits(id, waits + 1));
+  EXPECT_NE(next.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  ASSERT_TRUE(server_->SetClientPolicy(id, "cap=none", false).ok());
+  Tick();  // 100 ms repays only part of the debt; the decision releases it
+  ASSERT_EQ(next.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(next.get(), CUDA_SUCCESS);
+  s = server_->share_control()->ShareOf(id);
+  EXPECT_EQ(s.admission, scheduler::Admission::kRun);
+  EXPECT_EQ(s.pace_credit, absl::ZeroDuration());
 }
 
 }  // namespace

@@ -9,9 +9,10 @@
 //
 // Admission. A tenant "waits" when it has work, a nonzero target and launches
 // queued (queue_depth > 0). A tenant whose measured share is above its target
-// by more than pace_enter_margin while another tenant waits is paced: only
-// pace_fraction of its launch opportunities are admitted, adjusted every tick
-// (multiplicatively, outside a dead band) until its share meets its target.
+// by more than pace_enter_margin while another tenant waits is paced: it may
+// use GPU time for only pace_fraction of the wall time (pacer.h), adjusted
+// every tick (multiplicatively, outside a dead band) until its share meets
+// its target.
 // It runs freely again once nobody else has waited for idle_grace, or once
 // the fraction climbs back to 1. A tenant above its cap is paced whether or
 // not anyone waits (caps are not work-conserving), including a tenant whose

@@ -18,10 +18,12 @@
 //                its new partition at its next command on them: a fresh
 //                backend stream that first waits for the old one.
 //   priorities   Its streams get the CUDA stream priority of its priority.
-//   admission    A held client's launches wait; a paced client's launch waits
-//                for its earlier work and then idles so that its GPU time is
-//                at most the pace fraction. Waits happen before the command
-//                runs, outside every lock.
+//   admission    A held client's launches wait. A paced client's launches
+//                pass a token bucket over GPU time (scheduler/pacer.h): it
+//                may use `pace` seconds of GPU time per second, debited per
+//                launch by estimate and corrected by each measured batch, and
+//                it waits only when it has used that up. Waits happen before
+//                the command runs, outside every lock.
 //
 // Thread safety: ShareControl's methods may be called from any thread.
 // ScheduledClient documents each method's thread.
@@ -44,6 +46,7 @@
 #include "wooly/scheduler/clock.h"
 #include "wooly/scheduler/controller.h"
 #include "wooly/scheduler/measure.h"
+#include "wooly/scheduler/pacer.h"
 #include "wooly/server/gpu_backend.h"
 #include "wooly/server/shared_context.h"
 #include "wooly/server/tenants.h"
@@ -62,6 +65,12 @@ struct ClientShare {
   int stream_priority = 0;
   scheduler::Admission admission = scheduler::Admission::kRun;
   double pace_fraction = 1.0;
+  // Pacing (scheduler/pacer.h), read when asked: the token bucket's credit
+  // (negative: debt; zero unless paced), the GPU time debited per launch,
+  // and how often a launch has waited for credit since it connected.
+  absl::Duration pace_credit;
+  absl::Duration pace_estimate;
+  int64_t paced_waits = 0;
 };
 
 // Where a client's streams run.
@@ -96,13 +105,20 @@ struct ShareControlOptions {
   absl::Duration anchor_refresh = absl::Seconds(30);
   scheduler::ControllerOptions controller;  // geometry comes from the backend
   scheduler::UsageMeterOptions meter;
+  scheduler::PacerOptions pacer;  // invalid options fall back to the defaults
+  // The longest a paced launch waits before it checks the decision again.
+  absl::Duration max_pace_wait = absl::Milliseconds(100);
 };
 
 class ShareControl;
 
 class ScheduledClient {
  public:
-  ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial);
+  // `clock` drives the pacer (the same clock as the control loop's).
+  ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial,
+                  scheduler::Clock clock = scheduler::RealClock(),
+                  scheduler::PacerOptions pacer = {},
+                  absl::Duration max_pace_wait = absl::Milliseconds(100));
   ScheduledClient(const ScheduledClient&) = delete;
   ScheduledClient& operator=(const ScheduledClient&) = delete;
 
@@ -126,7 +142,9 @@ class ScheduledClient {
   void Release(bool context_ok);
 
   // --- The connection's thread, holding no lock and no Access: waits while
-  // the client is held, or paces it. Returns early once `stopping` is set.
+  // the client is held, or until the pacer has credit for one more launch
+  // (in waits of at most max_pace_wait, after each of which the decision
+  // is read again). Returns early once `stopping` is set.
   void Admit(const std::atomic<bool>& stopping);
 
  private:
@@ -159,13 +177,15 @@ class ScheduledClient {
   std::atomic<bool> has_open_{false};
   std::atomic<int64_t> launches_{0};  // since the last tick
   // Admission (written by the control thread).
-  absl::Mutex admit_mu_;
+  const absl::Duration max_pace_wait_;
+  mutable absl::Mutex admit_mu_;
   absl::CondVar admit_cv_;
   scheduler::Admission admission_ ABSL_GUARDED_BY(admit_mu_) = scheduler::Admission::kRun;
-  double pace_ ABSL_GUARDED_BY(admit_mu_) = 1.0;
   std::atomic<bool> admission_free_{true};  // kRun: the fast path
-  // Average GPU time per kernel of its last measured batch, for pacing.
-  absl::Duration per_kernel_ ABSL_GUARDED_BY(admit_mu_);
+  // Paced while admission_ is kPace, stopped otherwise; fed the measured
+  // batches by the control thread.
+  scheduler::Pacer pacer_ ABSL_GUARDED_BY(admit_mu_);
+  int64_t paced_waits_ ABSL_GUARDED_BY(admit_mu_) = 0;
   // Measured (control thread).
   ClientShare share_ ABSL_GUARDED_BY(mu_);
 };
