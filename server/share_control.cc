@@ -32,6 +32,7 @@ ScheduledClient::ScheduledClient(GpuBackend* backend, uint64_t client_id, Placem
     : backend_(backend),
       id_(client_id),
       placement_(initial),
+      clock_(clock),
       max_pace_wait_(std::max(max_pace_wait, absl::Milliseconds(1))),
       pacer_(std::move(clock), std::move(pacer)) {
   placement_generation_.store(initial.generation, std::memory_order_release);
@@ -65,7 +66,7 @@ void ScheduledClient::BeginLaunch(Handle stream) {
   Open& o = open_[stream];
   o.start = start;
   o.share = placement_.share;
-  o.opened = absl::Now();
+  o.opened = clock_();
   has_open_.store(true, std::memory_order_release);
 }
 

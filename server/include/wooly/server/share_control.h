@@ -114,7 +114,8 @@ class ShareControl;
 
 class ScheduledClient {
  public:
-  // `clock` drives the pacer (the same clock as the control loop's).
+  // `clock` drives the pacer and dates open batches (the control loop's
+  // clock, which decides when an open batch is stale).
   ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial,
                   scheduler::Clock clock = scheduler::RealClock(),
                   scheduler::PacerOptions pacer = {},
@@ -153,7 +154,7 @@ class ScheduledClient {
     Handle start = 0;
     int64_t kernels = 0;
     double share = 1.0;
-    absl::Time opened;  // host time, for stale batches
+    absl::Time opened;  // clock_ time, for stale batches
   };
   struct Batch {
     Handle start = 0;
@@ -176,6 +177,7 @@ class ScheduledClient {
   std::atomic<uint64_t> placement_generation_{0};
   std::atomic<bool> has_open_{false};
   std::atomic<int64_t> launches_{0};  // since the last tick
+  const scheduler::Clock clock_;
   // Admission (written by the control thread).
   const absl::Duration max_pace_wait_;
   mutable absl::Mutex admit_mu_;
