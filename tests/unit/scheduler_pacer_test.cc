@@ -25,6 +25,15 @@ using ::testing::HasSubstr;
 absl::Duration Ms(double ms) { return absl::Microseconds(ms * 1000.0); }
 double ToMs(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
 
+// Options with a first per-launch estimate (and a minimum wait).
+PacerOptions WithEstimate(absl::Duration estimate,
+                          absl::Duration min_wait = PacerOptions{}.min_wait) {
+  PacerOptions o;
+  o.initial_estimate = estimate;
+  o.min_wait = min_wait;
+  return o;
+}
+
 // ------------------------------------------------------------ simulation --
 
 // A tenant that launches whenever the pacer admits it, through a serial GPU.
@@ -146,8 +155,7 @@ TEST(PacerTest, UnpacedAdmitsEverythingAndDebitsNothing) {
 // The bucket holds pace * burst_window (50 ms of wall time by default).
 TEST(PacerTest, StartsWithAFullBucketBoundedByTheBurst) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(1);
+  PacerOptions o = WithEstimate(Ms(1));
   Pacer pacer(clock.AsClock(), o);
   pacer.SetPace(0.5);
   EXPECT_TRUE(pacer.pacing());
@@ -166,9 +174,7 @@ TEST(PacerTest, StartsWithAFullBucketBoundedByTheBurst) {
 
 TEST(PacerTest, WaitIsTheTimeUntilTheDebtIsRepaid) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(10);
-  o.min_wait = absl::ZeroDuration();
+  PacerOptions o = WithEstimate(Ms(10), /*min_wait=*/absl::ZeroDuration());
   Pacer pacer(clock.AsClock(), o);
   pacer.SetPace(0.25);                             // bucket 12.5 ms
   EXPECT_EQ(pacer.Admit(), absl::ZeroDuration());  // 12.5 -> 2.5
@@ -187,8 +193,7 @@ TEST(PacerTest, WaitIsTheTimeUntilTheDebtIsRepaid) {
 
 TEST(PacerTest, WaitsAtLeastTheMinimumSoLaunchesAreAdmittedInGroups) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(0.5);
+  PacerOptions o = WithEstimate(Ms(0.5));
   o.min_wait = Ms(2);
   Pacer pacer(clock.AsClock(), o);
   pacer.SetPace(0.5);
@@ -282,8 +287,7 @@ TEST(PacerTest, MeasurementsIncludingGapsKeepTheTenantAtItsPaceOfLaunches) {
 // the estimates debited for its launches: the accounting is exact.
 TEST(PacerTest, MeasurementReplacesTheDebitedEstimates) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(10);
+  PacerOptions o = WithEstimate(Ms(10));
   o.estimate_smoothing = 0;  // keep the estimate: test the correction alone
   o.burst_window = absl::Seconds(1);
   Pacer pacer(clock.AsClock(), o);
@@ -306,8 +310,7 @@ TEST(PacerTest, MeasurementReplacesTheDebitedEstimates) {
 
 TEST(PacerTest, EstimateFollowsTheMeasurements) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(8);
+  PacerOptions o = WithEstimate(Ms(8));
   o.estimate_smoothing = 0.5;
   Pacer pacer(clock.AsClock(), o);
   pacer.Measured(4, Ms(16));  // 4 ms a launch
@@ -322,8 +325,7 @@ TEST(PacerTest, EstimateFollowsTheMeasurements) {
 // it later charges nothing, so the switch does not stall the tenant.
 TEST(PacerTest, WorkFromBeforeThePacingIsNotCharged) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(1);
+  PacerOptions o = WithEstimate(Ms(1));
   Pacer pacer(clock.AsClock(), o);
   for (int i = 0; i < 100; ++i) pacer.Admit();  // running freely
   pacer.SetPace(0.4);
@@ -343,9 +345,7 @@ TEST(PacerTest, WorkFromBeforeThePacingIsNotCharged) {
 // debt repaid at the new rate. A higher pace does not credit the past.
 TEST(PacerTest, PaceChangesTakeEffectAtOnce) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(1);
-  o.min_wait = absl::ZeroDuration();
+  PacerOptions o = WithEstimate(Ms(1), /*min_wait=*/absl::ZeroDuration());
   Pacer pacer(clock.AsClock(), o);
   pacer.SetPace(0.8);
   EXPECT_EQ(pacer.credit(), Ms(40));
@@ -379,8 +379,7 @@ TEST(PacerTest, LongRunFollowsPaceChanges) {
 // tenant for at most debt_window.
 TEST(PacerTest, DebtIsBounded) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(1);
+  PacerOptions o = WithEstimate(Ms(1));
   Pacer pacer(clock.AsClock(), o);
   pacer.SetPace(0.5);
   ASSERT_EQ(pacer.Admit(), absl::ZeroDuration());
@@ -400,8 +399,7 @@ TEST(PacerTest, DebtIsBounded) {
 
 TEST(PacerTest, UnmeasuredLaunchesAreRememberedUpToABound) {
   ManualClock clock;
-  PacerOptions o;
-  o.initial_estimate = Ms(1);
+  PacerOptions o = WithEstimate(Ms(1));
   o.max_outstanding = 4;
   o.estimate_smoothing = 0;
   o.burst_window = absl::Seconds(1);
