@@ -204,6 +204,11 @@ run_proc() {
                 WOOLY_SERVER="$ep" WOOLY_LOG=warn WOOLY_CLIENT_NAME="bench-$group")
       ;;
   esac
+  # Compile caches (the driver's and Wooly's NVRTC cache, both under
+  # CUDA_CACHE_PATH) start empty per woolyd and mode, so that first calls
+  # are equally cold natively and through Wooly whatever ran before.
+  mkdir -p "$tmp/compile-cache/$server-$mode"
+  env_args+=(CUDA_CACHE_PATH="$tmp/compile-cache/$server-$mode")
   t0=$(date +%s.%N)
   { timeout -k 10 "$TIMEOUT" "${env_args[@]}" "$@" <"/dev/null" >"$out" 2>"$err"; } 2>/dev/null
   rc=$?
