@@ -898,7 +898,9 @@ void ClientSession::RunPipelined(absl::FunctionRef<LaunchPipeline::Job*()> next)
       if (job->measured) sched_->BeginLaunch(job->config.stream);
       const absl::Status status = backend_->LaunchKernel(
           job->function, job->config, absl::MakeConstSpan(job->args.data(), job->args.size()));
-      if (job->measured && status.ok()) sched_->EndLaunch(job->config.stream);
+      if (job->measured && status.ok()) {
+        sched_->EndLaunch(job->config.stream, job->function, job->config);
+      }
       result = ToCuResult(status);
       access.Observe(result, [this] { return absl::StrCat("client ", id_, " LaunchKernel"); });
       if (!status.ok()) {
@@ -1673,7 +1675,7 @@ absl::Status ClientSession::OpLaunchKernel(wire::Reader& in, wire::Writer& out) 
   if (measured) sched_->BeginLaunch(*st);
   absl::Status launched =
       backend_->LaunchKernel(c->function, config, absl::MakeConstSpan(args, n_args));
-  if (measured && launched.ok()) sched_->EndLaunch(*st);
+  if (measured && launched.ok()) sched_->EndLaunch(*st, c->function, config);
   return launched;
 }
 

@@ -22,19 +22,38 @@ int SmCountOf(const wire::DeviceInfo& device) {
   const int v = device.attributes[CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT];
   return v > 0 ? v : 132;
 }
+
+// A launch whose blocks are placed in clusters: its occupancy is not its
+// function's blocks per SM.
+bool HasClusters(const LaunchConfig& config) {
+  for (const LaunchAttribute& a : config.attributes) {
+    if (a.id == CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION ||
+        a.id == CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION) {
+      return true;
+    }
+  }
+  return false;
+}
 }  // namespace
+
+double KernelWidth(uint64_t blocks, int sm_count, int blocks_per_sm) {
+  if (sm_count <= 0 || blocks_per_sm <= 0) return 1.0;
+  const double resident = static_cast<double>(sm_count) * static_cast<double>(blocks_per_sm);
+  return std::min(1.0, static_cast<double>(blocks) / resident);
+}
 
 // ---------------------------------------------------------------- client
 
 ScheduledClient::ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial,
                                  scheduler::Clock clock, scheduler::PacerOptions pacer,
-                                 absl::Duration max_pace_wait)
+                                 absl::Duration max_pace_wait, int width_sms)
     : backend_(backend),
       id_(client_id),
       placement_(initial),
       clock_(clock),
       max_pace_wait_(std::max(max_pace_wait, absl::Milliseconds(1))),
-      pacer_(std::move(clock), std::move(pacer)) {
+      pacer_(std::move(clock), std::move(pacer)),
+      width_sms_(width_sms) {
   placement_generation_.store(initial.generation, std::memory_order_release);
 }
 
@@ -70,11 +89,45 @@ void ScheduledClient::BeginLaunch(Handle stream) {
   has_open_.store(true, std::memory_order_release);
 }
 
-void ScheduledClient::EndLaunch(Handle stream, int64_t kernels) {
+double ScheduledClient::LaunchWidth(Handle function, const LaunchConfig& config) {
+  if (width_sms_ <= 0 || HasClusters(config)) return 1.0;
+  uint64_t blocks = 1;
+  uint64_t threads = 1;
+  for (int i = 0; i < 3; ++i) {
+    blocks *= config.grid[i];
+    threads *= config.block[i];
+  }
+  // Larger than any device's block: the query would fail; unknown.
+  if (threads == 0 || threads > (1u << 20)) return 1.0;
+  const OccupancyKey key{function, static_cast<int32_t>(threads), config.shared_bytes};
+  int32_t per_sm = 0;
+  {
+    absl::MutexLock lock(&occupancy_mu_);
+    if (auto it = occupancy_.find(key); it != occupancy_.end()) {
+      per_sm = it->second;
+    } else {
+      // Once per key: the driver is not asked on every launch.
+      absl::StatusOr<int32_t> q = backend_->OccupancyMaxActiveBlocks(
+          function, static_cast<int32_t>(threads), config.shared_bytes, 0);
+      per_sm = q.ok() ? std::max<int32_t>(*q, 0) : 0;
+      if (occupancy_.size() >= kMaxOccupancyEntries) occupancy_.clear();
+      occupancy_[key] = per_sm;
+    }
+  }
+  return KernelWidth(blocks, width_sms_, per_sm);
+}
+
+void ScheduledClient::EndLaunch(Handle stream, Handle function, const LaunchConfig& config) {
+  if (!has_open_.load(std::memory_order_acquire)) return;  // unmeasured
+  EndLaunch(stream, 1, LaunchWidth(function, config));
+}
+
+void ScheduledClient::EndLaunch(Handle stream, int64_t kernels, double width) {
   absl::MutexLock lock(&mu_);
   auto it = open_.find(stream);
   if (it == open_.end()) return;
   it->second.kernels += kernels;
+  it->second.widths += static_cast<double>(kernels) * std::clamp(width, 0.0, 1.0);
   // Long runs of launches are cut so that measurement keeps up.
   if (it->second.kernels >= 64) {
     CloseLocked(stream, it->second);
@@ -90,7 +143,8 @@ void ScheduledClient::CloseLocked(Handle stream, Open& open) {
     free_events_.push_back(open.start);
     return;
   }
-  pending_.push_back(Batch{open.start, end, open.kernels, open.share});
+  const double width = open.kernels > 0 ? open.widths / static_cast<double>(open.kernels) : 1.0;
+  pending_.push_back(Batch{open.start, end, open.kernels, width, open.share});
   inflight_kernels_ += open.kernels;
 }
 
@@ -110,6 +164,23 @@ void ScheduledClient::CloseBatch(Handle stream) {
   has_open_.store(!open_.empty(), std::memory_order_release);
 }
 
+std::optional<double> ScheduledClient::UsableShareLocked(absl::Time since) {
+  while (!widths_.empty() && widths_.front().at < since) widths_.pop_front();
+  WidthSample sum;
+  for (const WidthSample& w : widths_) {
+    sum.width_seconds += w.width_seconds;
+    sum.busy_seconds += w.busy_seconds;
+    sum.widths += w.widths;
+    sum.kernels += w.kernels;
+  }
+  if (sum.kernels <= 0) return std::nullopt;
+  // Busy-time weighted: the SMs it kept occupied on average while busy
+  // (several streams at once add up). Without measurable time, per kernel.
+  const double usable = sum.busy_seconds > 0.0 ? sum.width_seconds / sum.busy_seconds
+                                               : sum.widths / static_cast<double>(sum.kernels);
+  return std::clamp(usable, 0.0, 1.0);
+}
+
 void ScheduledClient::Release(bool context_ok) {
   absl::MutexLock lock(&mu_);
   released_ = true;
@@ -124,6 +195,7 @@ void ScheduledClient::Release(bool context_ok) {
   open_.clear();
   pending_.clear();
   free_events_.clear();
+  widths_.clear();
   inflight_kernels_ = 0;
   has_open_.store(false, std::memory_order_release);
   {
@@ -169,6 +241,11 @@ ShareControlOptions WithEnvironment(ShareControlOptions options) {
   if (const char* env = std::getenv("WOOLY_SM_PLACEMENT"); env != nullptr) {
     if (std::string(env) == "nested") options.placement = SmPlacement::kNested;
     if (std::string(env) == "exclusive") options.placement = SmPlacement::kExclusive;
+  }
+  // WOOLY_SM_USABLE=1|0: usable-share estimates on or off.
+  if (const char* env = std::getenv("WOOLY_SM_USABLE"); env != nullptr) {
+    if (std::string(env) == "1") options.estimate_usable = true;
+    if (std::string(env) == "0") options.estimate_usable = false;
   }
   return options;
 }
@@ -251,8 +328,9 @@ std::shared_ptr<ScheduledClient> ShareControl::Join(uint64_t client_id) {
   initial.stream_priority =
       scheduler::StreamPriorityFor(priority, least_priority_, greatest_priority_);
   initial.generation = placement_counter_.fetch_add(1) + 1;
-  auto client = std::make_shared<ScheduledClient>(backend_, client_id, initial, clock_,
-                                                  options_.pacer, options_.max_pace_wait);
+  auto client = std::make_shared<ScheduledClient>(
+      backend_, client_id, initial, clock_, options_.pacer, options_.max_pace_wait,
+      options_.estimate_usable ? geometry_.sm_count : 0);
   meter_.AddTenant(client_id);
   absl::MutexLock lock(&clients_mu_);
   clients_[client_id] = client;
@@ -297,7 +375,8 @@ absl::StatusOr<Handle> ShareControl::PartitionFor(int first, int count) {
 }
 
 void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClient>>& clients) {
-  const absl::Time stale = clock_() - options_.tick;
+  const absl::Time now = clock_();
+  const absl::Time stale = now - options_.tick;
   for (const std::shared_ptr<ScheduledClient>& c : clients) {
     std::deque<ScheduledClient::Batch> batches;
     {
@@ -321,6 +400,7 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
     int64_t done_kernels = 0;
     absl::Duration busy;
     int64_t measured_kernels = 0;
+    ScheduledClient::WidthSample widths;
     // The meter unites overlapping batches (several streams); the pacer is
     // charged that union, not the sum.
     const std::optional<scheduler::TenantUsage> before = meter_.Usage(c->client_id());
@@ -345,6 +425,16 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
       if (meter_.Record(c->client_id(), interval).ok()) {
         busy += interval.end - interval.start;
         measured_kernels += b.kernels;
+        widths.width_seconds += b.width * absl::ToDoubleSeconds(interval.end - interval.start);
+        widths.widths += b.width * static_cast<double>(b.kernels);
+        widths.kernels += b.kernels;
+      }
+    }
+    absl::Duration united = busy;
+    if (measured_kernels > 0) {
+      if (const std::optional<scheduler::TenantUsage> after = meter_.Usage(c->client_id());
+          before && after) {
+        united = std::clamp(after->total_busy - before->total_busy, absl::ZeroDuration(), busy);
       }
     }
     {
@@ -362,13 +452,13 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
       c->inflight_kernels_ = std::max<int64_t>(0, c->inflight_kernels_ - done_kernels);
       c->share_.busy += busy;
       c->share_.kernels += measured_kernels;
+      if (widths.kernels > 0) {
+        widths.at = now;
+        widths.busy_seconds = absl::ToDoubleSeconds(united);
+        c->widths_.push_back(widths);
+      }
     }
     if (measured_kernels > 0) {
-      absl::Duration united = busy;
-      if (const std::optional<scheduler::TenantUsage> after = meter_.Usage(c->client_id());
-          before && after) {
-        united = std::clamp(after->total_busy - before->total_busy, absl::ZeroDuration(), busy);
-      }
       // Replaces the estimates the pacer debited for these launches.
       absl::MutexLock lock(&c->admit_mu_);
       c->pacer_.Measured(measured_kernels, united);
@@ -420,12 +510,15 @@ void ShareControl::Tick() {
     std::optional<TenantMemberInfo> m = tenants_->Member(c->client_id());
     if (!m || m->observer) continue;
     int depth = 0;
+    std::optional<double> usable;
     bool busy = c->launches_.exchange(0, std::memory_order_relaxed) > 0;
     {
       absl::MutexLock l(&c->mu_);
       if (c->released_) continue;
       depth = static_cast<int>(std::min<int64_t>(c->inflight_kernels_, 1 << 20));
       busy = busy || !c->open_.empty() || !c->pending_.empty();
+      if (options_.estimate_usable) usable = c->UsableShareLocked(now - options_.usable_window);
+      c->share_.usable_share = usable;
     }
     meter_.SetQueueDepth(c->client_id(), depth);
     scheduler::TenantInput in;
@@ -433,6 +526,7 @@ void ShareControl::Tick() {
     in.policy = m->policy.policy;
     in.has_work = busy;
     in.queue_depth = depth;
+    in.usable_share = usable;
     inputs.push_back(in);
     scheduled.push_back(c);
   }

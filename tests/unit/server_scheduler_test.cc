@@ -157,6 +157,12 @@ TEST(TenantsTest, PolicyLayersResolveAndRuntimeOverridesWin) {
 // GPU runs kernels at launch, and stamps events with this clock).
 scheduler::ManualClock* g_clock = nullptr;
 
+// A grid larger than every SM of the fake GPU holds at once (8 blocks of 256
+// threads per SM): its usable share is 1, so the tests about placement by
+// priority are not affected by usable-share estimates.
+constexpr uint32_t kWideGrid = 100000;
+constexpr uint32_t kWideBlock = 256;
+
 void RegisterKernels() {
   fake::FakeKernel noop;
   noop.name = "wooly_sched_noop";
@@ -169,9 +175,17 @@ void RegisterKernels() {
     return absl::OkStatus();
   };
   fake::RegisterFakeKernel(busy);
+  fake::FakeKernel short_kernel;
+  short_kernel.name = "wooly_sched_short";
+  short_kernel.run = [](const fake::FakeLaunch&) {
+    if (g_clock != nullptr) g_clock->Advance(absl::Milliseconds(10));
+    return absl::OkStatus();
+  };
+  fake::RegisterFakeKernel(short_kernel);
 }
 
-// Records the backend stream of every launch.
+// Records the backend stream of every launch, counts occupancy queries and
+// can fail them.
 class LaunchRecordingBackend : public fake::FakeBackend {
  public:
   using FakeBackend::FakeBackend;
@@ -183,21 +197,43 @@ class LaunchRecordingBackend : public fake::FakeBackend {
     }
     return FakeBackend::LaunchKernel(function, config, args);
   }
+  absl::StatusOr<int32_t> OccupancyMaxActiveBlocks(Handle function, int32_t block_size,
+                                                   uint64_t dynamic_smem, uint32_t flags) override {
+    {
+      absl::MutexLock lock(&launch_mu_);
+      ++occupancy_queries_;
+      if (fail_occupancy_) return absl::InternalError("occupancy query failed");
+    }
+    return FakeBackend::OccupancyMaxActiveBlocks(function, block_size, dynamic_smem, flags);
+  }
   Handle last_stream() const {
     absl::MutexLock lock(&launch_mu_);
     return last_stream_;
+  }
+  int occupancy_queries() const {
+    absl::MutexLock lock(&launch_mu_);
+    return occupancy_queries_;
+  }
+  void set_fail_occupancy(bool fail) {
+    absl::MutexLock lock(&launch_mu_);
+    fail_occupancy_ = fail;
   }
 
  private:
   mutable absl::Mutex launch_mu_;
   Handle last_stream_ ABSL_GUARDED_BY(launch_mu_) = 0;
+  int occupancy_queries_ ABSL_GUARDED_BY(launch_mu_) = 0;
+  bool fail_occupancy_ ABSL_GUARDED_BY(launch_mu_) = false;
 };
 
 class SchedulerServerTest : public ::testing::Test {
  protected:
   virtual SmPlacement placement() const { return SmPlacement::kNested; }
   virtual bool partitions() const { return true; }
+  // Usable-share estimates (off by default in woolyd).
+  virtual bool usable() const { return false; }
   void SetUp() override {
+    ::setenv("WOOLY_SM_USABLE", usable() ? "1" : "0", 1);
     RegisterKernels();
     g_clock = &clock_;
     dir_ = testing::MakeTempDir();
@@ -220,6 +256,7 @@ class SchedulerServerTest : public ::testing::Test {
   void TearDown() override {
     server_.reset();
     g_clock = nullptr;
+    ::unsetenv("WOOLY_SM_USABLE");
   }
 
   std::unique_ptr<TestClient> Connect(const std::string& name, int priority,
@@ -260,6 +297,16 @@ class SchedulerServerTest : public ::testing::Test {
 class ExclusivePlacementTest : public SchedulerServerTest {
  protected:
   SmPlacement placement() const override { return SmPlacement::kExclusive; }
+};
+
+// With usable-share estimates (WOOLY_SM_USABLE=1).
+class UsableShareTest : public SchedulerServerTest {
+ protected:
+  bool usable() const override { return true; }
+};
+class UsableExclusiveTest : public ExclusivePlacementTest {
+ protected:
+  bool usable() const override { return true; }
 };
 
 // Shares kept by pacing alone (WOOLY_SM_PARTITIONS=0).
@@ -357,15 +404,15 @@ TEST_F(ExclusivePlacementTest, BusyClientsRunInDisjointPartitionsByPriority) {
   auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, &lo_id);
   ASSERT_TRUE(hi && lo);
   const uint64_t fhi = LoadKernel(*hi), flo = LoadKernel(*lo);
-  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
-  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+  ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   EXPECT_FALSE(fake_->StreamPartition(fake_->last_stream()).has_value());  // whole GPU first
   Tick();
   // Both had work: each now runs in its own units.
-  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   const Handle hs_stream = fake_->last_stream();
   const std::optional<std::pair<int, int>> hp = fake_->StreamPartition(hs_stream);
-  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   const Handle ls_stream = fake_->last_stream();
   const std::optional<std::pair<int, int>> lp = fake_->StreamPartition(ls_stream);
   ASSERT_TRUE(hp && lp);
@@ -402,16 +449,16 @@ TEST_F(SchedulerServerTest, LoneLowerLevelFillsTheWholeGpuBehindHigherLevels) {
   // clock) before the tick measures them.
   const wire::Writer null_stream = wire::Writer().Put<uint64_t>(wire::kStreamNull);
   for (int i = 0; i < 6; ++i) {
-    ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
-    ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+    ASSERT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+    ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
     ASSERT_EQ(hi->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
     ASSERT_EQ(lo->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
     Tick();
   }
-  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   const Handle hs_stream = fake_->last_stream();
   const std::optional<std::pair<int, int>> hp = fake_->StreamPartition(hs_stream);
-  ASSERT_EQ(lo->Launch(flo, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   const Handle ls_stream = fake_->last_stream();
   ASSERT_TRUE(hp.has_value());
   EXPECT_EQ(*hp, std::make_pair(0, 11));                        // its own units only
@@ -434,16 +481,16 @@ TEST_F(SchedulerServerTest, EqualLevelsDoNotNest) {
   ASSERT_TRUE(hi && a && b);
   const uint64_t fhi = LoadKernel(*hi), fa = LoadKernel(*a), fb = LoadKernel(*b);
   auto launch_all = [&] {
-    ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
-    ASSERT_EQ(a->Launch(fa, 1, 1, {}), CUDA_SUCCESS);
-    ASSERT_EQ(b->Launch(fb, 1, 1, {}), CUDA_SUCCESS);
+    ASSERT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+    ASSERT_EQ(a->Launch(fa, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+    ASSERT_EQ(b->Launch(fb, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   };
   launch_all();
   Tick();
   launch_all();
-  ASSERT_EQ(a->Launch(fa, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(a->Launch(fa, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   const std::optional<std::pair<int, int>> ap = fake_->StreamPartition(fake_->last_stream());
-  ASSERT_EQ(b->Launch(fb, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(b->Launch(fb, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
   const std::optional<std::pair<int, int>> bp = fake_->StreamPartition(fake_->last_stream());
   ASSERT_TRUE(ap && bp);
   EXPECT_LE(ap->first + ap->second, bp->first)  // disjoint
@@ -482,6 +529,132 @@ TEST_F(SchedulerServerTest, RuntimePolicyOverrides) {
   ASSERT_TRUE(server_->SetClientPolicy(id, "", true).ok());
   EXPECT_EQ(StatusOf(id).priority, 2);
   EXPECT_DOUBLE_EQ(StatusOf(id).sm_cap, 1.0);
+}
+
+// ------------------------------------------------------- usable share
+
+TEST(KernelWidthTest, IsTheGridOverWhatTheSmsHoldAtOnce) {
+  // 120 SMs holding 32 blocks each: 3840 blocks at once.
+  EXPECT_DOUBLE_EQ(KernelWidth(1, 120, 32), 1.0 / 3840);
+  EXPECT_DOUBLE_EQ(KernelWidth(960, 120, 32), 0.25);
+  EXPECT_DOUBLE_EQ(KernelWidth(3840, 120, 32), 1.0);
+  EXPECT_DOUBLE_EQ(KernelWidth(1000000, 120, 32), 1.0);  // several waves: still 1
+  EXPECT_DOUBLE_EQ(KernelWidth(60, 120, 1), 0.5);
+  EXPECT_DOUBLE_EQ(KernelWidth(0, 120, 32), 0.0);
+  // Unknown occupancy or SM count: it may use every SM.
+  EXPECT_DOUBLE_EQ(KernelWidth(1, 120, 0), 1.0);
+  EXPECT_DOUBLE_EQ(KernelWidth(1, 120, -1), 1.0);
+  EXPECT_DOUBLE_EQ(KernelWidth(1, 0, 32), 1.0);
+}
+
+// A priority-0 tenant of one-block kernels cannot fill more than a sliver
+// of the GPU: its usable share, measured from its launches' widths, caps its
+// target, and the SMs it cannot use go to the busy priority-4 tenant.
+TEST_F(UsableExclusiveTest, NarrowKernelsLeaveTheirSmsToALowerPriority) {
+  uint64_t hi_id = 0, lo_id = 0;
+  auto hi = Connect("decode", 0, {}, &hi_id);
+  auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, &lo_id);
+  ASSERT_TRUE(hi && lo);
+  const uint64_t fhi = LoadKernel(*hi, "wooly_sched_short");
+  const uint64_t flo = LoadKernel(*lo, "wooly_sched_short");
+  const wire::Writer null_stream = wire::Writer().Put<uint64_t>(wire::kStreamNull);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);  // 1 of 3840 resident blocks
+    ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);  // many waves
+    ASSERT_EQ(hi->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
+    ASSERT_EQ(lo->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
+    Tick();
+  }
+  const ClientShare hs = server_->share_control()->ShareOf(hi_id);
+  const ClientShare ls = server_->share_control()->ShareOf(lo_id);
+  ASSERT_TRUE(hs.usable_share.has_value());
+  EXPECT_NEAR(*hs.usable_share, 1.0 / 3840, 1e-9);  // the fake's 32 blocks/SM, 120 SMs
+  ASSERT_TRUE(ls.usable_share.has_value());
+  EXPECT_NEAR(*ls.usable_share, 1.0, 1e-9);
+  EXPECT_LT(hs.target_share, 0.01);
+  EXPECT_GT(ls.target_share, 0.99);
+  // The decoder keeps one unit (the minimum for a tenant with work), at the
+  // top priority; the trainer gets the other 14 instead of its floor's 4.
+  ASSERT_EQ(hi->Launch(fhi, 1, 1, {}), CUDA_SUCCESS);
+  const Handle hs_stream = fake_->last_stream();
+  ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+  const Handle ls_stream = fake_->last_stream();
+  const std::optional<std::pair<int, int>> hp = fake_->StreamPartition(hs_stream);
+  const std::optional<std::pair<int, int>> lp = fake_->StreamPartition(ls_stream);
+  ASSERT_TRUE(hp && lp);
+  EXPECT_EQ(*hp, std::make_pair(0, 1));
+  EXPECT_EQ(*lp, std::make_pair(1, 14));
+  EXPECT_EQ(*fake_->StreamPriority(hs_stream), -5);
+}
+
+// Wide grids may use the whole GPU; the function's occupancy is asked once
+// per launch shape; without measured launches in the window there is no
+// estimate (the tenant may use as much as it is given).
+TEST_F(UsableShareTest, WideGridsAreUsableEverywhereAndOccupancyIsCached) {
+  uint64_t id = 0;
+  auto c = Connect("wide", 2, {}, &id);
+  ASSERT_TRUE(c);
+  const uint64_t fn = LoadKernel(*c, "wooly_sched_short");
+  Tick();
+  EXPECT_FALSE(server_->share_control()->ShareOf(id).usable_share.has_value());
+  const int queries = fake_->occupancy_queries();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(c->Launch(fn, 5000, 128, {}), CUDA_SUCCESS);
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  EXPECT_EQ(fake_->occupancy_queries(), queries + 1);
+  Tick();
+  std::optional<double> usable = server_->share_control()->ShareOf(id).usable_share;
+  ASSERT_TRUE(usable.has_value());
+  EXPECT_NEAR(*usable, 1.0, 1e-9);
+  // A smaller grid of the same blocks needs no new query. The window's
+  // widths are weighted by busy time.
+  ASSERT_EQ(c->Launch(fn, 240, 128, {}), CUDA_SUCCESS);  // 240 of 1920 resident blocks
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  EXPECT_EQ(fake_->occupancy_queries(), queries + 1);
+  Tick();
+  usable = server_->share_control()->ShareOf(id).usable_share;
+  ASSERT_TRUE(usable.has_value());
+  // 50 ms at width 1 and 10 ms at width 1/8, over 60 ms busy (GPU times are
+  // float milliseconds, hence the tolerance).
+  EXPECT_NEAR(*usable, (0.05 * 1.0 + 0.01 * 0.125) / 0.06, 1e-4);
+  // Another block size is another query.
+  ASSERT_EQ(c->Launch(fn, 240, 256, {}), CUDA_SUCCESS);
+  EXPECT_EQ(fake_->occupancy_queries(), queries + 2);
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  // The window (500 ms) passes with no further launches: no estimate.
+  for (int i = 0; i < 7; ++i) Tick();
+  EXPECT_FALSE(server_->share_control()->ShareOf(id).usable_share.has_value());
+}
+
+// When the occupancy query fails, a launch's width is unknown: 1.
+TEST_F(UsableShareTest, FailedOccupancyQueryMeansTheWholeGpu) {
+  fake_->set_fail_occupancy(true);
+  uint64_t id = 0;
+  auto c = Connect("narrow", 0, {}, &id);
+  ASSERT_TRUE(c);
+  const uint64_t fn = LoadKernel(*c, "wooly_sched_short");
+  Tick();
+  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  EXPECT_GT(fake_->occupancy_queries(), 0);
+  Tick();
+  const std::optional<double> usable = server_->share_control()->ShareOf(id).usable_share;
+  ASSERT_TRUE(usable.has_value());
+  EXPECT_NEAR(*usable, 1.0, 1e-9);
+}
+
+// Estimates are off unless asked for: the narrow client's usable share
+// stays unset and woolyd asks the backend nothing.
+TEST_F(SchedulerServerTest, UsableShareIsNotEstimatedByDefault) {
+  uint64_t id = 0;
+  auto c = Connect("narrow", 0, {}, &id);
+  ASSERT_TRUE(c);
+  const uint64_t fn = LoadKernel(*c, "wooly_sched_short");
+  Tick();
+  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  Tick();
+  EXPECT_FALSE(server_->share_control()->ShareOf(id).usable_share.has_value());
+  EXPECT_EQ(fake_->occupancy_queries(), 0);
 }
 
 // A client over its cap is paced by a token bucket over GPU time

@@ -10,6 +10,13 @@
 //                control tick. The control thread reads finished batches'
 //                GPU timestamps and feeds scheduler::UsageMeter with
 //                intervals on the client's share of SMs.
+//   usable share Each launch has a width: the fraction of the SMs its grid
+//                can occupy at once (KernelWidth, from the function's
+//                occupancy, cached per client). A batch carries the mean
+//                width of its kernels; each tick turns the batches of the
+//                last usable_window into the tenant's usable-share estimate
+//                (scheduler::TenantInput::usable_share), so a tenant of
+//                narrow kernels is not given SMs it cannot fill.
 //   partitions   When two or more clients have work (or one has a cap), each
 //                runs in a green context of the SM units the allocator gave
 //                it; contiguous unit ranges in priority order. Green contexts
@@ -37,9 +44,11 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "wooly/proto/wire.h"
@@ -71,7 +80,17 @@ struct ClientShare {
   absl::Duration pace_credit;
   absl::Duration pace_estimate;
   int64_t paced_waits = 0;
+  // The usable-share estimate the last tick gave the controller (the
+  // busy-time-weighted mean width of its launches measured in the last
+  // usable_window); nullopt: none, it may use as much as it is given.
+  std::optional<double> usable_share;
 };
+
+// The fraction of `sm_count` SMs that a grid of `blocks` blocks can occupy
+// at once when `blocks_per_sm` of its blocks fit on one SM:
+// min(1, blocks / (sm_count * blocks_per_sm)). 1 when `sm_count` or
+// `blocks_per_sm` is unknown (<= 0): an unknown kernel may use every SM.
+double KernelWidth(uint64_t blocks, int sm_count, int blocks_per_sm);
 
 // Where a client's streams run.
 struct Placement {
@@ -108,6 +127,13 @@ struct ShareControlOptions {
   scheduler::PacerOptions pacer;  // invalid options fall back to the defaults
   // The longest a paced launch waits before it checks the decision again.
   absl::Duration max_pace_wait = absl::Milliseconds(100);
+  // Estimate each tenant's usable share from its launches' widths, over the
+  // batches measured in the last usable_window. Off by default until it is
+  // measured on the GPU (it may confine a decoder's few wide kernels);
+  // WOOLY_SM_USABLE=1 turns it on, 0 off. Off, every tenant may use as
+  // much as it is given.
+  bool estimate_usable = false;
+  absl::Duration usable_window = absl::Milliseconds(500);
 };
 
 class ShareControl;
@@ -115,11 +141,13 @@ class ShareControl;
 class ScheduledClient {
  public:
   // `clock` drives the pacer and dates open batches (the control loop's
-  // clock, which decides when an open batch is stale).
+  // clock, which decides when an open batch is stale). Launch widths are
+  // fractions of `width_sms` SMs (the allocator's geometry); 0: unknown, every
+  // launch has width 1.
   ScheduledClient(GpuBackend* backend, uint64_t client_id, Placement initial,
                   scheduler::Clock clock = scheduler::RealClock(),
                   scheduler::PacerOptions pacer = {},
-                  absl::Duration max_pace_wait = absl::Milliseconds(100));
+                  absl::Duration max_pace_wait = absl::Milliseconds(100), int width_sms = 0);
   ScheduledClient(const ScheduledClient&) = delete;
   ScheduledClient& operator=(const ScheduledClient&) = delete;
 
@@ -131,9 +159,19 @@ class ScheduledClient {
   }
   Placement placement() const;
   // Around a launch on `stream`: BeginLaunch before it (opens the stream's
-  // batch), EndLaunch after it succeeded (counts `kernels`).
+  // batch), EndLaunch after it succeeded (counts `kernels`, each of `width`;
+  // width 1 where it is unknown, as for a graph).
   void BeginLaunch(Handle stream);
-  void EndLaunch(Handle stream, int64_t kernels = 1);
+  void EndLaunch(Handle stream, int64_t kernels = 1, double width = 1.0);
+  // EndLaunch for one kernel launch of `function` with `config`: its width
+  // is LaunchWidth(function, config).
+  void EndLaunch(Handle stream, Handle function, const LaunchConfig& config);
+  // The fraction of the SMs the launch's grid can occupy at once
+  // (KernelWidth), with the function's occupancy from the backend, cached
+  // per (function, block size, dynamic shared memory); 1 when the occupancy
+  // query fails or answers 0, and for cluster launches. Also called by the
+  // launch pipeline's thread (the cache has its own mutex).
+  double LaunchWidth(Handle function, const LaunchConfig& config);
   // Ends the open batches (all, or the one on `stream`).
   void CloseBatches();
   void CloseBatch(Handle stream);
@@ -153,6 +191,7 @@ class ScheduledClient {
   struct Open {
     Handle start = 0;
     int64_t kernels = 0;
+    double widths = 0.0;  // the sum of its kernels' widths
     double share = 1.0;
     absl::Time opened;  // clock_ time, for stale batches
   };
@@ -160,10 +199,26 @@ class ScheduledClient {
     Handle start = 0;
     Handle end = 0;
     int64_t kernels = 0;
+    double width = 1.0;  // the mean width of its kernels
     double share = 1.0;
   };
+  // What one tick measured of a client's widths (control thread).
+  struct WidthSample {
+    absl::Time at;
+    double width_seconds = 0.0;  // sum of width x span of its batches
+    double busy_seconds = 0.0;   // the union of their spans
+    double widths = 0.0;         // sum of its kernels' widths
+    int64_t kernels = 0;
+  };
+  // Occupancy per (function, block size, dynamic shared memory).
+  using OccupancyKey = std::tuple<Handle, int32_t, uint64_t>;
+  static constexpr size_t kMaxOccupancyEntries = 4096;
+
   Handle TakeEventLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseLocked(Handle stream, Open& open) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The usable share over the samples since `since` (dropping older ones);
+  // nullopt without measured kernels.
+  std::optional<double> UsableShareLocked(absl::Time since) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   GpuBackend* const backend_;
   const uint64_t id_;
@@ -190,6 +245,13 @@ class ScheduledClient {
   int64_t paced_waits_ ABSL_GUARDED_BY(admit_mu_) = 0;
   // Measured (control thread).
   ClientShare share_ ABSL_GUARDED_BY(mu_);
+  std::deque<WidthSample> widths_ ABSL_GUARDED_BY(mu_);
+  // Launch widths (the session's and the launch pipeline's threads). The
+  // cache is cleared when full; a stale entry (a function attribute changed
+  // after the query, a handle reused) only skews an estimate.
+  const int width_sms_;
+  absl::Mutex occupancy_mu_;  // never held with mu_
+  absl::flat_hash_map<OccupancyKey, int32_t> occupancy_ ABSL_GUARDED_BY(occupancy_mu_);
 };
 
 class ShareControl {
