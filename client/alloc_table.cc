@@ -24,7 +24,9 @@ void PageSpan(uint64_t base, uint64_t size, uint64_t* start, uint64_t* len) {
   *len = end - *start;
 }
 
-bool Reserve(uint64_t base, uint64_t size) {
+}  // namespace
+
+bool ReserveDeviceRange(uint64_t base, uint64_t size) {
   if (size == 0 || base + size < base) return false;
   uint64_t start, len;
   PageSpan(base, size, &start, &len);
@@ -45,7 +47,11 @@ bool Reserve(uint64_t base, uint64_t size) {
   return true;
 }
 
-}  // namespace
+void UnreserveDeviceRange(uint64_t base, uint64_t size) {
+  uint64_t start, len;
+  PageSpan(base, size, &start, &len);
+  ::munmap(reinterpret_cast<void*>(start), len);
+}
 
 uint64_t NewBufferId() {
   static std::atomic<uint64_t> next{1};
@@ -56,9 +62,7 @@ AllocTable::~AllocTable() { Clear(); }
 
 void AllocTable::Release(Record& r) {
   if (!r.reserved) return;
-  uint64_t start, len;
-  PageSpan(r.base, r.size, &start, &len);
-  ::munmap(reinterpret_cast<void*>(start), len);
+  UnreserveDeviceRange(r.base, r.size);
   r.reserved = false;
 }
 
@@ -70,7 +74,7 @@ void AllocTable::Insert(uint64_t base, uint64_t size, Kind kind, const void* own
   }
   // Reserve outside the lock: mmap can be slow and lookups must not wait.
   // Two ranges of one page may share a page; only the first reserves it.
-  r.reserved = reserve_ && reserve && Reserve(base, size);
+  r.reserved = reserve_ && reserve && ReserveDeviceRange(base, size);
   std::unique_lock<std::shared_mutex> lock(mu_);
   auto [it, inserted] = by_base_.emplace(base, r);
   if (!inserted) Release(r);

@@ -26,6 +26,12 @@ namespace wooly::client {
 // never returns the same value twice. Thread-safe.
 uint64_t NewBufferId();
 
+// Reserves the pages of [base, base + size) in this process's address space
+// (PROT_NONE), as AllocTable::Insert does for a record; false when they are
+// in use already. UnreserveDeviceRange gives them back.
+bool ReserveDeviceRange(uint64_t base, uint64_t size);
+void UnreserveDeviceRange(uint64_t base, uint64_t size);
+
 class AllocTable {
  public:
   enum class Kind { kAlloc, kGlobal };

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "alloc_arena.h"
 #include "api.h"
 #include "capture.h"
 #include "copy3d.h"
@@ -29,11 +30,48 @@ constexpr uint64_t kChunk = wire::kCopyChunk;
 // slots; smaller ones travel inside the request, which costs less.
 constexpr uint64_t kStagedMin = 256u << 10;
 
+// Local allocation (alloc_arena.h): blocks up to this size come from arenas
+// of kArenaBytes that woolyd allocates for the context.
+constexpr uint64_t kArenaBlockMax = 1u << 20;
+constexpr uint64_t kArenaBytes = 8u << 20;
+
+bool LocalAllocWanted(uint64_t bytesize) {
+  return bytesize <= kArenaBlockMax && wire::Setting("WOOLY_LOCAL_ALLOC") == "1";
+}
+
+// A block for `ctx` from its arenas, asking woolyd for a new arena when none
+// has room; 0 when woolyd refuses one (the caller allocates directly then).
+uint64_t LocalAlloc(Context* ctx, uint64_t bytesize) {
+  if (const uint64_t p = Arenas().Allocate(bytesize, ctx); p != 0) return p;
+  wire::Writer w;
+  w.Put<uint64_t>(kArenaBytes);
+  Reply reply;
+  if (Rpc(wire::Op::kMemAlloc, w, &reply) != CUDA_SUCCESS) return 0;
+  wire::Reader rd = reply.reader();
+  const uint64_t base = rd.Get<uint64_t>();
+  if (!rd.ok() || base % ArenaAllocator::kAlign != 0) {
+    if (rd.ok()) Rpc(wire::Op::kMemFree, wire::Writer().Put<uint64_t>(base));
+    return 0;
+  }
+  ReserveDeviceRange(base, kArenaBytes);
+  Arenas().AddArena(base, kArenaBytes, ctx);
+  return Arenas().Allocate(bytesize, ctx);
+}
+
 CUresult AllocImpl(CUdeviceptr* dptr, size_t bytesize) {
   Context* ctx = nullptr;
   if (CUresult r = RequireContext(&ctx); r != CUDA_SUCCESS) return r;
   if (dptr == nullptr || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
   if (CUresult r = CaptureCheckUnsafeCall(); r != CUDA_SUCCESS) return r;
+  if (LocalAllocWanted(bytesize)) {
+    if (const uint64_t p = LocalAlloc(ctx, bytesize); p != 0) {
+      // The block's own record: its range, buffer id and context (the
+      // arena's pages are reserved already).
+      Allocations().Insert(p, bytesize, AllocTable::Kind::kAlloc, ctx, /*reserve=*/false);
+      *dptr = static_cast<CUdeviceptr>(p);
+      return CUDA_SUCCESS;
+    }
+  }
   wire::Writer w;
   w.Put<uint64_t>(bytesize);
   Reply reply;
@@ -51,6 +89,16 @@ CUresult FreeImpl(CUdeviceptr dptr) {
   if (CUresult r = CaptureCheckUnsafeCall(); r != CUDA_SUCCESS) return r;
   // Freeing NULL is a no-op (cudaFree(nullptr) reaches here; cuBLAS does it).
   if (dptr == 0) return CUDA_SUCCESS;
+  if (Arenas().IsBlock(dptr)) {
+    // The driver's cuMemFree waits for the device; woolyd does that, in
+    // order, before any later command, so the block is only reused after
+    // the work already sent has finished. Posted first: another thread may
+    // take the block as soon as it is back in the arena.
+    if (CUresult r = Post(wire::Op::kCtxSynchronize, wire::Writer()); r != CUDA_SUCCESS) return r;
+    Allocations().Remove(dptr);
+    Arenas().Free(dptr);
+    return CUDA_SUCCESS;
+  }
   wire::Writer w;
   w.Put<uint64_t>(dptr);
   // An allocation base we handed out is freed without waiting: woolyd frees

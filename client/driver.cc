@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "alloc_arena.h"
 #include "api.h"
 #include "capture.h"
 #include "log.h"
@@ -44,6 +45,17 @@ std::atomic<int> g_primary_refcount{0};
 AllocTable& Allocs() {
   static AllocTable* t = new AllocTable();
   return *t;
+}
+
+ArenaAllocator& ArenasImpl() {
+  static ArenaAllocator* a = new ArenaAllocator();  // never destroyed
+  return *a;
+}
+
+// Forgets every arena and gives back its address-space reservation (the
+// device memory is woolyd's to free with the session).
+void DropArenas() {
+  for (const ArenaAllocator::Arena& a : ArenasImpl().Clear()) UnreserveDeviceRange(a.base, a.size);
 }
 
 Context* Primary() {
@@ -85,15 +97,18 @@ thread_local ThreadStream t_stream;
 void ForkPrepare() {
   LockResourcesForFork();
   Allocs().LockForFork();
+  ArenasImpl().LockForFork();
 }
 
 void ForkParent() {
+  ArenasImpl().UnlockAfterForkInParent();
   Allocs().UnlockAfterForkInParent();
   UnlockResourcesAfterForkInParent();
 }
 
 void ForkChild() {
   Allocs().ResetLockAfterForkInChild();
+  ArenasImpl().ResetLockAfterForkInChild();
   ResetResourcesLockAfterForkInChild();
   g_fork_generation.fetch_add(1);
   // The parent's session, allocations and objects are not the child's.
@@ -103,6 +118,7 @@ void ForkChild() {
     // does not exist in the child.
   }
   Allocs().Clear();
+  DropArenas();
   ForgetAllResources();
   // The forking thread's per-thread stream belonged to the parent.
   t_stream.stream = nullptr;
@@ -211,6 +227,7 @@ CUresult BadReply(wire::Op op) {
 }
 
 AllocTable& Allocations() { return Allocs(); }
+ArenaAllocator& Arenas() { return ArenasImpl(); }
 
 uint64_t ForkGeneration() { return g_fork_generation.load(std::memory_order_relaxed); }
 
@@ -358,6 +375,7 @@ void ResetForTesting() {
     t_stream.stream = nullptr;
   }
   Allocs().Clear();
+  DropArenas();
   ForgetAllResources();
   InvalidateLimitCache();
   InvalidateOccupancyCache();

@@ -5,6 +5,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "alloc_arena.h"
 #include "capture.h"
 #include "driver.h"
 #include "log.h"
@@ -126,7 +127,17 @@ void ReleaseContextResources(Context* ctx) {
     libraries = TakeOwnedBy(Reg().libraries, ctx);
   }
   std::vector<AllocTable::Record> allocs = Allocations().RemoveOwnedBy(ctx);
-  if (streams.empty() && events.empty() && modules.empty() && libraries.empty() && allocs.empty()) {
+  // Blocks of the context's arenas are not woolyd's allocations: the arenas
+  // are (alloc_arena.h).
+  const std::vector<ArenaAllocator::Arena> arenas = Arenas().RemoveOwner(ctx);
+  std::erase_if(allocs, [&arenas](const AllocTable::Record& r) {
+    for (const ArenaAllocator::Arena& a : arenas) {
+      if (r.base >= a.base && r.base - a.base < a.size) return true;
+    }
+    return false;
+  });
+  if (streams.empty() && events.empty() && modules.empty() && libraries.empty() && allocs.empty() &&
+      arenas.empty()) {
     return;
   }
   // Like the driver, finish outstanding work before tearing things down.
@@ -150,6 +161,10 @@ void ReleaseContextResources(Context* ctx) {
   }
   for (const AllocTable::Record& r : allocs) {
     LogFailure("cuMemFree", SimpleRpc(wire::Op::kMemFree, r.base));
+  }
+  for (const ArenaAllocator::Arena& a : arenas) {
+    LogFailure("cuMemFree", SimpleRpc(wire::Op::kMemFree, a.base));
+    UnreserveDeviceRange(a.base, a.size);
   }
 }
 

@@ -64,3 +64,9 @@ wooly_cc_test(NAME client_compile_cache_test
   SRCS ${_client_tests}/client_compile_cache_test.cc
   DEPS wooly::client_core
   LABELS unit)
+
+# The bookkeeping of local allocation (alloc_arena.h).
+wooly_cc_test(NAME client_alloc_arena_test
+  SRCS ${_client_tests}/client_alloc_arena_test.cc
+  DEPS wooly::client_core
+  LABELS unit)

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "alloc_arena.h"
 #include "client_fake_woolyd.h"
 #include "driver.h"
 #include "log.h"
@@ -901,6 +902,109 @@ TEST_F(ClientApiTest, ModuleLoadingMode) {
   ASSERT_EQ(cuModuleGetLoadingMode(&mode), CUDA_SUCCESS);
   EXPECT_EQ(mode, CU_MODULE_LAZY_LOADING);
   ::unsetenv("CUDA_MODULE_LOADING");
+}
+
+// --- local allocation (WOOLY_LOCAL_ALLOC=1, alloc_arena.h)
+
+class LocalAllocTest : public ClientApiTest {
+ protected:
+  void SetUp() override {
+    ::setenv("WOOLY_LOCAL_ALLOC", "1", 1);
+    ClientApiTest::SetUp();
+  }
+  void TearDown() override {
+    ClientApiTest::TearDown();
+    ::unsetenv("WOOLY_LOCAL_ALLOC");
+  }
+};
+
+// Small allocations come from one arena woolyd allocated in advance: one
+// round trip for many cuMemAlloc calls, each still an allocation of its own.
+TEST_F(LocalAllocTest, SmallAllocationsComeFromAnArena) {
+  InitWithContext();
+  server_->ClearOps();
+  CUdeviceptr a = 0, b = 0, c = 0;
+  ASSERT_EQ(cuMemAlloc(&a, 1000), CUDA_SUCCESS);
+  ASSERT_EQ(cuMemAlloc(&b, 4096), CUDA_SUCCESS);
+  ASSERT_EQ(cuMemAlloc(&c, 1 << 20), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemAlloc), 1u);
+  for (CUdeviceptr p : {a, b, c}) EXPECT_EQ(p % 512, 0u);
+  EXPECT_GE(b, a + 1000);
+  EXPECT_GE(c, b + 4096);
+  // Address ranges and buffer ids are the block's own.
+  CUdeviceptr base = 0;
+  size_t size = 0;
+  ASSERT_EQ(cuMemGetAddressRange(&base, &size, a + 10), CUDA_SUCCESS);
+  EXPECT_EQ(base, a);
+  EXPECT_EQ(size, 1000u);
+  ASSERT_EQ(cuMemGetAddressRange(&base, &size, b + 4095), CUDA_SUCCESS);
+  EXPECT_EQ(base, b);
+  EXPECT_EQ(size, 4096u);
+  unsigned long long id_a = 0, id_b = 0;
+  ASSERT_EQ(cuPointerGetAttribute(&id_a, CU_POINTER_ATTRIBUTE_BUFFER_ID, a), CUDA_SUCCESS);
+  ASSERT_EQ(cuPointerGetAttribute(&id_b, CU_POINTER_ATTRIBUTE_BUFFER_ID, b), CUDA_SUCCESS);
+  EXPECT_NE(id_a, id_b);
+  // Data goes where the block is.
+  std::vector<uint8_t> in(4096), out(4096, 0);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint8_t>(i * 7);
+  ASSERT_EQ(cuMemcpyHtoD(b, in.data(), in.size()), CUDA_SUCCESS);
+  ASSERT_EQ(cuMemcpyDtoH(out.data(), b, out.size()), CUDA_SUCCESS);
+  EXPECT_EQ(in, out);
+  // Larger allocations are woolyd's own.
+  CUdeviceptr big = 0;
+  ASSERT_EQ(cuMemAlloc(&big, (1 << 20) + 1), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemAlloc), 2u);
+  // A freed block is reused without a round trip; the free is posted with
+  // the synchronization the driver's cuMemFree implies.
+  server_->ClearOps();
+  ASSERT_EQ(cuMemFree(b), CUDA_SUCCESS);
+  CUdeviceptr again = 0;
+  ASSERT_EQ(cuMemAlloc(&again, 4096), CUDA_SUCCESS);
+  EXPECT_EQ(again, b);
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemAlloc), 0u);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemFree), 0u);
+  EXPECT_EQ(server_->CountOp(wire::Op::kCtxSynchronize), 2u);  // the free's and ours
+  EXPECT_EQ(cuMemFree(b + 512), CUDA_ERROR_INVALID_VALUE);     // not a block's base
+  for (CUdeviceptr p : {a, again, c, big}) EXPECT_EQ(cuMemFree(p), CUDA_SUCCESS);
+}
+
+TEST_F(LocalAllocTest, AFullArenaGetsAnother) {
+  InitWithContext();
+  server_->ClearOps();
+  std::vector<CUdeviceptr> blocks(9);
+  for (CUdeviceptr& p : blocks) ASSERT_EQ(cuMemAlloc(&p, 1 << 20), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemAlloc), 2u);  // 8 MiB arenas
+  for (CUdeviceptr p : blocks) EXPECT_EQ(cuMemFree(p), CUDA_SUCCESS);
+}
+
+// Destroying a context frees its arenas in woolyd, and nothing else: its
+// blocks were never woolyd's allocations.
+TEST_F(LocalAllocTest, ContextDestroyFreesItsArenas) {
+  ASSERT_EQ(cuInit(0), CUDA_SUCCESS);
+  CUcontext ctx = nullptr;
+  ASSERT_EQ(cuCtxCreate(&ctx, nullptr, 0, 0), CUDA_SUCCESS);
+  CUdeviceptr a = 0, b = 0;
+  ASSERT_EQ(cuMemAlloc(&a, 256), CUDA_SUCCESS);
+  ASSERT_EQ(cuMemAlloc(&b, 256), CUDA_SUCCESS);
+  server_->ClearOps();
+  ASSERT_EQ(cuCtxDestroy(ctx), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemFree), 1u);
+  EXPECT_FALSE(Arenas().IsBlock(a));
+  CUdeviceptr base = 0;
+  EXPECT_NE(cuMemGetAddressRange(&base, nullptr, a), CUDA_SUCCESS);
+}
+
+TEST_F(ClientApiTest, AllocationsAreWoolydsUnlessLocalAllocationIsAskedFor) {
+  InitWithContext();
+  server_->ClearOps();
+  CUdeviceptr a = 0, b = 0;
+  ASSERT_EQ(cuMemAlloc(&a, 256), CUDA_SUCCESS);
+  ASSERT_EQ(cuMemAlloc(&b, 256), CUDA_SUCCESS);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemAlloc), 2u);
+  EXPECT_FALSE(Arenas().IsBlock(a));
+  EXPECT_EQ(cuMemFree(a), CUDA_SUCCESS);
+  EXPECT_EQ(cuMemFree(b), CUDA_SUCCESS);
 }
 
 }  // namespace
