@@ -995,6 +995,32 @@ TEST_F(LocalAllocTest, ContextDestroyFreesItsArenas) {
   EXPECT_NE(cuMemGetAddressRange(&base, nullptr, a), CUDA_SUCCESS);
 }
 
+// A forked child does not inherit the parent's arenas (they are the
+// parent session's memory): its first small allocation asks for its own.
+TEST_F(LocalAllocTest, ForkedChildMakesItsOwnArena) {
+  InitWithContext();
+  CUdeviceptr d = 0;
+  ASSERT_EQ(cuMemAlloc(&d, 64), CUDA_SUCCESS);
+  server_->ClearOps();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    CUdeviceptr c = 0;
+    int code = cuMemAlloc(&c, 64) == CUDA_SUCCESS ? 0 : 1;
+    if (Arenas().IsBlock(d)) code |= 2;
+    if (!Arenas().IsBlock(c)) code |= 4;
+    if (cuMemFree(c) != CUDA_SUCCESS) code |= 8;
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemAlloc), 1u);  // the child's arena
+  EXPECT_TRUE(Arenas().IsBlock(d));                      // the parent's are untouched
+  EXPECT_EQ(cuMemFree(d), CUDA_SUCCESS);
+}
+
 TEST_F(ClientApiTest, AllocationsAreWoolydsUnlessLocalAllocationIsAskedFor) {
   InitWithContext();
   server_->ClearOps();
