@@ -21,6 +21,8 @@
 #ifndef WOOLY_CLIENT_ALLOC_ARENA_H_
 #define WOOLY_CLIENT_ALLOC_ARENA_H_
 
+#include <cuda.h>
+
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -78,6 +80,10 @@ class ArenaAllocator {
 
 // The process's arenas (driver.cc owns it and its fork handling).
 ArenaAllocator& Arenas();
+
+// cuMemFree (and cuMemFreeAsync) of the block at `ptr` (api_memory.cc):
+// posts a context synchronization, then returns the block to its arena.
+CUresult FreeLocalBlock(uint64_t ptr);
 
 }  // namespace wooly::client
 

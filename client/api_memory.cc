@@ -58,6 +58,20 @@ uint64_t LocalAlloc(Context* ctx, uint64_t bytesize) {
   return Arenas().Allocate(bytesize, ctx);
 }
 
+}  // namespace
+
+CUresult FreeLocalBlock(uint64_t ptr) {
+  // The driver's cuMemFree waits for the device; woolyd does that, in
+  // order, before any later command, so the block is only reused after the
+  // work already sent has finished. Posted first: another thread may take
+  // the block as soon as it is back in the arena.
+  if (CUresult r = Post(wire::Op::kCtxSynchronize, wire::Writer()); r != CUDA_SUCCESS) return r;
+  Allocations().Remove(ptr);
+  return Arenas().Free(ptr) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+namespace {
+
 CUresult AllocImpl(CUdeviceptr* dptr, size_t bytesize) {
   Context* ctx = nullptr;
   if (CUresult r = RequireContext(&ctx); r != CUDA_SUCCESS) return r;
@@ -89,16 +103,7 @@ CUresult FreeImpl(CUdeviceptr dptr) {
   if (CUresult r = CaptureCheckUnsafeCall(); r != CUDA_SUCCESS) return r;
   // Freeing NULL is a no-op (cudaFree(nullptr) reaches here; cuBLAS does it).
   if (dptr == 0) return CUDA_SUCCESS;
-  if (Arenas().IsBlock(dptr)) {
-    // The driver's cuMemFree waits for the device; woolyd does that, in
-    // order, before any later command, so the block is only reused after
-    // the work already sent has finished. Posted first: another thread may
-    // take the block as soon as it is back in the arena.
-    if (CUresult r = Post(wire::Op::kCtxSynchronize, wire::Writer()); r != CUDA_SUCCESS) return r;
-    Allocations().Remove(dptr);
-    Arenas().Free(dptr);
-    return CUDA_SUCCESS;
-  }
+  if (Arenas().IsBlock(dptr)) return FreeLocalBlock(dptr);
   wire::Writer w;
   w.Put<uint64_t>(dptr);
   // An allocation base we handed out is freed without waiting: woolyd frees

@@ -11,7 +11,9 @@
 #include <mutex>
 #include <tuple>
 
+#include "alloc_arena.h"
 #include "api.h"
+#include "capture.h"
 #include "driver.h"
 #include "log.h"
 #include "memory_ext.h"
@@ -156,6 +158,13 @@ CUresult FreeAsync(CUdeviceptr dptr, CUstream stream, bool ptds) {
   if (CUresult r = RequireContext(); r != CUDA_SUCCESS) return r;
   uint64_t stream_id = 0;
   if (CUresult r = ResolveStream(stream, ptds, &stream_id); r != CUDA_SUCCESS) return r;
+  if (Arenas().IsBlock(dptr)) {
+    // A local block (alloc_arena.h) is freed as by cuMemFree, whose
+    // synchronization covers the stream's earlier work; a capture cannot
+    // record that.
+    if (AnyCaptureInProgress()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    return FreeLocalBlock(dptr);
+  }
   wire::Writer w;
   w.Put<uint64_t>(dptr).Put<uint64_t>(stream_id);
   // Known allocations are freed without waiting, in stream order.

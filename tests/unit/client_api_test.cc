@@ -969,6 +969,23 @@ TEST_F(LocalAllocTest, SmallAllocationsComeFromAnArena) {
   for (CUdeviceptr p : {a, again, c, big}) EXPECT_EQ(cuMemFree(p), CUDA_SUCCESS);
 }
 
+// cuMemFreeAsync of a block frees it as cuMemFree does (woolyd never sees
+// the block, only its arena).
+TEST_F(LocalAllocTest, FreeAsyncOfABlockIsLocalToo) {
+  InitWithContext();
+  CUdeviceptr a = 0;
+  ASSERT_EQ(cuMemAlloc(&a, 4096), CUDA_SUCCESS);
+  server_->ClearOps();
+  ASSERT_EQ(cuMemFreeAsync(a, nullptr), CUDA_SUCCESS);
+  EXPECT_FALSE(Arenas().IsBlock(a));
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);  // no deferred error
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemFreeAsync), 0u);
+  CUdeviceptr again = 0;
+  ASSERT_EQ(cuMemAlloc(&again, 4096), CUDA_SUCCESS);
+  EXPECT_EQ(again, a);
+  EXPECT_EQ(cuMemFree(again), CUDA_SUCCESS);
+}
+
 TEST_F(LocalAllocTest, AFullArenaGetsAnother) {
   InitWithContext();
   server_->ClearOps();
