@@ -1133,15 +1133,23 @@ absl::Status ClientSession::OpMemAlloc(wire::Reader& in, wire::Writer& out) {
 absl::Status ClientSession::OpMemFree(wire::Reader& in, wire::Writer& out) {
   const DevPtr p = in.Get<uint64_t>();
   if (!in.ok()) return Malformed();
+  return FreeAllocationLocked(p, nullptr);
+}
+
+absl::Status ClientSession::FreeAllocationLocked(DevPtr p, const BackendHandle* stream) {
   std::optional<memory::Range> r = allocations_.FindExact(p);
   if (!r) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
   if (node_allocations_.contains(p)) {
-    // Its GPU work may still read it: CUDA's cuMemFree waits for the
-    // device too (it synchronizes when memory is in use).
-    if (absl::Status s = QuiesceStreams(); !s.ok()) return s;
+    // Overcommitted memory (node_memory.h) is not the driver's to free, and
+    // its GPU work may still read it: CUDA's cuMemFree waits for the device
+    // too, and cuMemFreeAsync for the stream's earlier work.
+    absl::Status done = stream != nullptr ? backend_->StreamSynchronize(*stream) : QuiesceStreams();
+    if (!done.ok()) return done;
     if (absl::Status s = env_->node_memory->Free(id_, p); !s.ok()) return s;
     node_allocations_.erase(p);
-  } else if (absl::Status s = backend_->MemFree(p); !s.ok()) {
+  } else if (absl::Status s =
+                 stream != nullptr ? backend_->MemFreeAsync(p, *stream) : backend_->MemFree(p);
+             !s.ok()) {
     return s;
   }
   allocations_.Erase(p);

@@ -270,22 +270,10 @@ absl::Status ClientSession::OpMemFreeAsync(wire::Reader& in, wire::Writer& out) 
   const DevPtr p = in.Get<uint64_t>();
   const uint64_t stream = in.Get<uint64_t>();
   if (!in.ok()) return Malformed();
-  std::optional<memory::Range> r = allocations_.FindExact(p);
-  if (!r) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
+  if (!allocations_.FindExact(p)) return CuError(CUDA_ERROR_INVALID_VALUE, "not an allocation");
   absl::StatusOr<BackendHandle> st = StreamForWork(stream);
   if (!st.ok()) return st.status();
-  if (node_allocations_.contains(p)) {
-    // Overcommitted cuMemAlloc memory (node_memory.h) is not the driver's
-    // to free: once the stream's earlier work is done, NodeMemory frees it.
-    if (absl::Status s = backend_->StreamSynchronize(*st); !s.ok()) return s;
-    if (absl::Status s = env_->node_memory->Free(id_, p); !s.ok()) return s;
-    node_allocations_.erase(p);
-  } else if (absl::Status s = backend_->MemFreeAsync(p, *st); !s.ok()) {
-    return s;
-  }
-  allocations_.Erase(p);
-  UnchargeMemory(r->size);
-  return absl::OkStatus();
+  return FreeAllocationLocked(p, &*st);
 }
 
 absl::Status ClientSession::OpMemPoolCreate(wire::Reader& in, wire::Writer& out) {

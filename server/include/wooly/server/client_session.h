@@ -294,6 +294,11 @@ class ClientSession {
   // to `out`; a non-OK status becomes the reply's CUresult.
   absl::Status OpMemAlloc(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpMemFree(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees the client's allocation at `p` (cuMemFree, or cuMemFreeAsync on
+  // `stream` when it is given): the driver's, or NodeMemory's once the
+  // work that may use it is done.
+  absl::Status FreeAllocationLocked(DevPtr p, const BackendHandle* stream)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpMemGetInfo(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpMemGetAddressRange(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
