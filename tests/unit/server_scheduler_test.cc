@@ -163,25 +163,21 @@ scheduler::ManualClock* g_clock = nullptr;
 constexpr uint32_t kWideGrid = 100000;
 constexpr uint32_t kWideBlock = 256;
 
+// Registers a fake kernel that runs for `runs` of the fixture's clock.
+void RegisterTimedKernel(const std::string& name, absl::Duration runs) {
+  fake::FakeKernel k;
+  k.name = name;
+  k.run = [runs](const fake::FakeLaunch&) {
+    if (g_clock != nullptr && runs > absl::ZeroDuration()) g_clock->Advance(runs);
+    return absl::OkStatus();
+  };
+  fake::RegisterFakeKernel(k);
+}
+
 void RegisterKernels() {
-  fake::FakeKernel noop;
-  noop.name = "wooly_sched_noop";
-  noop.run = [](const fake::FakeLaunch&) { return absl::OkStatus(); };
-  fake::RegisterFakeKernel(noop);
-  fake::FakeKernel busy;
-  busy.name = "wooly_sched_busy";
-  busy.run = [](const fake::FakeLaunch&) {
-    if (g_clock != nullptr) g_clock->Advance(absl::Milliseconds(400));
-    return absl::OkStatus();
-  };
-  fake::RegisterFakeKernel(busy);
-  fake::FakeKernel short_kernel;
-  short_kernel.name = "wooly_sched_short";
-  short_kernel.run = [](const fake::FakeLaunch&) {
-    if (g_clock != nullptr) g_clock->Advance(absl::Milliseconds(10));
-    return absl::OkStatus();
-  };
-  fake::RegisterFakeKernel(short_kernel);
+  RegisterTimedKernel("wooly_sched_noop", absl::ZeroDuration());
+  RegisterTimedKernel("wooly_sched_busy", absl::Milliseconds(400));
+  RegisterTimedKernel("wooly_sched_short", absl::Milliseconds(10));
 }
 
 // Records the backend stream of every launch, counts occupancy queries and
