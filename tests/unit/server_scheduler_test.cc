@@ -275,6 +275,19 @@ class SchedulerServerTest : public ::testing::Test {
     clock_.Advance(absl::Milliseconds(100));
     server_->share_control()->Tick();
   }
+  // A priority-0 client runs one single-block 10 ms kernel between two
+  // ticks; returns its id (0 on failure).
+  uint64_t OneNarrowLaunch() {
+    uint64_t id = 0;
+    auto c = Connect("narrow", 0, {}, &id);
+    if (c == nullptr) return 0;
+    const uint64_t fn = LoadKernel(*c, "wooly_sched_short");
+    Tick();
+    EXPECT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);
+    EXPECT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+    Tick();
+    return id;
+  }
   ClientStatus StatusOf(uint64_t id) {
     for (const ClientStatus& c : server_->Clients()) {
       if (c.client_id == id) return c;
@@ -624,15 +637,9 @@ TEST_F(UsableShareTest, WideGridsAreUsableEverywhereAndOccupancyIsCached) {
 // When the occupancy query fails, a launch's width is unknown: 1.
 TEST_F(UsableShareTest, FailedOccupancyQueryMeansTheWholeGpu) {
   fake_->set_fail_occupancy(true);
-  uint64_t id = 0;
-  auto c = Connect("narrow", 0, {}, &id);
-  ASSERT_TRUE(c);
-  const uint64_t fn = LoadKernel(*c, "wooly_sched_short");
-  Tick();
-  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);
-  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  const uint64_t id = OneNarrowLaunch();
+  ASSERT_NE(id, 0u);
   EXPECT_GT(fake_->occupancy_queries(), 0);
-  Tick();
   const std::optional<double> usable = server_->share_control()->ShareOf(id).usable_share;
   ASSERT_TRUE(usable.has_value());
   EXPECT_NEAR(*usable, 1.0, 1e-9);
@@ -641,14 +648,8 @@ TEST_F(UsableShareTest, FailedOccupancyQueryMeansTheWholeGpu) {
 // Estimates are off unless asked for: the narrow client's usable share
 // stays unset and woolyd asks the backend nothing.
 TEST_F(SchedulerServerTest, UsableShareIsNotEstimatedByDefault) {
-  uint64_t id = 0;
-  auto c = Connect("narrow", 0, {}, &id);
-  ASSERT_TRUE(c);
-  const uint64_t fn = LoadKernel(*c, "wooly_sched_short");
-  Tick();
-  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);
-  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
-  Tick();
+  const uint64_t id = OneNarrowLaunch();
+  ASSERT_NE(id, 0u);
   EXPECT_FALSE(server_->share_control()->ShareOf(id).usable_share.has_value());
   EXPECT_EQ(fake_->occupancy_queries(), 0);
 }
