@@ -6,12 +6,15 @@
 namespace wooly::client {
 
 void ArenaAllocator::AddArena(uint64_t base, uint64_t size, const void* owner) {
-  if (size < kAlign || base % kAlign != 0) return;
-  size -= size % kAlign;
+  // The driver only promises 256-byte alignment: blocks start at the first
+  // multiple of kAlign, and the arena keeps its own base for freeing it.
+  const uint64_t pad = (kAlign - base % kAlign) % kAlign;
+  if (size < pad + kAlign) return;
+  const uint64_t usable = (size - pad) / kAlign * kAlign;
   std::lock_guard<std::mutex> lock(mu_);
   State s;
   s.arena = Arena{base, size, owner};
-  s.free.emplace(0, size);
+  s.free.emplace(pad, usable);
   arenas_.emplace(base, std::move(s));
 }
 
@@ -37,6 +40,14 @@ uint64_t ArenaAllocator::Allocate(uint64_t n, const void* owner) {
 bool ArenaAllocator::IsBlock(uint64_t ptr) const {
   std::lock_guard<std::mutex> lock(mu_);
   return blocks_.count(ptr) != 0;
+}
+
+bool ArenaAllocator::InArena(uint64_t ptr) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = arenas_.upper_bound(ptr);
+  if (it == arenas_.begin()) return false;
+  --it;
+  return ptr - it->first < it->second.arena.size;
 }
 
 bool ArenaAllocator::Free(uint64_t ptr) {

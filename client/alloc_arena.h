@@ -1,5 +1,5 @@
 // Small device allocations that libwooly serves itself (issue #4: calls
-// Wooly can complete locally). With WOOLY_LOCAL_ALLOC=1, cuMemAlloc of up to
+// Wooly can complete locally). Unless WOOLY_LOCAL_ALLOC=0, cuMemAlloc of up to
 // kArenaBlockMax bytes is carved out of an arena: one larger allocation that
 // woolyd made for the context earlier. Such a cuMemAlloc costs no round
 // trip; its cuMemFree is posted (api_memory.cc keeps the driver's implicit
@@ -43,14 +43,16 @@ class ArenaAllocator {
     const void* owner = nullptr;  // the Context*
   };
 
-  // Adds [base, base + size) as an arena of `owner`; base and size must be
-  // multiples of kAlign.
+  // Adds [base, base + size) as an arena of `owner`. Blocks are carved from
+  // its kAlign-aligned part; an arena too small for one block is ignored.
   void AddArena(uint64_t base, uint64_t size, const void* owner);
   // A block of at least `n` bytes from an arena of `owner`; 0 when none has
   // room (or n is 0).
   uint64_t Allocate(uint64_t n, const void* owner);
   // Whether `ptr` is the base of a block.
   bool IsBlock(uint64_t ptr) const;
+  // Whether `ptr` lies inside an arena (a block or not).
+  bool InArena(uint64_t ptr) const;
   // Returns the block at `ptr` to its arena; false when `ptr` is not the
   // base of a block.
   bool Free(uint64_t ptr);

@@ -36,7 +36,7 @@ constexpr uint64_t kArenaBlockMax = 1u << 20;
 constexpr uint64_t kArenaBytes = 8u << 20;
 
 bool LocalAllocWanted(uint64_t bytesize) {
-  return bytesize <= kArenaBlockMax && wire::Setting("WOOLY_LOCAL_ALLOC") == "1";
+  return bytesize <= kArenaBlockMax && wire::Setting("WOOLY_LOCAL_ALLOC") != "0";
 }
 
 // A block for `ctx` from its arenas, asking woolyd for a new arena when none
@@ -49,7 +49,7 @@ uint64_t LocalAlloc(Context* ctx, uint64_t bytesize) {
   if (Rpc(wire::Op::kMemAlloc, w, &reply) != CUDA_SUCCESS) return 0;
   wire::Reader rd = reply.reader();
   const uint64_t base = rd.Get<uint64_t>();
-  if (!rd.ok() || base % ArenaAllocator::kAlign != 0) {
+  if (!rd.ok() || base == 0) {
     if (rd.ok()) Rpc(wire::Op::kMemFree, wire::Writer().Put<uint64_t>(base));
     return 0;
   }
@@ -64,8 +64,12 @@ CUresult FreeLocalBlock(uint64_t ptr) {
   // The driver's cuMemFree waits for the device; woolyd does that, in
   // order, before any later command, so the block is only reused after the
   // work already sent has finished. Posted first: another thread may take
-  // the block as soon as it is back in the arena.
-  if (CUresult r = Post(wire::Op::kCtxSynchronize, wire::Writer()); r != CUDA_SUCCESS) return r;
+  // the block as soon as it is back in the arena. During a capture only the
+  // streams outside it are waited for: captured work has not run, and
+  // waiting for a capturing stream would invalidate the capture.
+  wire::Writer w;
+  if (AnyCaptureInProgress()) w.Put<uint8_t>(1);
+  if (CUresult r = Post(wire::Op::kCtxSynchronize, w); r != CUDA_SUCCESS) return r;
   Allocations().Remove(ptr);
   return Arenas().Free(ptr) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
@@ -104,6 +108,9 @@ CUresult FreeImpl(CUdeviceptr dptr) {
   // Freeing NULL is a no-op (cudaFree(nullptr) reaches here; cuBLAS does it).
   if (dptr == 0) return CUDA_SUCCESS;
   if (Arenas().IsBlock(dptr)) return FreeLocalBlock(dptr);
+  // Inside an arena but not a live block (freed twice, or an interior
+  // pointer): refused here, since woolyd would free the whole arena.
+  if (Arenas().InArena(dptr)) return CUDA_ERROR_INVALID_VALUE;
   wire::Writer w;
   w.Put<uint64_t>(dptr);
   // An allocation base we handed out is freed without waiting: woolyd frees

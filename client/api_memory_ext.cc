@@ -165,6 +165,7 @@ CUresult FreeAsync(CUdeviceptr dptr, CUstream stream, bool ptds) {
     if (AnyCaptureInProgress()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     return FreeLocalBlock(dptr);
   }
+  if (Arenas().InArena(dptr)) return CUDA_ERROR_INVALID_VALUE;  // as in cuMemFree
   wire::Writer w;
   w.Put<uint64_t>(dptr).Put<uint64_t>(stream_id);
   // Known allocations are freed without waiting, in stream order.

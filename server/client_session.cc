@@ -1836,14 +1836,28 @@ absl::Status ClientSession::OpEventDestroy(wire::Reader& in, wire::Writer& out) 
 }
 
 absl::Status ClientSession::OpCtxSynchronize(wire::Reader& in, wire::Writer& out) {
+  // Optional flag (libwooly's local cuMemFree during a capture): wait for
+  // the streams that are not capturing only. Their work is all that can
+  // still touch memory, and synchronizing a capturing stream would
+  // invalidate the application's capture.
+  const bool skip_capturing = in.remaining() != 0 && in.Get<uint8_t>() != 0;
+  if (!in.ok() || in.remaining() != 0) return Malformed();
   // Only this client's streams: the context is shared, and waiting for
   // other clients' work would couple unrelated processes.
   absl::Status first;
   auto note = [&first](absl::Status s) {
     if (first.ok() && !s.ok()) first = std::move(s);
   };
-  if (has_default_stream_) note(backend_->StreamSynchronize(default_stream_.backend));
-  for (auto& [id, s] : streams_) note(backend_->StreamSynchronize(s.backend));
+  auto sync = [&](BackendHandle stream) {
+    if (skip_capturing) {
+      absl::StatusOr<CaptureInfo> info = backend_->StreamGetCaptureInfo(stream);
+      if (!info.ok()) return note(info.status());
+      if (info->status != CU_STREAM_CAPTURE_STATUS_NONE) return;
+    }
+    note(backend_->StreamSynchronize(stream));
+  };
+  if (has_default_stream_) sync(default_stream_.backend);
+  for (auto& [id, s] : streams_) sync(s.backend);
   return first;
 }
 

@@ -67,11 +67,22 @@ TEST(ArenaAllocatorTest, RemovingAContextForgetsItsArenasAndBlocks) {
   EXPECT_FALSE(arenas.IsBlock(b));
 }
 
-TEST(ArenaAllocatorTest, MisalignedArenasAreRefused) {
+// The driver promises only 256-byte alignment: blocks start at the arena's
+// first 512-byte boundary, and the arena is still freed from its own base.
+TEST(ArenaAllocatorTest, MisalignedArenasStartAtTheirFirstAlignedByte) {
   ArenaAllocator arenas;
-  arenas.AddArena(kBase + 8, 4096, &kCtxA);
+  arenas.AddArena(kBase + 8, 512, &kCtxA);  // no whole aligned block inside
   arenas.AddArena(kBase, 100, &kCtxA);
   EXPECT_EQ(arenas.Allocate(1, &kCtxA), 0u);
+  arenas.AddArena(kBase + 256, 4096, &kCtxA);  // aligned part: 3584 bytes
+  EXPECT_EQ(arenas.Allocate(3584, &kCtxA), kBase + 512);
+  EXPECT_EQ(arenas.Allocate(1, &kCtxA), 0u);
+  ASSERT_TRUE(arenas.Free(kBase + 512));
+  EXPECT_EQ(arenas.Allocate(512, &kCtxA), kBase + 512);
+  const std::vector<ArenaAllocator::Arena> gone = arenas.RemoveOwner(&kCtxA);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].base, kBase + 256);
+  EXPECT_EQ(gone[0].size, 4096u);
   arenas.AddArena(kBase, 1000, &kCtxA);  // trimmed to 512
   EXPECT_EQ(arenas.Allocate(512, &kCtxA), kBase);
   EXPECT_EQ(arenas.Allocate(1, &kCtxA), 0u);

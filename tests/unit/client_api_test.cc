@@ -369,10 +369,16 @@ TEST_F(ClientApiTest, MemoryRoundTrip) {
 
   ASSERT_EQ(cuMemFree(d), CUDA_SUCCESS);
   ASSERT_EQ(cuMemFree(d2), CUDA_SUCCESS);
-  // Frees of known allocations do not wait; a synchronize does.
+  // Frees of known allocations do not wait; a synchronize does. What stays
+  // is the context's arena (local allocation), whose blocks are all free.
   ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
-  EXPECT_EQ(server_->live_allocations(), 0u);
-  EXPECT_EQ(cuMemFree(d), CUDA_ERROR_INVALID_VALUE);  // the server's verdict
+  EXPECT_EQ(server_->live_allocations(), 1u);
+  // Freeing twice is refused, and the arena it came from survives it.
+  EXPECT_EQ(cuMemFree(d), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(cuMemFree(d + 512), CUDA_ERROR_INVALID_VALUE);
+  ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
+  EXPECT_EQ(server_->live_allocations(), 1u);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemFree), 0u);
 }
 
 TEST_F(ClientApiTest, LargeCopiesAreChunked) {
@@ -857,7 +863,7 @@ TEST_F(ClientApiTest, DroppedConnectionFailsCallsInsteadOfHanging) {
   // call that waits must fail, not hang.
   const CUresult posted = cuMemsetD8(d, 0, 64);
   EXPECT_TRUE(posted == CUDA_SUCCESS || posted == CUDA_ERROR_DEVICE_UNAVAILABLE) << posted;
-  EXPECT_EQ(cuMemAlloc(&d, 64), CUDA_ERROR_DEVICE_UNAVAILABLE);
+  EXPECT_EQ(cuMemAlloc(&d, 2 << 20), CUDA_ERROR_DEVICE_UNAVAILABLE);  // not a local block
   EXPECT_EQ(cuCtxSynchronize(), CUDA_ERROR_DEVICE_UNAVAILABLE);
   // Local answers keep working.
   int n = 0;
@@ -904,7 +910,7 @@ TEST_F(ClientApiTest, ModuleLoadingMode) {
   ::unsetenv("CUDA_MODULE_LOADING");
 }
 
-// --- local allocation (WOOLY_LOCAL_ALLOC=1, alloc_arena.h)
+// --- local allocation (alloc_arena.h; on unless WOOLY_LOCAL_ALLOC=0)
 
 class LocalAllocTest : public ClientApiTest {
  protected:
@@ -1038,7 +1044,19 @@ TEST_F(LocalAllocTest, ForkedChildMakesItsOwnArena) {
   EXPECT_EQ(cuMemFree(d), CUDA_SUCCESS);
 }
 
-TEST_F(ClientApiTest, AllocationsAreWoolydsUnlessLocalAllocationIsAskedFor) {
+class LocalAllocOffTest : public ClientApiTest {
+ protected:
+  void SetUp() override {
+    ::setenv("WOOLY_LOCAL_ALLOC", "0", 1);
+    ClientApiTest::SetUp();
+  }
+  void TearDown() override {
+    ClientApiTest::TearDown();
+    ::unsetenv("WOOLY_LOCAL_ALLOC");
+  }
+};
+
+TEST_F(LocalAllocOffTest, AllocationsAreWoolydsWhenLocalAllocationIsOff) {
   InitWithContext();
   server_->ClearOps();
   CUdeviceptr a = 0, b = 0;

@@ -443,6 +443,34 @@ TEST_F(ServerGraphsTest, IllegalOperationsDuringCapture) {
   EXPECT_EQ(s.c->OneId(Op::kGraphDestroy, graph), CUDA_ERROR_INVALID_HANDLE);
 }
 
+// libwooly's local cuMemFree during a capture asks for a context
+// synchronization that skips capturing streams: it waits for the rest and
+// leaves the capture intact. Without the flag the capture is invalidated,
+// as by the driver's cuCtxSynchronize.
+TEST_F(ServerGraphsTest, ContextSynchronizeCanSkipCapturingStreams) {
+  Setup s = Connect();
+  GraphClient g(s.c.get());
+  uint64_t other = 0, graph = 0, out = 0;
+  ASSERT_EQ(s.c->StreamCreate(CU_STREAM_NON_BLOCKING, &other), CUDA_SUCCESS);
+  ASSERT_EQ(g.Begin(s.stream, &graph), CUDA_SUCCESS);
+  ASSERT_EQ(g.LaunchOn(s.fn, s.buf, 1, s.stream), CUDA_SUCCESS);
+  ASSERT_EQ(g.LaunchOn(s.fn, s.buf, 2, other), CUDA_SUCCESS);
+  EXPECT_EQ(s.c->Code(Op::kCtxSynchronize, wire::Writer().Put<uint8_t>(1)), CUDA_SUCCESS);
+  uint32_t status = 0;
+  uint64_t info_graph = 0;
+  std::vector<wire::GraphNodeRef> deps;
+  ASSERT_EQ(g.Info(s.stream, &status, &info_graph, &deps), CUDA_SUCCESS);
+  EXPECT_EQ(status, CU_STREAM_CAPTURE_STATUS_ACTIVE);
+  EXPECT_EQ(g.Read(s.buf), std::vector<uint32_t>(kN, 2));  // only the uncaptured launch ran
+  // A malformed flag field is refused.
+  EXPECT_EQ(s.c->Code(Op::kCtxSynchronize, wire::Writer().Put<uint8_t>(1).Put<uint8_t>(0)),
+            CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(s.c->Code(Op::kCtxSynchronize, wire::Writer()), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+  ASSERT_EQ(g.Info(s.stream, &status, &info_graph, &deps), CUDA_SUCCESS);
+  EXPECT_EQ(status, CU_STREAM_CAPTURE_STATUS_INVALIDATED);
+  EXPECT_EQ(g.End(s.stream, &out), CUDA_ERROR_STREAM_CAPTURE_INVALIDATED);
+}
+
 TEST_F(ServerGraphsTest, CrossStreamCaptureThroughEvents) {
   Setup s = Connect();
   GraphClient g(s.c.get());

@@ -151,7 +151,7 @@ enum class Op : uint16_t {
   kEventQuery = 73,         // (u64 event) -> ()
   kEventElapsedTime = 74,   // (u64 start, u64 end) -> (f32 ms)
   kEventDestroy = 75,       // (u64 event) -> ()
-  kCtxSynchronize = 80,     // () -> ()
+  kCtxSynchronize = 80,     // ([u8 skip_capturing_streams]) -> ()
 
   // --- 140-179: CUDA graphs and stream capture (payload helpers in
   // wire_graph.h: KernelNodeParams, NodeList). woolyd captures on its own
