@@ -38,6 +38,7 @@ absl::string_view AdmissionName(Admission admission) {
 
 absl::Status ValidateControllerOptions(const ControllerOptions& o) {
   if (absl::Status s = ValidateGeometry(o.geometry); !s.ok()) return s;
+  if (!(o.dither_credit > 0.0)) return absl::InvalidArgumentError("dither_credit must be > 0");
   if (o.idle_grace < absl::ZeroDuration() || o.estimate_confirm < absl::ZeroDuration() ||
       o.control_window <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -152,6 +153,7 @@ absl::StatusOr<std::vector<Decision>> Controller::Tick(absl::Span<const TenantIn
                now - s.last_waited < options_.idle_grace + absl::Nanoseconds(1);
   }
 
+  const std::vector<int> units = DitherUnits(tenants, now);
   std::vector<Decision> out;
   out.reserve(tenants.size());
   for (size_t i = 0; i < tenants.size(); ++i) {
@@ -161,9 +163,9 @@ absl::StatusOr<std::vector<Decision>> Controller::Tick(absl::Span<const TenantIn
     Decision d;
     d.id = in.id;
     d.target_share = t.target_share;
-    d.units = t.units;
-    d.sms = t.sms;
-    d.partition_share = t.partition_share;
+    d.units = units[i];
+    d.sms = units[i] * options_.geometry.unit_sms;
+    d.partition_share = static_cast<double>(d.sms) / options_.geometry.sm_count;
     d.stream_priority = StreamPriorityFor(in.policy.priority, options_.stream_priority_least,
                                           options_.stream_priority_greatest);
     d.measured_share = s.smoothed;
@@ -216,6 +218,90 @@ absl::StatusOr<std::vector<Decision>> Controller::Tick(absl::Span<const TenantIn
     out.push_back(d);
   }
   return out;
+}
+
+std::vector<int> Controller::DitherUnits(absl::Span<const TenantInput> tenants, absl::Time now) {
+  const size_t n = tenants.size();
+  std::vector<std::pair<TenantId, int>> base;
+  std::vector<int> units(n);
+  for (size_t i = 0; i < n; ++i) {
+    units[i] = applied_.Find(tenants[i].id)->units;
+    base.emplace_back(tenants[i].id, units[i]);
+  }
+  std::sort(base.begin(), base.end());
+  const double dt = last_tick_ == absl::InfinitePast()
+                        ? 0.0
+                        : std::clamp(absl::ToDoubleSeconds(now - last_tick_), 0.0, 1.0);
+  last_tick_ = now;
+  // A new allocation starts from its own rounding with clean credits.
+  const bool fresh = base != dither_base_;
+  dither_base_ = std::move(base);
+  if (!options_.dither_units) return units;
+  const double units_per_share =
+      static_cast<double>(options_.geometry.sm_count) / options_.geometry.unit_sms;
+  const double max_credit = 3 * options_.dither_credit;
+  struct Slot {
+    double q;    // ideal units
+    int lo, hi;  // bounds a move must keep
+    int priority;
+    bool eligible;
+  };
+  std::vector<Slot> slots(n);
+  for (size_t i = 0; i < n; ++i) {
+    TenantState& s = states_[tenants[i].id];
+    const TenantTarget& t = *applied_.Find(tenants[i].id);
+    if (fresh) {
+      s.dither_credit = 0.0;
+    } else {
+      units[i] = s.dithered_units;
+    }
+    Slot& x = slots[i];
+    x.q = t.target_share * units_per_share;
+    const int cap_units =
+        static_cast<int>(std::floor(tenants[i].policy.cap() * units_per_share + kEps));
+    const int floor_units = static_cast<int>(std::ceil(t.floor_share * units_per_share - kEps));
+    x.lo = std::max({1, floor_units, static_cast<int>(std::floor(x.q + kEps))});
+    x.hi = std::min(cap_units, static_cast<int>(std::ceil(x.q - kEps)));
+    x.priority = tenants[i].policy.priority;
+    // Only tenants the allocation placed take part (they all have work).
+    x.eligible = t.units > 0;
+    if (x.eligible) {
+      s.dither_credit =
+          std::clamp(s.dither_credit + (x.q - units[i]) * dt, -max_credit, max_credit);
+    }
+  }
+  // One move per tenant per tick: the most under-served takes a unit from
+  // the most over-served of its level.
+  std::vector<bool> moved(n, false);
+  for (;;) {
+    int to = -1, from = -1;
+    for (size_t i = 0; i < n; ++i) {
+      if (!slots[i].eligible || moved[i] || units[i] + 1 > slots[i].hi) continue;
+      if (to < 0 || states_[tenants[i].id].dither_credit > states_[tenants[to].id].dither_credit) {
+        to = static_cast<int>(i);
+      }
+    }
+    if (to < 0 || states_[tenants[to].id].dither_credit < options_.dither_credit) break;
+    for (size_t i = 0; i < n; ++i) {
+      if (static_cast<int>(i) == to || !slots[i].eligible || moved[i] ||
+          slots[i].priority != slots[to].priority || units[i] - 1 < slots[i].lo) {
+        continue;
+      }
+      if (from < 0 ||
+          states_[tenants[i].id].dither_credit < states_[tenants[from].id].dither_credit) {
+        from = static_cast<int>(i);
+      }
+    }
+    if (from < 0 || states_[tenants[from].id].dither_credit > -options_.dither_credit) {
+      moved[to] = true;  // nobody of its level can give; try the next
+      continue;
+    }
+    ++units[to];
+    --units[from];
+    moved[to] = moved[from] = true;
+  }
+  for (size_t i = 0; i < n; ++i) states_[tenants[i].id].dithered_units = units[i];
+  return units;
 }
 
 absl::StatusOr<std::vector<Decision>> Controller::TickWithMeter(

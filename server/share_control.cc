@@ -3,6 +3,7 @@
 #include <cuda.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -241,6 +242,10 @@ ShareControlOptions WithEnvironment(ShareControlOptions options) {
   if (const char* env = std::getenv("WOOLY_SM_PLACEMENT"); env != nullptr) {
     if (std::string(env) == "nested") options.placement = SmPlacement::kNested;
     if (std::string(env) == "exclusive") options.placement = SmPlacement::kExclusive;
+  }
+  // WOOLY_SM_DITHER=0: no dithering of partition units (controller.h).
+  if (const char* env = std::getenv("WOOLY_SM_DITHER"); env != nullptr && std::string(env) == "0") {
+    options.controller.dither_units = false;
   }
   // WOOLY_SM_USABLE=1|0: usable-share estimates on or off.
   if (const char* env = std::getenv("WOOLY_SM_USABLE"); env != nullptr) {
@@ -645,11 +650,15 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       absl::MutexLock lock(&c->mu_);
       if (c->placement_.partition != p.partition ||
           c->placement_.stream_priority != p.stream_priority) {
+        // Dithering (controller.h) moves a unit back and forth under a
+        // steady target: only a new target is worth an info line.
+        const bool retarget = std::abs(c->share_.target_share - d.target_share) > 1e-9 ||
+                              c->placement_.stream_priority != p.stream_priority;
         if (first >= 0) {
-          spdlog::info(
-              "scheduler: client {} moves to SM units [{}, {}) ({:.0f}% of the SMs), "
-              "stream priority {}",
-              d.id, first, first + units, p.share * 100, p.stream_priority);
+          spdlog::log(retarget ? spdlog::level::info : spdlog::level::debug,
+                      "scheduler: client {} moves to SM units [{}, {}) ({:.0f}% of the SMs), "
+                      "stream priority {}",
+                      d.id, first, first + units, p.share * 100, p.stream_priority);
         } else {
           spdlog::info("scheduler: client {} runs on the whole GPU, stream priority {}", d.id,
                        p.stream_priority);

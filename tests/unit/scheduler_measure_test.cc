@@ -442,5 +442,126 @@ TEST_F(ControllerTest, RejectsBadInputAndOptions) {
   EXPECT_EQ(AdmissionName(Admission::kPace), "pace");
 }
 
+// Dithering: over the 15 units of an H100's partitions (what woolyd uses),
+// 1:1 is 7.5 units each. The rounded-up count changes hands, so each gets its
+// share on average, and nobody ever leaves [7, 8].
+class DitherTest : public ::testing::Test {
+ protected:
+  static Controller Make(bool dither) {
+    ControllerOptions o;
+    o.geometry = PartitionGeometry{120, 8};
+    o.dither_units = dither;
+    return Controller::Create(o, TestClock()).value();
+  }
+  static Clock TestClock() {
+    return [] { return now_; };
+  }
+  // Ticks `n` times, 100 ms apart; returns each tenant's mean units.
+  std::vector<double> Run(Controller& c, const std::vector<TenantInput>& in, int n,
+                          std::vector<std::vector<int>>* seen = nullptr) {
+    std::vector<double> sum(in.size(), 0.0);
+    for (int i = 0; i < n; ++i) {
+      now_ += absl::Milliseconds(100);
+      absl::StatusOr<std::vector<Decision>> d = c.Tick(in);
+      EXPECT_TRUE(d.ok()) << d.status();
+      if (!d.ok()) break;
+      int total = 0;
+      for (size_t k = 0; k < in.size(); ++k) {
+        sum[k] += (*d)[k].units;
+        total += (*d)[k].units;
+        EXPECT_EQ((*d)[k].sms, (*d)[k].units * 8);
+        if (seen) (*seen)[k].push_back((*d)[k].units);
+      }
+      EXPECT_LE(total, 15);
+    }
+    for (double& x : sum) x /= n;
+    return sum;
+  }
+  static inline absl::Time now_ = absl::UnixEpoch();
+};
+
+TEST_F(DitherTest, EqualTenantsTakeTurnsAtTheOddUnit) {
+  Controller c = Make(true);
+  const TenantPolicy p = Policy(2);
+  std::vector<std::vector<int>> seen(2);
+  const std::vector<double> mean =
+      Run(c, {In(1, p, true, 2, 0.5), In(2, p, true, 2, 0.5)}, 100, &seen);
+  EXPECT_NEAR(mean[0], 7.5, 0.05);
+  EXPECT_NEAR(mean[1], 7.5, 0.05);
+  int changes = 0;
+  for (size_t i = 0; i < seen[0].size(); ++i) {
+    EXPECT_GE(seen[0][i], 7);
+    EXPECT_LE(seen[0][i], 8);
+    EXPECT_EQ(seen[0][i] + seen[1][i], 15);
+    if (i > 0 && seen[0][i] != seen[0][i - 1]) ++changes;
+  }
+  // Each holds the odd unit for 400 ms (0.1 unit-seconds of credit each way
+  // at half a unit per second): one change per 4 ticks.
+  EXPECT_LE(changes, 26);
+  EXPECT_GE(changes, 20);
+
+  // Without dithering the tie always goes the same way.
+  Controller fixed = Make(false);
+  const std::vector<double> m2 = Run(fixed, {In(1, p, true, 2, 0.5), In(2, p, true, 2, 0.5)}, 20);
+  EXPECT_NE(m2[0], m2[1]);
+  EXPECT_EQ(m2[0] + m2[1], 15);
+}
+
+TEST_F(DitherTest, WeightedSharesAverageOutToTheirTargets) {
+  Controller c = Make(true);
+  // 3:7 is 4.5 and 10.5 units.
+  const std::vector<double> mean =
+      Run(c, {In(1, Policy(2, 3), true, 2, 0.3), In(2, Policy(2, 7), true, 2, 0.7)}, 200);
+  EXPECT_NEAR(mean[0], 4.5, 0.05);
+  EXPECT_NEAR(mean[1], 10.5, 0.05);
+}
+
+TEST_F(DitherTest, LevelsFloorsAndCapsAreKept) {
+  // Different priority levels never trade units.
+  {
+    Controller c = Make(true);
+    TenantPolicy hi = Policy(0, 1.0, 0.5);  // capped at 7.5 units: 7
+    std::vector<std::vector<int>> seen(2);
+    Run(c, {In(1, hi, true, 2, 0.5), In(2, Policy(4), true, 2, 0.5)}, 50, &seen);
+    for (size_t i = 0; i < seen[0].size(); ++i) {
+      EXPECT_EQ(seen[0][i], 7) << i;  // never above its cap
+      EXPECT_EQ(seen[1][i], 8) << i;
+    }
+  }
+  // A floor of 8 units (8/15 of the SMs) is never dithered below.
+  {
+    Controller c = Make(true);
+    TenantPolicy floored = Policy(2);
+    floored.floor_share = 8.0 / 15;
+    std::vector<std::vector<int>> seen(2);
+    Run(c, {In(1, floored, true, 2, 0.5), In(2, Policy(2), true, 2, 0.5)}, 50, &seen);
+    for (int u : seen[0]) EXPECT_GE(u, 8);
+  }
+  // Whole-unit shares are never moved.
+  {
+    Controller c = Make(true);
+    std::vector<std::vector<int>> seen(3);
+    Run(c,
+        {In(1, Policy(2), true, 2, 0.33), In(2, Policy(2), true, 2, 0.33),
+         In(3, Policy(2), true, 2, 0.33)},
+        50, &seen);
+    for (const std::vector<int>& v : seen) {
+      for (int u : v) EXPECT_EQ(u, 5);
+    }
+  }
+}
+
+TEST_F(DitherTest, ANewAllocationStartsFromItsOwnRounding) {
+  Controller c = Make(true);
+  const TenantPolicy p = Policy(2);
+  Run(c, {In(1, p, true, 2, 0.5), In(2, p, true, 2, 0.5)}, 7);
+  // A third tenant arrives: 5 units each, at once, whatever the credits.
+  now_ += absl::Milliseconds(100);
+  absl::StatusOr<std::vector<Decision>> d =
+      c.Tick({In(1, p, true, 2, 0.5), In(2, p, true, 2, 0.5), In(3, p, true, 2, 0.0)});
+  ASSERT_TRUE(d.ok());
+  for (const Decision& x : *d) EXPECT_EQ(x.units, 5);
+}
+
 }  // namespace
 }  // namespace wooly::scheduler

@@ -35,6 +35,16 @@
 // follows a change in demand within idle_grace + T (400 ms with the defaults
 // and T = 100 ms), and a change in estimates within estimate_confirm + T.
 //
+// Dithering. A share rarely maps to whole units: 1:1 over the 15 units of an
+// H100 is 7.5 each, and rounding alone would give one tenant 8 units for as
+// long as both run. With dither_units, tenants of the same priority level
+// whose ideal unit count is fractional take turns at the rounded-up count:
+// each keeps a credit (ideal minus given units, integrated over time) and a
+// unit moves from the most over-served to the most under-served once their
+// credits pass dither_credit. Averaged over a measurement window each then
+// gets its fractional share. A move never crosses a floor, a cap or the
+// rounded-down/up ideal, and never involves a tenant of another level.
+//
 // Thread safety: not thread-safe; one thread drives Tick(). The clock is
 // read once per tick.
 #ifndef WOOLY_SCHEDULER_CONTROLLER_H_
@@ -101,6 +111,10 @@ struct ControllerOptions {
   double min_pace_fraction = 0.05;  // pacing never admits less than this
   // The meter window TickWithMeter reads; short, so pacing sees its effect soon.
   absl::Duration control_window = absl::Milliseconds(250);
+  // Dithering (above): on/off, and the credit, in unit-seconds, that moves a
+  // unit (0.1: two tenants at x.5 units swap the odd unit every 400 ms).
+  bool dither_units = true;
+  double dither_credit = 0.1;
 };
 
 absl::Status ValidateControllerOptions(const ControllerOptions& options);
@@ -137,6 +151,8 @@ class Controller {
     double pace = 1.0;  // the feedback fraction while paced
     bool pacing = false;
     std::optional<Decision> last;
+    int dithered_units = 0;      // units given at the last tick (dithering)
+    double dither_credit = 0.0;  // unit-seconds owed to it (+) or by it (-)
   };
   // What makes a change structural: the tenant set, policies, who is active.
   struct Shape {
@@ -149,12 +165,17 @@ class Controller {
   Controller(ControllerOptions options, Clock clock)
       : options_(std::move(options)), clock_(std::move(clock)) {}
   bool Differs(const Allocation& a, const Allocation& b) const;
+  // The units each tenant (input order) gets this tick: applied_'s, dithered.
+  std::vector<int> DitherUnits(absl::Span<const TenantInput> tenants, absl::Time now);
 
   ControllerOptions options_;
   Clock clock_;
   absl::flat_hash_map<TenantId, TenantState> states_;
   std::vector<Shape> applied_shape_;  // sorted by id
   Allocation applied_;
+  // Dithering: the applied units it started from (by id) and the last tick.
+  std::vector<std::pair<TenantId, int>> dither_base_;
+  absl::Time last_tick_ = absl::InfinitePast();
   bool have_applied_ = false;
   // When the candidate allocation first differed from applied_ (estimates).
   std::optional<absl::Time> differs_since_;
