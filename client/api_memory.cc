@@ -20,7 +20,7 @@
 #include "memory_ext.h"
 #include "staging.h"
 #include "wooly/proto/defaults.h"
-#include "wooly/proto/sha256.h"
+#include "wooly/proto/content_digest.h"
 
 namespace wooly::client {
 namespace {
@@ -239,11 +239,11 @@ CUresult DedupHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, boo
   if (vas.empty()) return CUDA_ERROR_NOT_SUPPORTED;
   // All chunks of the copy at once, over one thread budget (a 10 GiB load
   // is hashing-bound: ~5 s on one core). Threads live only for this call.
-  const std::vector<wire::Sha256Hash> digests = wire::ImageDigests(inputs, DedupHashThreads());
+  const std::vector<wire::ContentDigest> digests = wire::ContentDigests(inputs, DedupHashThreads());
   wire::Writer w;
   w.Put<uint64_t>(chunk).Put<uint32_t>(static_cast<uint32_t>(vas.size()));
   for (size_t i = 0; i < vas.size(); ++i) {
-    w.Put<uint64_t>(vas[i]).Put<wire::Sha256Hash>(digests[i]);
+    w.Put<uint64_t>(vas[i]).Put<wire::ContentDigest>(digests[i]);
   }
   Reply reply;
   if (CUresult r = Rpc(wire::Op::kDedupProbe, w, &reply); r != CUDA_SUCCESS) {

@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include "tree_digest.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #define WOOLY_SHA256_X86 1
 #include <cpuid.h>
@@ -253,81 +255,13 @@ bool FromHex(std::string_view hex, Sha256Hash* out) {
 }
 
 Sha256Hash ImageDigest(const void* data, size_t len, unsigned threads) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  const size_t chunks = (len + kImageDigestChunk - 1) / kImageDigestChunk;
-  std::vector<Sha256Hash> parts(chunks);
-  auto hash_range = [&](size_t first, size_t step) {
-    for (size_t c = first; c < chunks; c += step) {
-      const size_t off = c * kImageDigestChunk;
-      parts[c] = Sha256Digest(p + off, std::min(kImageDigestChunk, len - off));
-    }
-  };
-  threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(chunks)));
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(hash_range, t, threads);
-  hash_range(0, threads);
-  for (std::thread& t : pool) t.join();
-  Sha256 top;
-  uint8_t n[8];
-  for (int i = 0; i < 8; ++i) n[i] = static_cast<uint8_t>(static_cast<uint64_t>(len) >> (8 * i));
-  top.Update(n, sizeof(n));
-  for (const Sha256Hash& h : parts) top.Update(h.data(), h.size());
-  return top.Final();
+  const DigestInput in[] = {{data, len}};
+  return ImageDigests(in, threads)[0];
 }
 
 std::vector<Sha256Hash> ImageDigests(std::span<const DigestInput> inputs, unsigned threads) {
-  // Every piece of every input, in input order, so that each input's piece
-  // digests are contiguous in `parts`.
-  struct Piece {
-    const uint8_t* data;
-    size_t len;
-  };
-  std::vector<Piece> pieces;
-  std::vector<size_t> first_part(inputs.size() + 1, 0);
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const auto* p = static_cast<const uint8_t*>(inputs[i].data);
-    for (size_t off = 0; off < inputs[i].len; off += kImageDigestChunk) {
-      pieces.push_back({p + off, std::min(kImageDigestChunk, inputs[i].len - off)});
-    }
-    first_part[i + 1] = pieces.size();
-  }
-  std::vector<Sha256Hash> parts(pieces.size());
-  // Pieces are taken one at a time from a shared counter: equal pieces
-  // spread evenly, and a slow thread does not hold the others up.
-  std::atomic<size_t> next{0};
-  auto work = [&]() noexcept {
-    for (size_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < pieces.size();) {
-      parts[k] = Sha256Digest(pieces[k].data, pieces[k].len);
-    }
-  };
-  const size_t useful = std::min<size_t>(pieces.size(), 1u << 16);
-  threads = std::max(1u, std::min(threads, static_cast<unsigned>(useful)));
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (unsigned t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(work);
-    } catch (const std::system_error&) {
-      break;  // no more threads to be had: the ones running take it all
-    }
-  }
-  work();
-  for (std::thread& t : pool) t.join();
-
-  std::vector<Sha256Hash> out(inputs.size());
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    Sha256 top;
-    uint8_t n[8];
-    for (int b = 0; b < 8; ++b) {
-      n[b] = static_cast<uint8_t>(static_cast<uint64_t>(inputs[i].len) >> (8 * b));
-    }
-    top.Update(n, sizeof(n));
-    for (size_t k = first_part[i]; k < first_part[i + 1]; ++k) {
-      top.Update(parts[k].data(), parts[k].size());
-    }
-    out[i] = top.Final();
-  }
-  return out;
+  return internal::TreeDigests<Sha256Hash, Sha256>(inputs, threads, kImageDigestChunk,
+                                                   Sha256Digest);
 }
 
 }  // namespace wooly::wire

@@ -1050,7 +1050,7 @@ absl::Status ClientSession::OpDedupProbe(wire::Reader& in, wire::Writer& out) {
   const uint64_t assumed = in.Get<uint64_t>();
   const uint32_t n = in.Get<uint32_t>();
   if (!in.ok()) return Malformed();
-  constexpr size_t kEntry = sizeof(uint64_t) + wire::kSha256Size;
+  constexpr size_t kEntry = sizeof(uint64_t) + sizeof(memory::ContentHash);
   if (in.remaining() != uint64_t{n} * kEntry) return Malformed();
   const uint64_t chunk = node_dedup_ ? env_->node_memory->chunk_bytes() : 0;
   out.Put<uint64_t>(chunk);

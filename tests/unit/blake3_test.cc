@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "blake3_internal.h"     // the batch functions, tested directly below
+#include "wooly/proto/content_digest.h"
 #include "wooly/proto/sha256.h"  // ToHex
 
 namespace wooly::wire {
@@ -286,6 +287,37 @@ TEST(Blake3, BatchFunctionsAgree) {
       }
     }
   }
+}
+
+// The dedup chunk digest: BLAKE3 of the length and of each 4 MiB piece's
+// BLAKE3, the same on any number of threads, and per input when several
+// inputs share one thread budget.
+TEST(ContentDigestTest, IsTheBlake3TreeOverPieces) {
+  std::vector<uint8_t> a(kContentDigestPiece * 2 + 12345), b(kContentDigestPiece);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i * 31 + (i >> 13));
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 7);
+  auto expected = [](const std::vector<uint8_t>& v) {
+    Blake3 top;
+    uint8_t n[8];
+    for (int k = 0; k < 8; ++k) n[k] = static_cast<uint8_t>(uint64_t{v.size()} >> (8 * k));
+    top.Update(n, sizeof(n));
+    for (size_t off = 0; off < v.size(); off += kContentDigestPiece) {
+      const Blake3Hash h =
+          Blake3Digest(v.data() + off, std::min(kContentDigestPiece, v.size() - off));
+      top.Update(h.data(), h.size());
+    }
+    return top.Final();
+  };
+  const DigestInput in[] = {{a.data(), a.size()}, {b.data(), b.size()}, {nullptr, 0}};
+  for (unsigned threads : {1u, 3u, 16u}) {
+    const std::vector<ContentDigest> d = ContentDigests(in, threads);
+    ASSERT_EQ(d.size(), 3u);
+    EXPECT_EQ(d[0], expected(a)) << threads;
+    EXPECT_EQ(d[1], expected(b)) << threads;
+    EXPECT_EQ(d[2], expected({})) << threads;
+  }
+  // Not the module cache's SHA-256 tree.
+  EXPECT_NE(ContentDigests(in, 1)[1], ImageDigest(b.data(), b.size()));
 }
 
 }  // namespace

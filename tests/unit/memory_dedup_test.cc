@@ -7,7 +7,7 @@
 #include "wooly/memory/fake_physical_memory.h"
 #include "wooly/memory/overcommit.h"
 #include "wooly/memory/vm_layout.h"
-#include "wooly/proto/sha256.h"
+#include "wooly/proto/content_digest.h"
 
 namespace wooly::memory {
 namespace {
@@ -73,7 +73,8 @@ TEST_F(DedupTest, IdenticalChunksShareOneCopy) {
   const auto w = Pattern(1);
   OfferResult first = Offer(1, w);
   EXPECT_EQ(first.outcome, OfferOutcome::kPublished);
-  EXPECT_EQ(first.hash, wire::ImageDigest(w.data(), w.size()));  // the SHA-256 tree by default
+  const wire::DigestInput in[] = {{w.data(), w.size()}};
+  EXPECT_EQ(first.hash, wire::ContentDigests(in, 1)[0]);  // the BLAKE3 tree by default
   EXPECT_EQ(index_.Lookup(first.hash), (std::vector<SharedId>{first.shared}));
   const uint64_t before = phys_.device_used();
   for (ClientId c : {2, 3, 4}) {
@@ -133,7 +134,7 @@ TEST_F(DedupTest, LastUserToFreeReleases) {
   ASSERT_TRUE(layout_.RemoveClient(3).ok());  // a disconnect frees too
   EXPECT_EQ(layout_.shared(sid), nullptr);
   EXPECT_EQ(phys_.live_handles(), handles - 1);
-  EXPECT_TRUE(index_.Lookup(Sha256ContentHash(w)).empty());
+  EXPECT_TRUE(index_.Lookup(DefaultContentHash(w)).empty());
   EXPECT_EQ(index_.stats().entries, 0u);
   EXPECT_EQ(ledger_.Node().dedup_physical, 0u);
   ExpectLedgerMatchesFake();
@@ -175,7 +176,7 @@ TEST_F(DedupTest, WriteGivesTheWriterAPrivateCopy) {
   EXPECT_EQ(phys_.calls(Op::kCreate), creates + 2);
   EXPECT_EQ(index_.stats().cow_takeovers, 1u);
   EXPECT_EQ(layout_.shared(sid), nullptr);
-  EXPECT_TRUE(index_.Lookup(Sha256ContentHash(w)).empty());
+  EXPECT_TRUE(index_.Lookup(DefaultContentHash(w)).empty());
   EXPECT_EQ(Read(3), w);
   EXPECT_EQ(index_.BeginWrite(1, chunk_[2]).status().code(), absl::StatusCode::kInvalidArgument);
   ExpectLedgerMatchesFake();

@@ -24,7 +24,7 @@
 #include "overcommit_test_options.h"
 #include "server_test_client.h"
 #include "wooly/fake/fake_backend.h"
-#include "wooly/proto/sha256.h"
+#include "wooly/proto/content_digest.h"
 #include "wooly/proto/wire.h"
 #include "wooly/scheduler/clock.h"
 #include "wooly/server/metrics.h"
@@ -41,6 +41,12 @@ constexpr uint64_t kMiB = uint64_t{1} << 20;
 constexpr uint64_t kChunk = 64 * kMiB;
 // Reads stay inside one chunk (the fake cannot copy across two mappings).
 constexpr uint64_t kPiece = 4 * kMiB;
+
+// The dedup digest of the kChunk bytes at `p`, as libwooly computes it.
+wire::ContentDigest Digest(const uint8_t* p) {
+  const wire::DigestInput in[] = {{p, kChunk}};
+  return wire::ContentDigests(in, 4)[0];
+}
 
 // 64 MiB of content named by `seed`.
 std::vector<uint8_t> Content(int seed) {
@@ -92,10 +98,10 @@ class ServerDedupTest : public ::testing::Test {
     }
   }
   ProbeReply Probe(TestClient& c, uint64_t chunk_bytes,
-                   const std::vector<std::pair<uint64_t, wire::Sha256Hash>>& entries) {
+                   const std::vector<std::pair<uint64_t, wire::ContentDigest>>& entries) {
     wire::Writer w;
     w.Put<uint64_t>(chunk_bytes).Put<uint32_t>(static_cast<uint32_t>(entries.size()));
-    for (const auto& [va, digest] : entries) w.Put<uint64_t>(va).Put<wire::Sha256Hash>(digest);
+    for (const auto& [va, digest] : entries) w.Put<uint64_t>(va).Put<wire::ContentDigest>(digest);
     ProbeReply out;
     std::optional<TestClient::Result> r = c.Call(wire::Op::kDedupProbe, w);
     if (!r) return out;
@@ -228,7 +234,7 @@ TEST_F(SharedPairTest, LastFreeReleasesTheSharedChunks) {
   // nothing.
   uint64_t p = 0;
   ASSERT_EQ(a_->MemAlloc(kChunk, &p), CUDA_SUCCESS);
-  const ProbeReply r = Probe(*a_, kChunk, {{p, wire::ImageDigest(c0_.data(), kChunk)}});
+  const ProbeReply r = Probe(*a_, kChunk, {{p, Digest(c0_.data())}});
   ASSERT_EQ(r.result, CUDA_SUCCESS);
   ASSERT_EQ(r.attached.size(), 1u);
   EXPECT_EQ(r.attached[0], 0);
@@ -266,10 +272,10 @@ TEST_F(SharedPairTest, ProbeAttachesResidentContentWithoutItsBytes) {
   ASSERT_EQ(c->MemAlloc(3 * kChunk, &pc), CUDA_SUCCESS);
   const std::vector<uint8_t> other = Content(7);
   const ProbeReply r = Probe(*c, kChunk,
-                             {{pc, wire::ImageDigest(c0_.data(), kChunk)},
-                              {pc + kChunk, wire::ImageDigest(c1_.data(), kChunk)},
-                              {pc + 2 * kChunk, wire::ImageDigest(other.data(), kChunk)},
-                              {pc + 4096, wire::ImageDigest(c0_.data(), kChunk)}});
+                             {{pc, Digest(c0_.data())},
+                              {pc + kChunk, Digest(c1_.data())},
+                              {pc + 2 * kChunk, Digest(other.data())},
+                              {pc + 4096, Digest(c0_.data())}});
   ASSERT_EQ(r.result, CUDA_SUCCESS);
   EXPECT_EQ(r.chunk_bytes, kChunk);
   EXPECT_EQ(r.attached, (std::vector<uint8_t>{1, 1, 0, 0}));
@@ -278,11 +284,11 @@ TEST_F(SharedPairTest, ProbeAttachesResidentContentWithoutItsBytes) {
   EXPECT_EQ(StatusOf(idc).memory_shared, 2 * kChunk);
   EXPECT_EQ(Node().dedup_saved, 4 * kChunk);
   // A wrong chunk size attaches nothing and tells the right one.
-  const ProbeReply wrong = Probe(*c, kChunk / 2, {{pc, wire::ImageDigest(c0_.data(), kChunk)}});
+  const ProbeReply wrong = Probe(*c, kChunk / 2, {{pc, Digest(c0_.data())}});
   EXPECT_EQ(wrong.chunk_bytes, kChunk);
   EXPECT_TRUE(wrong.attached.empty());
   // Another client's range is refused entry by entry.
-  const ProbeReply foreign = Probe(*c, kChunk, {{pa_, wire::ImageDigest(c0_.data(), kChunk)}});
+  const ProbeReply foreign = Probe(*c, kChunk, {{pa_, Digest(c0_.data())}});
   ASSERT_EQ(foreign.result, CUDA_SUCCESS);
   EXPECT_EQ(foreign.attached, (std::vector<uint8_t>{0}));
 }
@@ -302,7 +308,7 @@ TEST_F(ServerDedupTest, ClientWithoutDedupNeverShares) {
   EXPECT_EQ(Node().physical_used, 2 * kChunk);
   EXPECT_EQ(Node().dedup_saved, 0u);
   // Its probes attach nothing: dedup is not available to it.
-  const ProbeReply r = Probe(*c, kChunk, {{pc, wire::ImageDigest(c0.data(), kChunk)}});
+  const ProbeReply r = Probe(*c, kChunk, {{pc, Digest(c0.data())}});
   ASSERT_EQ(r.result, CUDA_SUCCESS);
   EXPECT_EQ(r.chunk_bytes, 0u);
   EXPECT_TRUE(r.attached.empty());
@@ -317,7 +323,7 @@ TEST_F(ServerDedupTest, ClaimedDigestCannotPlantContent) {
   ASSERT_TRUE(mallory && victim);
   const std::vector<uint8_t> weights = Content(1);
   const std::vector<uint8_t> planted = Content(66);
-  const wire::Sha256Hash weights_digest = wire::ImageDigest(weights.data(), kChunk);
+  const wire::ContentDigest weights_digest = Digest(weights.data());
   uint64_t pm = 0, pv = 0;
   ASSERT_EQ(mallory->MemAlloc(kChunk, &pm), CUDA_SUCCESS);
   ASSERT_EQ(victim->MemAlloc(kChunk, &pv), CUDA_SUCCESS);

@@ -48,22 +48,22 @@
 #include "absl/status/statusor.h"
 #include "wooly/memory/physical_memory.h"
 #include "wooly/memory/vm_layout.h"
-#include "wooly/proto/sha256.h"
+#include "wooly/proto/content_digest.h"
 
 namespace wooly::memory {
 
-using ContentHash = wire::Sha256Hash;
+using ContentHash = wire::ContentDigest;
 using ContentHasher = std::function<ContentHash(std::span<const uint8_t>)>;
 
 // The chunk digest both sides compute (libwooly names chunks with it in
-// kDedupProbe): wire::ImageDigest of the bytes, the SHA-256 tree over
-// wire::kImageDigestChunk pieces, collision-resistant like SHA-256 itself.
+// kDedupProbe): wire::ContentDigests of the bytes, the BLAKE3 tree over
+// wire::kContentDigestPiece pieces, collision-resistant like BLAKE3 itself.
 // Hashes on up to kContentHashThreads threads, started and joined per call.
 inline constexpr unsigned kContentHashThreads = 8;
-ContentHash Sha256ContentHash(std::span<const uint8_t> bytes);
+ContentHash DefaultContentHash(std::span<const uint8_t> bytes);
 
 struct DedupOptions {
-  // Empty: Sha256ContentHash. Tests inject a weak one to force collisions.
+  // Empty: DefaultContentHash. Tests inject a weak one to force collisions.
   ContentHasher hasher;
   // Bytes read back per step of the byte-exact compare.
   uint64_t compare_step_bytes = uint64_t{1} << 20;

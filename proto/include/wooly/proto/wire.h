@@ -225,7 +225,7 @@ enum class Op : uint16_t {
   kTensorMapReplaceAddress = 127,  // (u8 map[128], u64 addr) -> (u8 map[128])
   // Weight dedup (WOOLY_DEDUP=1 with overcommit on; docs/memory.md), before
   // a host-to-device copy of whole chunks: for each chunk (va, the
-  // wire::ImageDigest of the bytes the client is about to copy there; a
+  // wire::ContentDigests of the bytes the client is about to copy there; a
   // peer that computes another digest only ever misses) the server attaches the
   // chunk read-only to resident shared content the SERVER hashed to that
   // digest, and says so; the client then skips copying those chunks. Large
