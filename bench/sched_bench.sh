@@ -14,7 +14,7 @@
 #              (default 30%).
 # Then two compute-bound tenants (... spin) at equal priority through Wooly
 # with weights 3:7 and 1:1, sampling each one's measured SM share from
-# `wooly-cli clients --json` every 0.5 s.
+# `wooly-cli clients --json` every WOOLY_SCHED_SAMPLE_S (default 0.1) s.
 #
 # Prints a table with ratios against solo from this run, and the share
 # timelines. Environment: WOOLY_SCHED_SECONDS (default 15) per measurement,
@@ -154,7 +154,7 @@ shares() {
     printf '%s ' "$(( ($(date +%s%N) - t0) / 1000000 ))e-3"
     LD_LIBRARY_PATH="$LIB_DIR" "$CLI" clients --json --admin "unix:$tmp/admin.sock" 2>/dev/null | tr -d '\n'
     echo
-    sleep 0.5
+    sleep "${WOOLY_SCHED_SAMPLE_S:-0.1}"
   done >"$tmp/$tag.samples"
   wait $runner
   stop_woolyd
@@ -207,9 +207,7 @@ for w in ["wooly"] + variants:
         print(f"{w} aggregate / MPS: {agg[w] / agg['mps']:.3f}")
 for path in sorted(glob.glob(f"{tmp}/shares_*.samples")):
     tag = os.path.basename(path)[:-8]
-    print(f"\n## {tag}: measured SM share per client over time (target from weights)\n")
-    print("| t s | client | target | measured |")
-    print("|---|---|---|---|")
+    series = {}  # client id -> [(t, name, target, measured)]
     for line in open(path):
         parts = line.split(" ", 1)
         if len(parts) < 2:
@@ -222,7 +220,35 @@ for path in sorted(glob.glob(f"{tmp}/shares_*.samples")):
         for c in clients:
             if not str(c.get("name", "")).startswith("spin"):
                 continue
-            print(f"| {float(parts[0]):.1f} | {c.get('name')} | {c.get('target_share', 'n/a')} | "
-                  f"{c.get('measured_share', 'n/a')} |")
+            try:
+                series.setdefault(c["client_id"], []).append(
+                    (float(parts[0]), c["name"], float(c["target_share"]), float(c["measured_share"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+    print(f"\n## {tag}: measured SM share per client (1 s window; target from weights)\n")
+    # Settled: from the first sample after which every sample is within 5
+    # points of the target; the deviations count from then on, and from 1 s.
+    print("| client | target | settled at s | after settling: min / max measured | after 1 s: worst deviation (points) | samples |")
+    print("|---|---|---|---|---|---|")
+    for cid, v in sorted(series.items()):
+        settled = None
+        for k in range(len(v)):
+            if all(abs(m - tg) <= 0.05 for _, _, tg, m in v[k:]):
+                settled = k
+                break
+        after = [m for _, _, _, m in v[settled:]] if settled is not None else []
+        late = [m - tg for t, _, tg, m in v if t >= 1.0]
+        worst = max(late, key=abs) * 100 if late else float("nan")
+        print(f"| {v[0][1]} (id {cid}) | {v[0][2]:.3f} | "
+              f"{v[settled][0]:.2f}" if settled is not None else f"| {v[0][1]} (id {cid}) | {v[0][2]:.3f} | never",
+              end="")
+        print(f" | {min(after):.3f} / {max(after):.3f}" if after else " | –", end="")
+        print(f" | {worst:+.1f} | {len(v)} |")
+    print("\n| t s | client | target | measured |")
+    print("|---|---|---|---|")
+    rows = sorted((t, name, tg, m) for v in series.values() for t, name, tg, m in v)
+    step = max(1, len(rows) // 80)  # at most ~80 rows of the timeline
+    for t, name, tg, m in rows[::step]:
+        print(f"| {t:.2f} | {name} | {tg:.3f} | {m:.3f} |")
 PY
 echo "sched bench done"
