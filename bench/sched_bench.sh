@@ -226,6 +226,14 @@ for path in sorted(glob.glob(f"{tmp}/shares_*.samples")):
             except (KeyError, TypeError, ValueError):
                 continue
     print(f"\n## {tag}: measured SM share per client (1 s window; target from weights)\n")
+    # Only samples while both ran ({secs} s from the start) and with the
+    # steady target (the most common one): the first sample comes before the
+    # second tenant connects, the last after the first one stopped.
+    for cid in series:
+        targets = [tg for _, _, tg, _ in series[cid]]
+        steady = max(set(targets), key=targets.count)
+        series[cid] = [x for x in series[cid] if x[0] < float(secs) and x[2] == steady]
+    series = {cid: v for cid, v in series.items() if v}
     # Settled: from the first sample after which every sample is within 5
     # points of the target; the deviations count from then on, and from 1 s.
     print("| client | target | settled at s | after settling: min / max measured | after 1 s: worst deviation (points) | samples |")
