@@ -19,8 +19,8 @@
 #include "log.h"
 #include "memory_ext.h"
 #include "staging.h"
-#include "wooly/proto/defaults.h"
 #include "wooly/proto/content_digest.h"
+#include "wooly/proto/defaults.h"
 
 namespace wooly::client {
 namespace {
@@ -150,6 +150,37 @@ CUresult SharedCopy(wire::Op op, uint64_t device, const void* host, size_t n, ui
   return Rpc(op, w);
 }
 
+// A copy whose bytes cross the connection, waiting for woolyd's answers:
+// kMemcpyHtoD from `from` or kMemcpyDtoH into `into` (the other is null), in
+// pieces of kPipelineChunk with kPipelineWindow in flight, so that woolyd
+// copies one piece on the GPU while another crosses the socket (the socket
+// buffers are the pipeline's stage). The connection is held per batch of
+// kChunk bytes, no longer than one unpipelined piece used to hold it.
+CUresult PipelinedCopy(wire::Op op, uint64_t device, const uint8_t* from, uint8_t* into, uint64_t n,
+                       uint64_t stream, bool async) {
+  std::vector<PipelinedRequest> batch;
+  for (uint64_t at = 0; at < n; at += kChunk) {
+    const uint64_t end = std::min<uint64_t>(n, at + kChunk);
+    batch.clear();
+    for (uint64_t off = at; off < end; off += kPipelineChunk) {
+      const uint64_t len = std::min<uint64_t>(kPipelineChunk, end - off);
+      PipelinedRequest& q = batch.emplace_back();
+      q.body.Put<uint64_t>(device + off);
+      if (into != nullptr) {
+        q.body.Put<uint64_t>(len);
+        q.out_tail = into + off;
+        q.out_tail_len = len;
+      } else {
+        q.tail = from + off;
+        q.tail_len = len;
+      }
+      q.body.Put<uint64_t>(stream).Put<uint8_t>(async ? 1 : 0);
+    }
+    if (CUresult r = RpcPipelined(op, batch, kPipelineWindow); r != CUDA_SUCCESS) return r;
+  }
+  return CUDA_SUCCESS;
+}
+
 // `staged`: whether large pageable copies may go through the shared staging
 // slots; a dedup upload sends whole chunks in the request instead, so that
 // woolyd sees (and hashes) each chunk in one copy.
@@ -167,15 +198,15 @@ CUresult CopyHtoDTransfer(uint64_t dst, const void* src, size_t n, uint64_t stre
   }
   // The bytes travel with the request, so the source may be reused at once:
   // to a range this process knows the copy is sent without waiting, as the
-  // driver returns from a pageable copy once it has staged the data.
+  // driver returns from a pageable copy once it has staged the data. Any
+  // other range waits for woolyd's answers, pipelined.
   const uint8_t* p = static_cast<const uint8_t*>(src);
+  if (!known) return PipelinedCopy(wire::Op::kMemcpyHtoD, dst, p, nullptr, n, stream, async);
   for (uint64_t off = 0; off < n; off += kChunk) {
     const uint64_t len = std::min<uint64_t>(kChunk, n - off);
     wire::Writer w;
-    w.Put<uint64_t>(dst + off).Put<uint64_t>(stream).Put<uint8_t>(async || known ? 1 : 0);
-    const CUresult r = known ? Post(wire::Op::kMemcpyHtoD, w, p + off, len)
-                             : Rpc(wire::Op::kMemcpyHtoD, w, nullptr, p + off, len);
-    if (r != CUDA_SUCCESS) return r;
+    w.Put<uint64_t>(dst + off).Put<uint64_t>(stream).Put<uint8_t>(1);
+    if (CUresult r = Post(wire::Op::kMemcpyHtoD, w, p + off, len); r != CUDA_SUCCESS) return r;
   }
   return CUDA_SUCCESS;
 }
@@ -296,19 +327,8 @@ CUresult CopyDtoH(void* dst, uint64_t src, size_t n, uint64_t stream, bool async
   if (SharedMemoryChannel() && Allocations().ContainsRange(src, n)) {
     if (CUresult r = StagedDtoH(dst, src, n, stream); r != CUDA_ERROR_NOT_SUPPORTED) return r;
   }
-  uint8_t* p = static_cast<uint8_t*>(dst);
-  for (uint64_t off = 0; off < n; off += kChunk) {
-    const uint64_t len = std::min<uint64_t>(kChunk, n - off);
-    wire::Writer w;
-    w.Put<uint64_t>(src + off).Put<uint64_t>(len).Put<uint64_t>(stream).Put<uint8_t>(async ? 1 : 0);
-    Reply reply;
-    if (CUresult r = Rpc(wire::Op::kMemcpyDtoH, w, &reply, nullptr, 0, p + off, len);
-        r != CUDA_SUCCESS) {
-      return r;
-    }
-    if (!reply.fields.empty()) return BadReply(wire::Op::kMemcpyDtoH);
-  }
-  return CUDA_SUCCESS;
+  return PipelinedCopy(wire::Op::kMemcpyDtoH, src, nullptr, static_cast<uint8_t*>(dst), n, stream,
+                       async);
 }
 
 CUresult CopyDtoD(uint64_t dst, uint64_t src, size_t n, uint64_t stream, bool async) {

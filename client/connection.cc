@@ -92,6 +92,13 @@ CUresult Connection::ConnectLocked(SessionInfo* info, std::string* error) {
   }
   fd_ = fd;
   is_unix_ = ep.is_unix;
+  if (is_unix_) {
+    // Bulk requests (host-to-device pieces) stream ahead of woolyd only as
+    // far as the socket buffers them; a unix socket's default is ~208 KiB.
+    // Capped by net.core.wmem_max. TCP tunes its own.
+    int bytes = 4 << 20;
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+  }
   chan_ = std::make_unique<wire::SocketChannel>(fd_);
   state_ = State::kHandshake;
 
@@ -339,6 +346,22 @@ CUresult Connection::Call(wire::Op op, const wire::Writer& body, Reply* reply, c
   return r;
 }
 
+CUresult Connection::CallPipelined(wire::Op op, std::span<const PipelinedRequest> requests,
+                                   size_t window) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (CUresult r = ReconnectIfNeededLocked(); r != CUDA_SUCCESS) return r;
+  size_t sent = 0;
+  if (!stats_enabled_) return CallPipelinedLocked(op, requests, window, &sent);
+  const auto start = std::chrono::steady_clock::now();
+  const CUresult r = CallPipelinedLocked(op, requests, window, &sent);
+  OpStats& st = StatsFor(op);
+  st.calls += sent;
+  st.wait_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
+  return r;
+}
+
 Connection::OpStats& Connection::StatsFor(wire::Op op) {
   const auto code = static_cast<size_t>(op);
   if (stats_.size() <= code) stats_.resize(code + 1);
@@ -357,6 +380,26 @@ void Connection::PrintStats() {
                  static_cast<unsigned long long>(st.calls), st.wait_ns / 1e6,
                  static_cast<unsigned long long>(st.posts));
   }
+}
+
+bool Connection::ReadReplyHeadLocked(uint16_t op_code, uint32_t seq, int32_t* result,
+                                     size_t* rest) {
+  wire::FrameHeader h;
+  if (!chan_->Read(&h, sizeof(h)) || h.magic != wire::kMagic ||
+      h.length > wire::kMaxPayload + 4096) {
+    BreakLocked("connection closed by woolyd");
+    return false;
+  }
+  if (h.op != (op_code | wire::kReplyBit) || h.seq != seq || h.length < sizeof(int32_t)) {
+    BreakLocked("unexpected reply frame");
+    return false;
+  }
+  if (!chan_->Read(result, sizeof(*result))) {
+    BreakLocked("connection closed by woolyd");
+    return false;
+  }
+  *rest = h.length - sizeof(int32_t);
+  return true;
 }
 
 CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* reply,
@@ -378,22 +421,9 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
     BreakLocked(std::strerror(errno));
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
   }
-  wire::FrameHeader h;
-  if (!chan_->Read(&h, sizeof(h)) || h.magic != wire::kMagic ||
-      h.length > wire::kMaxPayload + 4096) {
-    BreakLocked("connection closed by woolyd");
-    return CUDA_ERROR_DEVICE_UNAVAILABLE;
-  }
-  if (h.op != (op_code | wire::kReplyBit) || h.seq != seq || h.length < sizeof(int32_t)) {
-    BreakLocked("unexpected reply frame");
-    return CUDA_ERROR_DEVICE_UNAVAILABLE;
-  }
   int32_t result = 0;
-  if (!chan_->Read(&result, sizeof(result))) {
-    BreakLocked("connection closed by woolyd");
-    return CUDA_ERROR_DEVICE_UNAVAILABLE;
-  }
-  size_t rest = h.length - sizeof(int32_t);
+  size_t rest = 0;
+  if (!ReadReplyHeadLocked(op_code, seq, &result, &rest)) return CUDA_ERROR_DEVICE_UNAVAILABLE;
   size_t direct = 0;
   if (out_tail != nullptr && result == CUDA_SUCCESS) {
     if (rest < out_tail_len) {
@@ -415,6 +445,86 @@ CUresult Connection::CallLocked(wire::Op op, const wire::Writer& body, Reply* re
     WLOG_DEBUG("%s -> %d", wire::OpName(op_code), static_cast<int>(result));
   }
   return r;
+}
+
+bool Connection::SkipLocked(size_t n) {
+  uint8_t scratch[4096];
+  while (n > 0) {
+    const size_t k = std::min(n, sizeof(scratch));
+    if (!chan_->Read(scratch, k)) {
+      BreakLocked("connection closed by woolyd");
+      return false;
+    }
+    n -= k;
+  }
+  return true;
+}
+
+CUresult Connection::CallPipelinedLocked(wire::Op op, std::span<const PipelinedRequest> requests,
+                                         size_t window, size_t* sent_out) {
+  const uint16_t op_code = static_cast<uint16_t>(op);
+  for (const PipelinedRequest& q : requests) {
+    if (q.body.size() + q.tail_len > wire::kMaxPayload) {
+      WLOG_ERROR("%s request of %zu bytes exceeds the frame limit", wire::OpName(op_code),
+                 q.body.size() + q.tail_len);
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+  }
+  if (!FlushLocked()) return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  window = std::max<size_t>(window, 1);
+  // Holding mu_ throughout, the requests get consecutive sequence numbers.
+  const uint32_t first_seq = seq_ + 1;
+  size_t& sent = *sent_out;
+  sent = 0;
+  auto send_next = [&]() -> bool {
+    const PipelinedRequest& q = requests[sent];
+    if (!wire::WriteFrameTo(*chan_, op_code, 0, ++seq_, q.body.data().data(), q.body.size(), q.tail,
+                            q.tail_len)) {
+      BreakLocked(std::strerror(errno));
+      return false;
+    }
+    ++sent;
+    return true;
+  };
+  while (sent < requests.size() && sent < window) {
+    if (!send_next()) return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  }
+  CUresult first_error = CUDA_SUCCESS;
+  for (size_t done = 0; done < sent; ++done) {
+    const PipelinedRequest& q = requests[done];
+    int32_t result = 0;
+    size_t rest = 0;
+    if (!ReadReplyHeadLocked(op_code, first_seq + static_cast<uint32_t>(done), &result, &rest)) {
+      return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    }
+    CUresult r = static_cast<CUresult>(result);
+    if (r == CUDA_SUCCESS && q.out_tail_len > 0) {
+      if (rest < q.out_tail_len) {
+        BreakLocked("reply shorter than the data it should carry");
+        return CUDA_ERROR_DEVICE_UNAVAILABLE;
+      }
+      if (!chan_->Read(q.out_tail, q.out_tail_len)) {
+        BreakLocked("connection closed by woolyd");
+        return CUDA_ERROR_DEVICE_UNAVAILABLE;
+      }
+      rest -= q.out_tail_len;
+    }
+    if (r == CUDA_SUCCESS && rest > 0) {
+      WLOG_ERROR("woolyd sent a malformed %s reply", wire::OpName(op_code));
+      r = CUDA_ERROR_UNKNOWN;
+    }
+    // An error's fields (or a malformed reply's excess) are not wanted.
+    if (rest > 0 && !SkipLocked(rest)) return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    if (r != CUDA_SUCCESS) {
+      WLOG_DEBUG("%s -> %d", wire::OpName(op_code), static_cast<int>(r));
+      if (first_error == CUDA_SUCCESS) first_error = r;
+    }
+    // After a failure nothing more is sent; what is in flight is drained.
+    if (first_error == CUDA_SUCCESS && sent < requests.size() && !send_next()) {
+      return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    }
+  }
+  return first_error;
 }
 
 std::unique_ptr<Connection> Connection::ForkChild() {

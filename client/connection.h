@@ -2,7 +2,8 @@
 // request/reply calls over the framed protocol of wire.h.
 //
 // Thread safety: Call and Start may be called from any thread; requests are
-// serialized under an internal mutex (one request in flight at a time).
+// serialized under an internal mutex (one request in flight at a time, or one
+// CallPipelined batch).
 // Ownership: the Connection owns its socket. After fork() the child must not
 // touch the parent's Connection (its mutex may be held by a thread that does
 // not exist in the child): it builds a new one with ForkChild() instead.
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +53,22 @@ struct Reply {
   wire::Reader reader() const { return wire::Reader(fields.data(), fields.size()); }
 };
 
+// One request of Connection::CallPipelined.
+struct PipelinedRequest {
+  wire::Writer body;           // the op's fields
+  const void* tail = nullptr;  // sent after them without a copy; not owned
+  size_t tail_len = 0;
+  void* out_tail = nullptr;  // a successful reply's data lands here; not owned
+  size_t out_tail_len = 0;   // exactly how many bytes that reply must carry
+};
+
+// Bulk copies that cross the socket (no shared-memory staging) travel as
+// requests of kPipelineChunk bytes, kPipelineWindow of them in flight, in
+// batches of at most wire::kCopyChunk bytes (one CallPipelined each, so
+// other threads wait no longer than for one unpipelined chunk).
+inline constexpr uint64_t kPipelineChunk = 4u << 20;
+inline constexpr size_t kPipelineWindow = 4;
+
 class Connection {
  public:
   Connection(std::string endpoint, ClientIdentity identity);
@@ -75,6 +93,21 @@ class Connection {
   // has no reply fields.
   CUresult Call(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail = nullptr,
                 size_t tail_len = 0, void* out_tail = nullptr, size_t out_tail_len = 0);
+
+  // Sends `requests`, all of op `op`, in order, keeping up to `window` of
+  // them in flight: request i + window is sent once reply i has been read,
+  // so woolyd works on the next request while this thread reads a reply.
+  // Holds the connection for the whole batch. Batched posted requests go
+  // out first. A successful reply must carry exactly out_tail_len bytes
+  // (they land in out_tail). After a failed reply no further request is
+  // sent, but the replies already in flight are still read, so the stream
+  // stays in step. Returns CUDA_SUCCESS, the first failed reply's CUresult
+  // (CUDA_ERROR_UNKNOWN for a successful reply longer than expected),
+  // CUDA_ERROR_INVALID_VALUE for a request over the frame limit (nothing
+  // sent), or CUDA_ERROR_DEVICE_UNAVAILABLE when the connection is (or
+  // becomes) unusable. Stats count each request sent as one call that
+  // waited.
+  CUresult CallPipelined(wire::Op op, std::span<const PipelinedRequest> requests, size_t window);
 
   // Sends one request without waiting (wire::kFlagNoReply): for ops CUDA
   // itself runs asynchronously. An error it causes is reported by the next
@@ -116,6 +149,15 @@ class Connection {
   CUresult ConnectLocked(SessionInfo* info, std::string* error);
   CUresult CallLocked(wire::Op op, const wire::Writer& body, Reply* reply, const void* tail,
                       size_t tail_len, void* out_tail, size_t out_tail_len);
+  // *sent: how many of `requests` went out.
+  CUresult CallPipelinedLocked(wire::Op op, std::span<const PipelinedRequest> requests,
+                               size_t window, size_t* sent);
+  // Reads the header and result of the reply to request `seq` of `op_code`;
+  // *rest is what follows. False (and broken) on a failure or a wrong frame.
+  bool ReadReplyHeadLocked(uint16_t op_code, uint32_t seq, int32_t* result, size_t* rest);
+  // Reads and drops `n` bytes of the current frame; false (and broken) when
+  // the connection fails.
+  bool SkipLocked(size_t n);
   void BreakLocked(const char* why);
   CUresult ReconnectIfNeededLocked();
   // Switches to the shared-memory channel when the endpoint is a unix

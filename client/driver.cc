@@ -178,6 +178,14 @@ CUresult Rpc(wire::Op op, const wire::Writer& body, Reply* reply, const void* ta
   return r;
 }
 
+CUresult RpcPipelined(wire::Op op, std::span<const PipelinedRequest> requests, size_t window) {
+  Connection* c = g_conn.load(std::memory_order_acquire);
+  if (c == nullptr) return CUDA_ERROR_NOT_INITIALIZED;
+  const CUresult r = c->CallPipelined(op, requests, window);
+  CaptureNoteResult(r);
+  return r;
+}
+
 namespace {
 // Runs at exit (and at dlclose, which never happens to a libcuda).
 __attribute__((destructor)) void SayGoodbye() {

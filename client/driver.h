@@ -51,6 +51,8 @@ int DriverVersion();
 CUresult Rpc(wire::Op op, const wire::Writer& body, Reply* reply = nullptr,
              const void* tail = nullptr, size_t tail_len = 0, void* out_tail = nullptr,
              size_t out_tail_len = 0);
+// Sends requests with several in flight (see Connection::CallPipelined).
+CUresult RpcPipelined(wire::Op op, std::span<const PipelinedRequest> requests, size_t window);
 // Sends a request whose reply has no fields without waiting for it: for
 // calls CUDA runs asynchronously. Its error is reported by the next
 // synchronizing call. Behaves as Rpc when $WOOLY_ASYNC=0.

@@ -506,6 +506,16 @@ void Server::AcceptLoop(Listener* listener) {
     if (!listener->is_unix) {
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    } else {
+      // A client's pipelined copy (Connection::CallPipelined) overlaps the
+      // next piece's copy with this reply's transfer only as far as the
+      // socket buffers the reply: a unix socket's default (~208 KiB) is far
+      // below one 4 MiB piece. Forced where privileged, else capped by
+      // net.core.wmem_max; TCP tunes its own.
+      int bytes = 4 << 20;
+      if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof(bytes)) != 0) {
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+      }
     }
     // The session (and its client id) exists from accept on, so ids follow
     // connection order.

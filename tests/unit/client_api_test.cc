@@ -4,11 +4,15 @@
 #define CUDA_ENABLE_DEPRECATED 1  // cuDeviceComputeCapability & co. are tested too
 #include <cuda.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <thread>
@@ -392,7 +396,8 @@ TEST_F(ClientApiTest, LargeCopiesAreChunked) {
   ASSERT_EQ(cuMemcpyHtoD(d, in.data(), n), CUDA_SUCCESS);
   ASSERT_EQ(cuMemcpyDtoH(out.data(), d, n), CUDA_SUCCESS);
   EXPECT_EQ(server_->CountOp(wire::Op::kMemcpyHtoD), 2u);
-  EXPECT_EQ(server_->CountOp(wire::Op::kMemcpyDtoH), 2u);
+  // Copies that wait for their data travel in smaller, pipelined pieces.
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemcpyDtoH), (n + kPipelineChunk - 1) / kPipelineChunk);
   EXPECT_TRUE(in == out);
   ASSERT_EQ(cuMemFree(d), CUDA_SUCCESS);
 }
@@ -908,6 +913,372 @@ TEST_F(ClientApiTest, ModuleLoadingMode) {
   ASSERT_EQ(cuModuleGetLoadingMode(&mode), CUDA_SUCCESS);
   EXPECT_EQ(mode, CU_MODULE_LAZY_LOADING);
   ::unsetenv("CUDA_MODULE_LOADING");
+}
+
+// --- pipelined copies (Connection::CallPipelined)
+
+// Device-to-host copies over the socket arrive whole and in order whatever
+// their size: within one piece, across pieces and across batches.
+TEST_F(ClientApiTest, PipelinedDeviceToHostCopiesKeepTheirBytesInOrder) {
+  InitWithContext();
+  const size_t max = wire::kCopyChunk + 2 * kPipelineChunk + 12345;
+  CUdeviceptr d = 0;
+  ASSERT_EQ(cuMemAlloc(&d, max), CUDA_SUCCESS);
+  std::vector<uint8_t> in(max);
+  for (size_t i = 0; i < max; ++i) in[i] = static_cast<uint8_t>(i * 131 + (i >> 16));
+  ASSERT_EQ(cuMemcpyHtoD(d, in.data(), max), CUDA_SUCCESS);
+  for (size_t n : {size_t{1}, size_t{4097}, size_t{kPipelineChunk}, size_t{kPipelineChunk + 1},
+                   size_t{3 * kPipelineChunk + 12345}, size_t{wire::kCopyChunk},
+                   size_t{wire::kCopyChunk + 1}, max - 7}) {
+    SCOPED_TRACE(n);
+    server_->ClearOps();
+    std::vector<uint8_t> out(n + 2, 0xee);  // one guard byte each side
+    ASSERT_EQ(cuMemcpyDtoH(out.data() + 1, d + 7, n), CUDA_SUCCESS);
+    EXPECT_EQ(out.front(), 0xee);
+    EXPECT_EQ(out.back(), 0xee);
+    EXPECT_TRUE(std::equal(out.begin() + 1, out.end() - 1, in.begin() + 7));
+    EXPECT_EQ(server_->CountOp(wire::Op::kMemcpyDtoH), (n + kPipelineChunk - 1) / kPipelineChunk);
+  }
+  ASSERT_EQ(cuMemFree(d), CUDA_SUCCESS);
+}
+
+// Work posted before the copy (batched, not yet written) reaches woolyd
+// first: the copy sees the memset.
+TEST_F(ClientApiTest, PipelinedCopiesComeAfterPostedWork) {
+  InitWithContext();
+  const size_t n = 3 * kPipelineChunk;
+  CUdeviceptr d = 0;
+  ASSERT_EQ(cuMemAlloc(&d, n), CUDA_SUCCESS);
+  server_->ClearOps();
+  ASSERT_EQ(cuMemsetD8(d, 0xab, n), CUDA_SUCCESS);
+  std::vector<uint8_t> out(n, 0);
+  ASSERT_EQ(cuMemcpyDtoH(out.data(), d, n), CUDA_SUCCESS);
+  EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](uint8_t b) { return b == 0xab; }));
+  const std::vector<wire::Op> ops = server_->ops();
+  ASSERT_FALSE(ops.empty());
+  EXPECT_EQ(ops.front(), wire::Op::kMemset);
+  ASSERT_EQ(cuMemFree(d), CUDA_SUCCESS);
+}
+
+// A piece woolyd refuses fails the copy; the pieces already in flight are
+// drained, so the next call gets its own reply.
+TEST_F(ClientApiTest, PipelinedCopyErrorLeavesTheConnectionUsable) {
+  InitWithContext();
+  const size_t size = 2 * kPipelineChunk + 100;
+  CUdeviceptr d = 0;
+  ASSERT_EQ(cuMemAlloc(&d, size), CUDA_SUCCESS);
+  std::vector<uint8_t> in(size);
+  std::iota(in.begin(), in.end(), 0);
+  ASSERT_EQ(cuMemcpyHtoD(d, in.data(), size), CUDA_SUCCESS);
+  // Pieces 0 and 1 are inside the allocation; piece 2 runs past its end.
+  std::vector<uint8_t> out(12 * kPipelineChunk);
+  server_->ClearOps();
+  EXPECT_EQ(cuMemcpyDtoH(out.data(), d, out.size()), CUDA_ERROR_INVALID_VALUE);
+  // Nothing is sent after the failure but what was already in flight.
+  EXPECT_LE(server_->CountOp(wire::Op::kMemcpyDtoH), 2 + kPipelineWindow);
+  std::vector<uint8_t> back(size, 0);
+  ASSERT_EQ(cuMemcpyDtoH(back.data(), d, size), CUDA_SUCCESS);
+  EXPECT_TRUE(back == in);
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cuMemGetInfo(&free_b, &total_b), CUDA_SUCCESS);
+  EXPECT_EQ(total_b, FakeWoolyd::kTotalMem);
+  ASSERT_EQ(cuMemFree(d), CUDA_SUCCESS);
+}
+
+// Host-to-device copies to a range this process does not know wait for
+// woolyd's answers, pipelined the same way.
+TEST_F(ClientApiTest, PipelinedHostToDeviceCopiesToUnknownRanges) {
+  InitWithContext();
+  const size_t size = 3 * kPipelineChunk;
+  CUdeviceptr a = 0;
+  ASSERT_EQ(cuMemAlloc(&a, size), CUDA_SUCCESS);
+  // A copy running past the end of `a` is in no known range, and woolyd
+  // refuses its last piece.
+  std::vector<uint8_t> in(size + 10);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint8_t>(i * 3 + (i >> 12));
+  server_->ClearOps();
+  EXPECT_EQ(cuMemcpyHtoD(a + 5, in.data(), size), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(server_->CountOp(wire::Op::kMemcpyHtoD), 3u);
+  // The pieces before it landed (CUDA leaves a failed copy's target
+  // undefined; the fake copies them), and the stream is in step.
+  std::vector<uint8_t> back(size - 5, 0);
+  ASSERT_EQ(cuMemcpyDtoH(back.data(), a + 5, back.size()), CUDA_SUCCESS);
+  EXPECT_TRUE(std::equal(back.begin(), back.begin() + 2 * kPipelineChunk, in.begin()));
+  ASSERT_EQ(cuMemFree(a), CUDA_SUCCESS);
+}
+
+TEST_F(ClientApiTest, ConnectionDroppedDuringAPipelinedCopyFailsInsteadOfHanging) {
+  InitWithContext();
+  const size_t n = 5 * kPipelineChunk;
+  CUdeviceptr d = 0;
+  ASSERT_EQ(cuMemAlloc(&d, n), CUDA_SUCCESS);
+  std::vector<uint8_t> out(n);
+  server_->DropOnNextRequest();
+  EXPECT_EQ(cuMemcpyDtoH(out.data(), d, n), CUDA_ERROR_DEVICE_UNAVAILABLE);
+  EXPECT_EQ(cuMemcpyDtoH(out.data(), d, n), CUDA_ERROR_DEVICE_UNAVAILABLE);
+  EXPECT_EQ(cuCtxSynchronize(), CUDA_ERROR_DEVICE_UNAVAILABLE);
+}
+
+// A woolyd whose every move after the Hello is scripted by the test, to
+// see the order of requests and replies on the wire.
+class ScriptedWoolyd {
+ public:
+  // `script` runs on the accepted connection's fd after the Hello (and the
+  // declined shared-memory attach); the connection closes when it returns.
+  explicit ScriptedWoolyd(std::function<void(int fd)> script) : script_(std::move(script)) {
+    char tmpl[] = "/tmp/wooly-scripted-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    endpoint_ = "unix:" + dir_ + "/woolyd.sock";
+    wire::Endpoint ep;
+    std::string err;
+    EXPECT_TRUE(wire::ParseEndpoint(endpoint_, &ep, &err)) << err;
+    listen_fd_ = wire::Listen(ep, 0600, &err);
+    EXPECT_GE(listen_fd_, 0) << err;
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~ScriptedWoolyd() {
+    thread_.join();
+    ::close(listen_fd_);
+    ::unlink((dir_ + "/woolyd.sock").c_str());
+    ::rmdir(dir_.c_str());
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+  // Reads one request frame; false when the client is gone or none comes
+  // within 30 s (a client that waits for a reply before sending more).
+  static bool ReadRequest(int fd, wire::FrameHeader* h, std::vector<uint8_t>* payload) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 30000) != 1 || !wire::ReadHeader(fd, h)) return false;
+    payload->resize(h->length);
+    return h->length == 0 || wire::ReadFull(fd, payload->data(), h->length);
+  }
+  // Replies to `h` with `result` and `data` after it.
+  static bool Reply(int fd, const wire::FrameHeader& h, int32_t result,
+                    const std::vector<uint8_t>& data = {}) {
+    return wire::WriteFrame(fd, h.op | wire::kReplyBit, h.seq, &result, sizeof(result), data.data(),
+                            data.size());
+  }
+
+ private:
+  void Serve() {
+    const int fd = ::accept(listen_fd_, nullptr, nullptr);
+    if (fd < 0) return;
+    wire::FrameHeader h;
+    std::vector<uint8_t> payload;
+    if (ReadRequest(fd, &h, &payload) && h.op == static_cast<uint16_t>(wire::Op::kHello)) {
+      wire::Writer out;
+      wire::DeviceInfo d;
+      d.name = "Scripted GPU";
+      d.attributes.assign(CU_DEVICE_ATTRIBUTE_MAX, 0);
+      out.Put<int32_t>(CUDA_SUCCESS)
+          .Put<uint32_t>(wire::kProtocolVersion)
+          .PutStr("scripted")
+          .Put<uint64_t>(1);
+      wire::PutDeviceInfo(out, d);
+      wire::WriteFrame(fd, h.op | wire::kReplyBit, h.seq, out.data().data(), out.size());
+      script_(fd);
+    }
+    ::shutdown(fd, SHUT_RDWR);
+    ::close(fd);
+  }
+
+  std::function<void(int fd)> script_;
+  std::string dir_;
+  std::string endpoint_;
+  int listen_fd_ = -1;
+  std::thread thread_;
+};
+
+class PipelinedCallTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetLogLevelForTesting(LogLevel::kOff);
+    ::setenv("WOOLY_SHM", "0", 1);  // the scripted woolyd speaks on the socket only
+  }
+  void TearDown() override { ::unsetenv("WOOLY_SHM"); }
+
+  // Device-to-host requests for `count` pieces of `len` bytes into `out`.
+  static std::vector<PipelinedRequest> DtoH(size_t count, size_t len, std::vector<uint8_t>* out) {
+    out->assign(count * len, 0);
+    std::vector<PipelinedRequest> requests(count);
+    for (size_t i = 0; i < count; ++i) {
+      wire::Writer& w = requests[i].body;  // (src, size, stream, async)
+      w.Put<uint64_t>(kBase + i * len).Put<uint64_t>(len).Put<uint64_t>(0).Put<uint8_t>(0);
+      requests[i].out_tail = out->data() + i * len;
+      requests[i].out_tail_len = len;
+    }
+    return requests;
+  }
+  // What the scripted device holds at `src`: one byte pattern per piece.
+  static std::vector<uint8_t> Piece(const std::vector<uint8_t>& request) {
+    wire::Reader r(request.data(), request.size());
+    const uint64_t src = r.Get<uint64_t>();
+    const uint64_t len = r.Get<uint64_t>();
+    std::vector<uint8_t> data(len);
+    for (uint64_t i = 0; i < len; ++i) data[i] = static_cast<uint8_t>((src - kBase + i) * 7 + 1);
+    return data;
+  }
+  static bool Expected(const std::vector<uint8_t>& out, size_t bytes) {
+    for (size_t i = 0; i < bytes; ++i) {
+      if (out[i] != static_cast<uint8_t>(i * 7 + 1)) return false;
+    }
+    return true;
+  }
+
+  static constexpr uint64_t kBase = 0x700000000000ull;
+};
+
+// Several requests are on the wire before the first reply: woolyd reads the
+// next one while the client drains the last reply. Request i + window
+// follows reply i.
+TEST_F(PipelinedCallTest, KeepsAWindowOfRequestsInFlight) {
+  constexpr size_t kWindow = 3, kCount = 5, kLen = 1000;
+  std::vector<std::string> events;  // written by the script, read once it is done
+  auto server = std::make_unique<ScriptedWoolyd>([&](int fd) {
+    std::vector<wire::FrameHeader> h(kCount);
+    std::vector<std::vector<uint8_t>> body(kCount);
+    auto read = [&](size_t i) {
+      if (!ScriptedWoolyd::ReadRequest(fd, &h[i], &body[i])) return false;
+      events.push_back("request " + std::to_string(i));
+      return true;
+    };
+    auto reply = [&](size_t i) {
+      events.push_back("reply " + std::to_string(i));
+      return ScriptedWoolyd::Reply(fd, h[i], CUDA_SUCCESS, Piece(body[i]));
+    };
+    // Nothing is answered until the whole window has arrived.
+    for (size_t i = 0; i < kWindow; ++i) {
+      if (!read(i)) return;
+    }
+    // No more than the window came.
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) != 0) events.push_back("early request");
+    if (!reply(0) || !read(3) || !reply(1) || !read(4)) return;
+    for (size_t i = 2; i < kCount; ++i) {
+      if (!reply(i)) return;
+    }
+  });
+  Connection conn(server->endpoint(), ClientIdentity{});
+  SessionInfo info;
+  std::string error;
+  ASSERT_EQ(conn.Start(&info, &error), CUDA_SUCCESS) << error;
+  std::vector<uint8_t> out;
+  const std::vector<PipelinedRequest> requests = DtoH(kCount, kLen, &out);
+  ASSERT_EQ(conn.CallPipelined(wire::Op::kMemcpyDtoH, requests, kWindow), CUDA_SUCCESS);
+  EXPECT_TRUE(Expected(out, kCount * kLen));
+  server.reset();
+  const std::vector<std::string> want = {"request 0", "request 1", "request 2", "reply 0",
+                                         "request 3", "reply 1",   "request 4", "reply 2",
+                                         "reply 3",   "reply 4"};
+  EXPECT_EQ(events, want);
+}
+
+// The first failure is returned; no request follows it, the replies in
+// flight are read (error fields and all), and the connection serves the
+// next call.
+TEST_F(PipelinedCallTest, AFailedPieceIsReturnedAndTheStreamStaysInStep) {
+  constexpr size_t kCount = 6, kLen = 4096;
+  std::vector<uint16_t> later_ops;  // written by the script, read once it is done
+  auto server = std::make_unique<ScriptedWoolyd>([&](int fd) {
+    wire::FrameHeader h[3];
+    std::vector<uint8_t> body[3];
+    if (!ScriptedWoolyd::ReadRequest(fd, &h[0], &body[0]) ||
+        !ScriptedWoolyd::ReadRequest(fd, &h[1], &body[1]) ||
+        !ScriptedWoolyd::Reply(fd, h[0], CUDA_SUCCESS, Piece(body[0])) ||
+        !ScriptedWoolyd::ReadRequest(fd, &h[2], &body[2]) ||
+        !ScriptedWoolyd::Reply(fd, h[1], CUDA_ERROR_INVALID_VALUE, std::vector<uint8_t>(9, 1)) ||
+        !ScriptedWoolyd::Reply(fd, h[2], CUDA_ERROR_ILLEGAL_ADDRESS)) {
+      return;
+    }
+    // What comes next must be the next call, not the rest of the copy.
+    wire::FrameHeader next;
+    std::vector<uint8_t> payload;
+    if (!ScriptedWoolyd::ReadRequest(fd, &next, &payload)) return;
+    later_ops.push_back(next.op);
+    wire::Writer info;
+    info.Put<uint64_t>(1).Put<uint64_t>(2);
+    ScriptedWoolyd::Reply(fd, next, CUDA_SUCCESS, info.data());
+  });
+  Connection conn(server->endpoint(), ClientIdentity{});
+  SessionInfo info;
+  std::string error;
+  ASSERT_EQ(conn.Start(&info, &error), CUDA_SUCCESS) << error;
+  std::vector<uint8_t> out;
+  const std::vector<PipelinedRequest> requests = DtoH(kCount, kLen, &out);
+  EXPECT_EQ(conn.CallPipelined(wire::Op::kMemcpyDtoH, requests, 2), CUDA_ERROR_INVALID_VALUE);
+  EXPECT_TRUE(Expected(out, kLen));
+  Reply reply;
+  ASSERT_EQ(conn.Call(wire::Op::kMemGetInfo, wire::Writer(), &reply), CUDA_SUCCESS);
+  wire::Reader rd = reply.reader();
+  EXPECT_EQ(rd.Get<uint64_t>(), 1u);
+  EXPECT_EQ(rd.Get<uint64_t>(), 2u);
+  EXPECT_TRUE(rd.ok());
+  server.reset();
+  EXPECT_EQ(later_ops, std::vector<uint16_t>{static_cast<uint16_t>(wire::Op::kMemGetInfo)});
+}
+
+// woolyd goes away in the middle of a reply, with more requests in flight:
+// the call fails at once and so does every later one.
+TEST_F(PipelinedCallTest, ADroppedConnectionFailsTheCallWithoutHanging) {
+  constexpr size_t kCount = 6, kLen = 1 << 16;
+  ScriptedWoolyd server([&](int fd) {
+    wire::FrameHeader h[2];
+    std::vector<uint8_t> body[2];
+    if (!ScriptedWoolyd::ReadRequest(fd, &h[0], &body[0]) ||
+        !ScriptedWoolyd::ReadRequest(fd, &h[1], &body[1]) ||
+        !ScriptedWoolyd::Reply(fd, h[0], CUDA_SUCCESS, Piece(body[0]))) {
+      return;
+    }
+    // Half of the second reply, then the connection closes.
+    const int32_t ok = CUDA_SUCCESS;
+    std::vector<uint8_t> half = Piece(body[1]);
+    half.resize(kLen / 2);
+    wire::FrameHeader rh{wire::kMagic, static_cast<uint16_t>(h[1].op | wire::kReplyBit), 0,
+                         static_cast<uint32_t>(sizeof(ok) + kLen), h[1].seq};
+    if (::send(fd, &rh, sizeof(rh), MSG_NOSIGNAL) < 0 ||
+        ::send(fd, &ok, sizeof(ok), MSG_NOSIGNAL) < 0) {
+      return;
+    }
+    ::send(fd, half.data(), half.size(), MSG_NOSIGNAL);
+  });
+  Connection conn(server.endpoint(), ClientIdentity{});
+  SessionInfo info;
+  std::string error;
+  ASSERT_EQ(conn.Start(&info, &error), CUDA_SUCCESS) << error;
+  std::vector<uint8_t> out;
+  const std::vector<PipelinedRequest> requests = DtoH(kCount, kLen, &out);
+  EXPECT_EQ(conn.CallPipelined(wire::Op::kMemcpyDtoH, requests, 2), CUDA_ERROR_DEVICE_UNAVAILABLE);
+  EXPECT_TRUE(Expected(out, kLen));
+  EXPECT_EQ(conn.CallPipelined(wire::Op::kMemcpyDtoH, requests, 2), CUDA_ERROR_DEVICE_UNAVAILABLE);
+  EXPECT_EQ(conn.Call(wire::Op::kMemGetInfo, wire::Writer(), nullptr),
+            CUDA_ERROR_DEVICE_UNAVAILABLE);
+}
+
+// A successful reply longer than its data is malformed: reported, and the
+// stream stays in step.
+TEST_F(PipelinedCallTest, AnOverlongReplyIsAnError) {
+  ScriptedWoolyd server([&](int fd) {
+    for (int i = 0; i < 2; ++i) {
+      wire::FrameHeader h;
+      std::vector<uint8_t> body;
+      if (!ScriptedWoolyd::ReadRequest(fd, &h, &body)) return;
+      std::vector<uint8_t> data = Piece(body);
+      if (i == 0) data.resize(data.size() + 3);
+      if (!ScriptedWoolyd::Reply(fd, h, CUDA_SUCCESS, data)) return;
+    }
+    wire::FrameHeader h;
+    std::vector<uint8_t> body;
+    if (ScriptedWoolyd::ReadRequest(fd, &h, &body)) ScriptedWoolyd::Reply(fd, h, CUDA_SUCCESS);
+  });
+  Connection conn(server.endpoint(), ClientIdentity{});
+  SessionInfo info;
+  std::string error;
+  ASSERT_EQ(conn.Start(&info, &error), CUDA_SUCCESS) << error;
+  std::vector<uint8_t> out;
+  const std::vector<PipelinedRequest> requests = DtoH(2, 100, &out);
+  EXPECT_EQ(conn.CallPipelined(wire::Op::kMemcpyDtoH, requests, 4), CUDA_ERROR_UNKNOWN);
+  EXPECT_TRUE(Expected(out, 200));
+  EXPECT_EQ(conn.Call(wire::Op::kCtxSynchronize, wire::Writer(), nullptr), CUDA_SUCCESS);
 }
 
 // --- local allocation (alloc_arena.h; on unless WOOLY_LOCAL_ALLOC=0)
