@@ -1,8 +1,13 @@
 // wooly_bench_blake3 (issue 6, weight dedup): single-thread hashing
 // throughput of each BLAKE3 path and of SHA-256 (SHA-NI when the CPU has it)
 // over one buffer. Prints GB/s (10^9 bytes per second), best of the runs.
+// With --dedup-mib N it also times the dedup chunk digest
+// (wire::ContentDigests) over N MiB on 1, 2, 4, ... threads, both as one
+// call and as libwooly's attach does it: one call per 128 MiB copy (two
+// 64 MiB chunks), each starting and joining its own threads.
 //
-//   wooly_bench_blake3 [--mib N] [--runs N]   (defaults: 64 MiB, 5 runs)
+//   wooly_bench_blake3 [--mib N] [--runs N] [--dedup-mib N]
+//   (defaults: 64 MiB, 5 runs, no dedup rows)
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -11,9 +16,11 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "wooly/proto/blake3.h"
+#include "wooly/proto/content_digest.h"
 #include "wooly/proto/sha256.h"
 
 namespace {
@@ -32,10 +39,37 @@ double BestGbps(size_t bytes, int runs, const std::function<void()>& fn) {
   return best;
 }
 
+// The dedup digest over `mib` MiB (rounded down to 128 MiB copies).
+void DedupRows(size_t mib, int runs) {
+  constexpr size_t kCopy = size_t{128} << 20, kChunk = size_t{64} << 20;
+  const size_t copies = std::max<size_t>(1, (mib << 20) / kCopy);
+  const size_t bytes = copies * kCopy;
+  std::vector<uint8_t> data(bytes);
+  for (size_t i = 0; i < bytes; i += 4096) data[i] = static_cast<uint8_t>(i >> 12);  // touched
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  std::printf("\ndedup digest (wire::ContentDigests), %zu MiB in %zu copies of 128 MiB\n",
+              bytes >> 20, copies);
+  std::printf("%-8s %14s %14s\n", "threads", "one call GB/s", "per copy GB/s");
+  for (unsigned t = 1; t <= std::min(hw, 64u); t *= 2) {
+    std::vector<wooly::wire::DigestInput> all;
+    for (size_t off = 0; off < bytes; off += kChunk) all.push_back({data.data() + off, kChunk});
+    const double one = BestGbps(bytes, runs, [&] { wooly::wire::ContentDigests(all, t); });
+    const double per_copy = BestGbps(bytes, runs, [&] {
+      for (size_t c = 0; c < copies; ++c) {
+        const wooly::wire::DigestInput in[] = {{data.data() + c * kCopy, kChunk},
+                                               {data.data() + c * kCopy + kChunk, kChunk}};
+        wooly::wire::ContentDigests(in, t);
+      }
+    });
+    std::printf("%-8u %14.2f %14.2f\n", t, one, per_copy);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   size_t mib = 64;
+  size_t dedup_mib = 0;
   int runs = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -43,8 +77,10 @@ int main(int argc, char** argv) {
       mib = std::strtoul(argv[++i], nullptr, 10);
     } else if (arg == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (arg == "--dedup-mib" && i + 1 < argc) {
+      dedup_mib = std::strtoul(argv[++i], nullptr, 10);
     } else {
-      std::fprintf(stderr, "usage: %s [--mib N] [--runs N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--mib N] [--runs N] [--dedup-mib N]\n", argv[0]);
       return 2;
     }
   }
@@ -111,5 +147,6 @@ int main(int argc, char** argv) {
     std::printf("%-22s %6.2f GB/s\n",
                 impl == Sha256::Impl::kShaNi ? "sha256 sha-ni" : "sha256 portable", gbps);
   }
+  if (dedup_mib > 0) DedupRows(dedup_mib, runs);
   return mismatch ? 1 : 0;
 }
