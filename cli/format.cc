@@ -106,6 +106,7 @@ JsonFields ClientFields(const wooly::v1::ClientInfo& c) {
       {"measured_share", JsonDouble(c.measured_share())},
       {"busy_seconds", JsonDouble(c.busy_seconds())},
       {"queue_depth", std::to_string(c.queue_depth())},
+      {"measured_share_recent", JsonDouble(c.measured_share_recent())},
   };
   // Overcommit (docs/overcommit.md): only for clients that hold such memory.
   if (HasOvercommitMemory(c)) {

@@ -121,6 +121,7 @@ ClientStatus ClientSession::Snapshot() const {
     const ClientShare share = env_->share_control->ShareOf(id_);
     s.target_share = share.target_share;
     s.measured_share = share.measured_share;
+    s.measured_share_recent = share.measured_share_recent;
     s.busy_seconds = absl::ToDoubleSeconds(share.busy);
     s.queue_depth = static_cast<uint32_t>(std::max(share.queue_depth, 0));
   }

@@ -30,6 +30,7 @@ void FillClient(const ClientStatus& c, wooly::v1::ClientInfo* out) {
   out->set_sm_cap(c.sm_cap);
   out->set_target_share(c.target_share);
   out->set_measured_share(c.measured_share);
+  out->set_measured_share_recent(c.measured_share_recent);
   out->set_busy_seconds(c.busy_seconds);
   out->set_queue_depth(c.queue_depth);
   out->set_memory_resident_bytes(c.memory_resident);

@@ -646,6 +646,9 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       }
     }
     std::optional<scheduler::WindowUsage> usage = meter_.Window(d.id, absl::Seconds(1));
+    // What the controller acts on: settles sooner than the 1 s figure.
+    std::optional<scheduler::WindowUsage> recent =
+        meter_.Window(d.id, options_.controller.control_window);
     {
       absl::MutexLock lock(&c->mu_);
       if (c->placement_.partition != p.partition ||
@@ -670,6 +673,7 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       ClientShare& s = c->share_;
       s.target_share = d.target_share;
       s.measured_share = usage ? usage->achieved_share : 0.0;
+      s.measured_share_recent = recent ? recent->achieved_share : 0.0;
       s.queue_depth = static_cast<int>(std::min<int64_t>(c->inflight_kernels_, 1 << 20));
       s.first_unit = first;
       s.units = units;

@@ -48,6 +48,7 @@ wooly::v1::StatusReply SampleStatus() {
   a->set_sm_cap(1);
   a->set_target_share(0.7);
   a->set_measured_share(0.6831);
+  a->set_measured_share_recent(0.7);
   a->set_busy_seconds(83.5);
   a->set_queue_depth(3);
   wooly::v1::ClientInfo* b = st.add_clients();
@@ -246,7 +247,8 @@ TEST(CliFormat, ClientJsonHasTheSchedulerFields) {
                               "      \"target_share\": 0.7,\n"
                               "      \"measured_share\": 0.6831,\n"
                               "      \"busy_seconds\": 83.5,\n"
-                              "      \"queue_depth\": 3\n"
+                              "      \"queue_depth\": 3,\n"
+                              "      \"measured_share_recent\": 0.7\n"
                               "    }"));
 }
 

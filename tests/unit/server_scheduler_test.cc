@@ -521,6 +521,16 @@ TEST_F(SchedulerServerTest, MeasuredShareAndBusyTimeComeFromGpuTimestamps) {
   EXPECT_EQ(share.kernels, 1);
   EXPECT_NEAR(share.measured_share, 0.4, 0.01);  // 400 ms of the last second, whole GPU
   EXPECT_NEAR(StatusOf(id).busy_seconds, 0.4, 1e-6);
+  // The control window (250 ms) has moved past it...
+  EXPECT_EQ(share.measured_share_recent, 0.0);
+  EXPECT_EQ(StatusOf(id).measured_share_recent, 0.0);
+  // ... and sees a second kernel that ended 100 ms ago for its last 150 ms.
+  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  clock_.Advance(absl::Milliseconds(100));
+  server_->share_control()->Tick();
+  EXPECT_NEAR(server_->share_control()->ShareOf(id).measured_share_recent, 0.6, 0.01);
+  EXPECT_NEAR(StatusOf(id).measured_share_recent, 0.6, 0.01);
 }
 
 TEST_F(SchedulerServerTest, RuntimePolicyOverrides) {

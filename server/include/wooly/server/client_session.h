@@ -126,6 +126,7 @@ struct ClientStatus {
   // GPU has not finished.
   double target_share = 0.0;
   double measured_share = 0.0;
+  double measured_share_recent = 0.0;  // over the controller's window (250 ms)
   double busy_seconds = 0.0;
   uint32_t queue_depth = 0;
   // Overcommit (node_memory.h; all 0 when it is off): of its cuMemAlloc

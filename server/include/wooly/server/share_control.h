@@ -65,8 +65,9 @@ namespace wooly::server {
 // One client's scheduling state, as status and metrics show it.
 struct ClientShare {
   double target_share = 0.0;
-  double measured_share = 0.0;  // over the last second
-  absl::Duration busy;          // GPU time since it connected
+  double measured_share = 0.0;         // over the last second
+  double measured_share_recent = 0.0;  // over the control window (250 ms by default)
+  absl::Duration busy;                 // GPU time since it connected
   int64_t kernels = 0;          // kernels in measured batches
   int queue_depth = 0;          // launched, not finished
   int first_unit = -1;          // its partition, or -1 for the whole GPU
