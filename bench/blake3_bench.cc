@@ -4,7 +4,9 @@
 // With --dedup-mib N it also times the dedup chunk digest
 // (wire::ContentDigests) over N MiB on 1, 2, 4, ... threads, both as one
 // call and as libwooly's attach does it: one call per 128 MiB copy (two
-// 64 MiB chunks), each starting and joining its own threads.
+// 64 MiB chunks), each starting and joining its own threads. The "read"
+// column is a plain multi-threaded read of the same bytes: the memory
+// bandwidth that bounds any hash of them.
 //
 //   wooly_bench_blake3 [--mib N] [--runs N] [--dedup-mib N]
 //   (defaults: 64 MiB, 5 runs, no dedup rows)
@@ -19,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "tree_digest.h"  // piece sizes other than the wire's
 #include "wooly/proto/blake3.h"
 #include "wooly/proto/content_digest.h"
 #include "wooly/proto/sha256.h"
@@ -39,6 +42,38 @@ double BestGbps(size_t bytes, int runs, const std::function<void()>& fn) {
   return best;
 }
 
+// Sums the buffer's 64-bit words on `threads` threads (contiguous slices).
+uint64_t ReadAll(const uint8_t* data, size_t bytes, unsigned threads) {
+  const size_t words = bytes / 8;
+  std::vector<uint64_t> sums(threads, 0);
+  auto slice = [&](unsigned t) {
+    const size_t lo = words * t / threads, hi = words * (t + 1) / threads;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    size_t i = lo;
+    for (; i + 4 <= hi; i += 4) {
+      uint64_t w[4];
+      std::memcpy(w, data + i * 8, sizeof(w));
+      a += w[0];
+      b += w[1];
+      c += w[2];
+      d += w[3];
+    }
+    for (; i < hi; ++i) {
+      uint64_t w;
+      std::memcpy(&w, data + i * 8, 8);
+      a += w;
+    }
+    sums[t] = a + b + c + d;
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(slice, t);
+  slice(0);
+  for (std::thread& th : pool) th.join();
+  uint64_t total = 0;
+  for (uint64_t v : sums) total += v;
+  return total;
+}
+
 // The dedup digest over `mib` MiB (rounded down to 128 MiB copies).
 void DedupRows(size_t mib, int runs) {
   constexpr size_t kCopy = size_t{128} << 20, kChunk = size_t{64} << 20;
@@ -49,8 +84,12 @@ void DedupRows(size_t mib, int runs) {
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
   std::printf("\ndedup digest (wire::ContentDigests), %zu MiB in %zu copies of 128 MiB\n",
               bytes >> 20, copies);
-  std::printf("%-8s %14s %14s\n", "threads", "one call GB/s", "per copy GB/s");
-  for (unsigned t = 1; t <= std::min(hw, 64u); t *= 2) {
+  std::printf("%-8s %14s %14s %14s\n", "threads", "one call GB/s", "per copy GB/s", "read GB/s");
+  volatile uint64_t sink = 0;
+  std::vector<unsigned> counts;
+  for (unsigned t = 1; t <= std::min(hw, 64u); t *= 2) counts.push_back(t);
+  if (counts.back() != std::min(hw, 64u)) counts.push_back(std::min(hw, 64u));
+  for (unsigned t : counts) {
     std::vector<wooly::wire::DigestInput> all;
     for (size_t off = 0; off < bytes; off += kChunk) all.push_back({data.data() + off, kChunk});
     const double one = BestGbps(bytes, runs, [&] { wooly::wire::ContentDigests(all, t); });
@@ -61,7 +100,24 @@ void DedupRows(size_t mib, int runs) {
         wooly::wire::ContentDigests(in, t);
       }
     });
-    std::printf("%-8u %14.2f %14.2f\n", t, one, per_copy);
+    const double read =
+        BestGbps(bytes, runs, [&] { sink = sink + ReadAll(data.data(), bytes, t); });
+    std::printf("%-8u %14.2f %14.2f %14.2f\n", t, one, per_copy, read);
+  }
+  // The tree over other piece sizes, per copy on every thread: how much of
+  // the per-copy loss is the pieces' granularity.
+  std::printf("\nper copy GB/s on %u threads by piece size (the wire uses %zu KiB)\n",
+              counts.back(), wooly::wire::kContentDigestPiece >> 10);
+  for (size_t piece : {size_t{4} << 20, size_t{1} << 20, size_t{256} << 10}) {
+    const double gbps = BestGbps(bytes, runs, [&] {
+      for (size_t c = 0; c < copies; ++c) {
+        const wooly::wire::DigestInput in[] = {{data.data() + c * kCopy, kChunk},
+                                               {data.data() + c * kCopy + kChunk, kChunk}};
+        wooly::wire::internal::TreeDigests<wooly::wire::Blake3Hash, wooly::wire::Blake3>(
+            in, counts.back(), piece, wooly::wire::Blake3Digest);
+      }
+    });
+    std::printf("%6zu KiB %14.2f\n", piece >> 10, gbps);
   }
 }
 

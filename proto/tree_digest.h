@@ -1,8 +1,8 @@
 // Private to wooly::wire: the two-level digest that ImageDigests (SHA-256)
 // and ContentDigests (BLAKE3) share. Each input is cut into `piece`-byte
-// pieces hashed in parallel; its digest is the hash of its length (u64,
-// little-endian) followed by its pieces' digests, so it is as
-// collision-resistant as the hash itself.
+// pieces hashed in parallel on the process's worker pool; its digest is the hash of its length
+// (u64, little-endian) followed by its pieces' digests, so it is as collision-resistant as the hash
+// itself.
 #ifndef WOOLY_PROTO_TREE_DIGEST_H_
 #define WOOLY_PROTO_TREE_DIGEST_H_
 
@@ -10,12 +10,12 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 #include "wooly/proto/sha256.h"
+#include "wooly/proto/worker_pool.h"
 
 namespace wooly::wire::internal {
 
@@ -43,24 +43,14 @@ std::vector<Hash> TreeDigests(std::span<const DigestInput> inputs, unsigned thre
   // Pieces are taken one at a time from a shared counter: equal pieces
   // spread evenly, and a slow thread does not hold the others up.
   std::atomic<size_t> next{0};
-  auto work = [&]() noexcept {
+  const std::function<void()> work = [&]() noexcept {
     for (size_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < pieces.size();) {
       parts[k] = leaf(pieces[k].data, pieces[k].len);
     }
   };
   const size_t useful = std::min<size_t>(pieces.size(), 1u << 16);
   threads = std::max(1u, std::min(threads, static_cast<unsigned>(useful)));
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (unsigned t = 1; t < threads; ++t) {
-    try {
-      pool.emplace_back(work);
-    } catch (const std::system_error&) {
-      break;  // no more threads to be had: the ones running take it all
-    }
-  }
-  work();
-  for (std::thread& t : pool) t.join();
+  ProcessWorkerPool().Run(threads, work);
 
   std::vector<Hash> out(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {

@@ -289,7 +289,7 @@ TEST(Blake3, BatchFunctionsAgree) {
   }
 }
 
-// The dedup chunk digest: BLAKE3 of the length and of each 4 MiB piece's
+// The dedup chunk digest: BLAKE3 of the length and of each piece's
 // BLAKE3, the same on any number of threads, and per input when several
 // inputs share one thread budget.
 TEST(ContentDigestTest, IsTheBlake3TreeOverPieces) {

@@ -2,8 +2,8 @@
 // (WOOLY_DEDUP=1), meant for read-only weights (issue #6).
 //
 // A deduplicated upload hands a whole large chunk's new contents to Offer.
-// The index hashes them itself (wire::ImageDigest, a SHA-256 tree over
-// 4 MiB pieces, unless a test injects another hasher) and looks the digest
+// The index hashes them itself (wire::ContentDigests, a BLAKE3 tree over
+// 256 KiB pieces, unless a test injects another hasher) and looks the digest
 // up; a candidate with the same digest is shared ONLY after its bytes, read
 // back from the device, compare equal to the offered bytes. Both checks,
 // so that neither a weakness of the hash nor a client that lies about a
@@ -58,8 +58,8 @@ using ContentHasher = std::function<ContentHash(std::span<const uint8_t>)>;
 // The chunk digest both sides compute (libwooly names chunks with it in
 // kDedupProbe): wire::ContentDigests of the bytes, the BLAKE3 tree over
 // wire::kContentDigestPiece pieces, collision-resistant like BLAKE3 itself.
-// Hashes on up to kContentHashThreads threads, started and joined per call.
-inline constexpr unsigned kContentHashThreads = 8;
+// Hashes on up to kContentHashThreads threads of wire::ProcessWorkerPool().
+inline constexpr unsigned kContentHashThreads = 16;
 ContentHash DefaultContentHash(std::span<const uint8_t> bytes);
 
 struct DedupOptions {

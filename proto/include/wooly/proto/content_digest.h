@@ -7,8 +7,8 @@
 // SHA-256 because attaching resident weights is bound by this hash: one
 // AVX-512 core does ~5.6 GB/s against ~1.6 GB/s for SHA-256 with SHA-NI.
 //
-// Thread safety: reentrant. Threads are started and joined within each call
-// (no pool survives it: libwooly must stay fork-safe); when the system
+// Thread safety: reentrant. The pieces are hashed on ProcessWorkerPool()
+// (fork-safe), so concurrent calls take turns with it; when the system
 // refuses a thread, the ones it got (at least the caller's) do the work.
 #ifndef WOOLY_PROTO_CONTENT_DIGEST_H_
 #define WOOLY_PROTO_CONTENT_DIGEST_H_
@@ -23,7 +23,9 @@
 namespace wooly::wire {
 
 using ContentDigest = Blake3Hash;
-inline constexpr size_t kContentDigestPiece = 4u << 20;
+// Small enough that one 128 MiB copy (libwooly hashes one copy at a time)
+// spreads evenly over 16 threads.
+inline constexpr size_t kContentDigestPiece = 256u << 10;
 
 // The digest of each input (out[i] for inputs[i]), over one budget of up to
 // `threads` threads (1 = this thread) shared by the pieces of all inputs.

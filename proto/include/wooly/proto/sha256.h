@@ -77,9 +77,9 @@ struct DigestInput {
 // ImageDigest of each input (out[i] is ImageDigest(inputs[i])), with one
 // budget of up to `threads` threads (1 = this thread) shared over the
 // kImageDigestChunk pieces of all inputs, so that many chunk-sized buffers
-// hash as fast as one big one. Threads are started and joined within the
-// call (no pool survives it: libwooly must stay fork-safe); when the system
-// refuses a thread, the ones it got (at least this one) do the work.
+// hash as fast as one big one. The threads are ProcessWorkerPool()'s
+// (fork-safe); when the system refuses a thread, the ones it got (at least
+// this one) do the work.
 std::vector<Sha256Hash> ImageDigests(std::span<const DigestInput> inputs, unsigned threads);
 
 // Lower-case hex, 64 characters.
