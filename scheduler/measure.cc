@@ -57,6 +57,14 @@ void UsageMeter::SetQueueDepth(TenantId id, int depth) {
   Prune(t, now);
 }
 
+void UsageMeter::SetCompleteUntil(TenantId id, absl::Time until) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_();
+  Tenant& t = GetOrAdd(id, now);
+  t.complete_until = until;
+  Prune(t, now);
+}
+
 absl::Status UsageMeter::Record(TenantId id, const UsageInterval& interval) {
   if (interval.end < interval.start) {
     return absl::InvalidArgumentError(
@@ -147,6 +155,7 @@ void UsageMeter::Insert(Tenant& t, absl::Time start, absl::Time end, double shar
 }
 
 WindowUsage UsageMeter::Measure(const Tenant& t, absl::Duration window, absl::Time now) {
+  now = std::min(now, t.complete_until);
   WindowUsage u;
   u.window = window;
   const absl::Time from = std::max(now - window, t.observed_since);

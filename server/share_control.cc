@@ -379,6 +379,9 @@ absl::StatusOr<Handle> ShareControl::PartitionFor(int first, int count) {
   return *p;
 }
 
+// How far behind now a busy tenant's measurement windows may end (above).
+constexpr absl::Duration kMaxMeasureLag = absl::Seconds(1);
+
 void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClient>>& clients) {
   const absl::Time now = clock_();
   const absl::Time stale = now - options_.tick;
@@ -405,6 +408,7 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
     int64_t done_kernels = 0;
     absl::Duration busy;
     int64_t measured_kernels = 0;
+    absl::Time latest_end = absl::InfinitePast();
     ScheduledClient::WidthSample widths;
     // The meter unites overlapping batches (several streams); the pacer is
     // charged that union, not the sum.
@@ -428,6 +432,7 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
       interval.share = std::clamp(b.share, 1e-6, 1.0);
       interval.kernels = b.kernels;
       if (meter_.Record(c->client_id(), interval).ok()) {
+        latest_end = std::max(latest_end, interval.end);
         busy += interval.end - interval.start;
         measured_kernels += b.kernels;
         widths.width_seconds += b.width * absl::ToDoubleSeconds(interval.end - interval.start);
@@ -435,6 +440,7 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
         widths.kernels += b.kernels;
       }
     }
+    absl::Time complete_until = absl::InfiniteFuture();
     absl::Duration united = busy;
     if (measured_kernels > 0) {
       if (const std::optional<scheduler::TenantUsage> after = meter_.Usage(c->client_id());
@@ -454,6 +460,13 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
       }
       for (auto it = waiting.rbegin(); it != waiting.rend(); ++it) c->pending_.push_front(*it);
       c->free_events_.insert(c->free_events_.end(), reusable.begin(), reusable.end());
+      // Work still queued or open is reported when it completes: until then
+      // the tenant's windows end at its last measured batch, at most
+      // kMaxMeasureLag ago, rather than count that tail as idle.
+      c->measured_until_ = std::max(c->measured_until_, latest_end);
+      const bool outstanding = !c->pending_.empty() || !c->open_.empty();
+      complete_until =
+          outstanding ? std::max(c->measured_until_, now - kMaxMeasureLag) : absl::InfiniteFuture();
       c->inflight_kernels_ = std::max<int64_t>(0, c->inflight_kernels_ - done_kernels);
       c->share_.busy += busy;
       c->share_.kernels += measured_kernels;
@@ -463,6 +476,7 @@ void ShareControl::HarvestLocked(const std::vector<std::shared_ptr<ScheduledClie
         c->widths_.push_back(widths);
       }
     }
+    meter_.SetCompleteUntil(c->client_id(), complete_until);
     if (measured_kernels > 0) {
       // Replaces the estimates the pacer debited for these launches.
       absl::MutexLock lock(&c->admit_mu_);

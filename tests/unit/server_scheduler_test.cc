@@ -21,6 +21,7 @@
 #include "wooly/fake/fake_kernels.h"
 #include "wooly/proto/wire.h"
 #include "wooly/scheduler/clock.h"
+#include "wooly/server/cu_status.h"
 #include "wooly/server/server.h"
 #include "wooly/server/share_control.h"
 #include "wooly/server/tenants.h"
@@ -214,12 +215,25 @@ class LaunchRecordingBackend : public fake::FakeBackend {
     absl::MutexLock lock(&launch_mu_);
     fail_occupancy_ = fail;
   }
+  // While set, every event reads as not yet reached (work still queued).
+  void set_hold_events(bool hold) {
+    absl::MutexLock lock(&launch_mu_);
+    hold_events_ = hold;
+  }
+  absl::Status EventQuery(Handle event) override {
+    {
+      absl::MutexLock lock(&launch_mu_);
+      if (hold_events_) return CuError(CUDA_ERROR_NOT_READY, "held by the test");
+    }
+    return FakeBackend::EventQuery(event);
+  }
 
  private:
   mutable absl::Mutex launch_mu_;
   Handle last_stream_ ABSL_GUARDED_BY(launch_mu_) = 0;
   int occupancy_queries_ ABSL_GUARDED_BY(launch_mu_) = 0;
   bool fail_occupancy_ ABSL_GUARDED_BY(launch_mu_) = false;
+  bool hold_events_ ABSL_GUARDED_BY(launch_mu_) = false;
 };
 
 class SchedulerServerTest : public ::testing::Test {
@@ -531,6 +545,42 @@ TEST_F(SchedulerServerTest, MeasuredShareAndBusyTimeComeFromGpuTimestamps) {
   server_->share_control()->Tick();
   EXPECT_NEAR(server_->share_control()->ShareOf(id).measured_share_recent, 0.6, 0.01);
   EXPECT_NEAR(StatusOf(id).measured_share_recent, 0.6, 0.01);
+}
+
+// Work still queued on the GPU is measured when it completes; until then a
+// busy client's windows end at its last measured work, not now, so that the
+// queued tail does not read as idle (and at most a second back).
+TEST_F(SchedulerServerTest, WindowsOfABusyClientEndAtItsLastMeasuredWork) {
+  uint64_t id = 0;
+  auto c = Connect("solo", 2, {}, &id);
+  ASSERT_TRUE(c);
+  const uint64_t fn = LoadKernel(*c, "wooly_sched_busy");
+  Tick();                                            // anchors GPU time at T
+  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);  // runs [T, T+400]
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  Tick();  // T+500, nothing outstanding: [T+250, T+500] holds 150 ms of it
+  EXPECT_NEAR(server_->share_control()->ShareOf(id).measured_share_recent, 0.6, 0.01);
+
+  fake_->set_hold_events(true);
+  ASSERT_EQ(c->Launch(fn, 1, 1, {}), CUDA_SUCCESS);  // runs [T+500, T+900], unreported
+  ASSERT_EQ(c->Code(wire::Op::kStreamSynchronize, wire::Writer().Put<uint64_t>(0)), CUDA_SUCCESS);
+  Tick();  // T+1000: the windows end at T+400
+  ClientShare share = server_->share_control()->ShareOf(id);
+  EXPECT_NEAR(share.measured_share_recent, 1.0, 0.01);
+  // The 1 s window too: measured since T-100, 400 of 500 ms.
+  EXPECT_NEAR(share.measured_share, 0.8, 0.01);
+  EXPECT_NEAR(StatusOf(id).measured_share_recent, 1.0, 0.01);
+
+  clock_.Advance(absl::Seconds(2));
+  Tick();  // T+3100, still queued: the windows end a second back, at T+2100
+  EXPECT_EQ(server_->share_control()->ShareOf(id).measured_share_recent, 0.0);
+
+  fake_->set_hold_events(false);
+  Tick();  // reported at last; nothing outstanding, so the windows end now
+  share = server_->share_control()->ShareOf(id);
+  EXPECT_EQ(share.busy, absl::Milliseconds(800));
+  EXPECT_EQ(share.kernels, 2);
+  EXPECT_EQ(share.measured_share_recent, 0.0);
 }
 
 TEST_F(SchedulerServerTest, RuntimePolicyOverrides) {

@@ -112,9 +112,10 @@ struct ControllerOptions {
   // The meter window TickWithMeter reads; short, so pacing sees its effect soon.
   absl::Duration control_window = absl::Milliseconds(250);
   // Dithering (above): on/off, and the credit, in unit-seconds, that moves a
-  // unit (0.1: two tenants at x.5 units swap the odd unit every 400 ms).
+  // unit (0.025: two tenants at x.5 units swap the odd unit every 200 ms, so
+  // that the 250 ms control window already sees about their mean).
   bool dither_units = true;
-  double dither_credit = 0.1;
+  double dither_credit = 0.025;
 };
 
 absl::Status ValidateControllerOptions(const ControllerOptions& options);

@@ -19,6 +19,13 @@
 // tenant first seen inside it, so a tenant that just started does not look
 // idle.
 //
+// Windows end now, or earlier where the server says its records of a tenant
+// are complete only up to some time (SetCompleteUntil): work still queued on
+// the GPU is reported only when it completes, so a window ending now would
+// miss the tail of a busy tenant's work and understate its share by the
+// queue's length over the window (on the H100, 250 ms windows of a tenant
+// at 0.50 read 0.43-0.45). Such windows end at that time instead.
+//
 // It also keeps a queue-depth gauge per tenant, set by the server.
 //
 // Thread safety: all methods may be called from any thread (one absl::Mutex).
@@ -61,7 +68,7 @@ struct UsageMeterOptions {
   absl::Duration retention = absl::Seconds(10);
 };
 
-// One tenant over one window ending now.
+// One tenant over one window ending now (see SetCompleteUntil).
 struct WindowUsage {
   absl::Duration window;        // as asked
   absl::Duration span;          // what was measured: window, or since first seen
@@ -101,7 +108,13 @@ class UsageMeter {
   // has not yet seen complete.
   void SetQueueDepth(TenantId id, int depth);
 
-  // One window ending now; nullopt for an unknown tenant.
+  // Records of the tenant are complete up to `until` (its last completed
+  // work while more is still queued): windows end there rather than now.
+  // InfiniteFuture (the default) ends them now, as does a time in the future.
+  void SetCompleteUntil(TenantId id, absl::Time until);
+
+  // One window ending now (or where the tenant's records are complete);
+  // nullopt for an unknown tenant.
   std::optional<WindowUsage> Window(TenantId id, absl::Duration window) const;
   // The configured windows; nullopt for an unknown tenant.
   std::optional<TenantUsage> Usage(TenantId id) const;
@@ -121,6 +134,7 @@ class UsageMeter {
     std::map<absl::Time, int64_t> completions;  // kernels by interval end
     absl::Time observed_since = absl::InfiniteFuture();
     int queue_depth = 0;
+    absl::Time complete_until = absl::InfiniteFuture();
     absl::Duration dropped_busy;  // segments pruned past the horizon
     int64_t dropped_kernels = 0;
   };

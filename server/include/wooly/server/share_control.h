@@ -229,6 +229,8 @@ class ScheduledClient {
   std::vector<Handle> free_events_ ABSL_GUARDED_BY(mu_);
   bool released_ ABSL_GUARDED_BY(mu_) = false;
   int64_t inflight_kernels_ ABSL_GUARDED_BY(mu_) = 0;
+  // The end of its latest measured batch (UsageMeter::SetCompleteUntil).
+  absl::Time measured_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Placement placement_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> placement_generation_{0};
   std::atomic<bool> has_open_{false};
