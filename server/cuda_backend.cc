@@ -1264,16 +1264,18 @@ class CudaBackend final : public GpuBackend {
     return layout;
   }
 
-  absl::StatusOr<Handle> PartitionCreate(int first, int count) override {
+  absl::StatusOr<Handle> PartitionCreate(int first, int count, bool with_rest) override {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = SplitSmsLocked(); !s.ok()) return s;
     if (first < 0 || count <= 0 || static_cast<size_t>(first) + count > sm_units_.size()) {
       return CuError(CUDA_ERROR_INVALID_VALUE, "partition outside the device's units");
     }
+    std::vector<CUdevResource> parts(sm_units_.begin() + first, sm_units_.begin() + first + count);
+    if (with_rest && sm_rest_.sm.smCount > 0) parts.push_back(sm_rest_);
     CUdevResourceDesc desc = nullptr;
-    WOOLY_RETURN_IF_CU(cu_.cuDevResourceGenerateDesc(&desc, sm_units_.data() + first,
-                                                     static_cast<unsigned>(count)),
-                       "cuDevResourceGenerateDesc");
+    WOOLY_RETURN_IF_CU(
+        cu_.cuDevResourceGenerateDesc(&desc, parts.data(), static_cast<unsigned>(parts.size())),
+        "cuDevResourceGenerateDesc");
     CUgreenCtx green = nullptr;
     WOOLY_RETURN_IF_CU(cu_.cuGreenCtxCreate(&green, desc, device_, CU_GREEN_CTX_DEFAULT_STREAM),
                        "cuGreenCtxCreate");
@@ -1836,6 +1838,7 @@ class CudaBackend final : public GpuBackend {
     units.resize(groups);
     sm_total_ = all.sm.smCount;
     sm_units_ = std::move(units);
+    sm_rest_ = remaining;
     return absl::OkStatus();
   }
 
@@ -1843,6 +1846,7 @@ class CudaBackend final : public GpuBackend {
   // The SM split (SplitSmsLocked) and the green contexts made from it.
   unsigned sm_total_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<CUdevResource> sm_units_ ABSL_GUARDED_BY(mu_);
+  CUdevResource sm_rest_ ABSL_GUARDED_BY(mu_) = {};  // the SMs outside every unit
   std::set<Handle> partitions_ ABSL_GUARDED_BY(mu_);
   // Kernels handed out by LibraryGetKernel: parameter info and attributes
   // of a CUkernel need the cuKernel* calls.

@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "spdlog/spdlog.h"
 #include "wooly/scheduler/stream_priority.h"
 #include "wooly/server/cu_status.h"
@@ -247,6 +248,15 @@ ShareControlOptions WithEnvironment(ShareControlOptions options) {
   if (const char* env = std::getenv("WOOLY_SM_DITHER"); env != nullptr && std::string(env) == "0") {
     options.controller.dither_units = false;
   }
+  // WOOLY_SM_RESERVE=N: units a nested tenant leaves to the highest level.
+  if (const char* env = std::getenv("WOOLY_SM_RESERVE"); env != nullptr) {
+    int n = 0;
+    if (absl::SimpleAtoi(env, &n) && n >= 0) {
+      options.nested_reserve_units = n;
+    } else {
+      spdlog::error("scheduler: WOOLY_SM_RESERVE={} is not a unit count; ignored", env);
+    }
+  }
   // WOOLY_SM_USABLE=1|0: usable-share estimates on or off.
   if (const char* env = std::getenv("WOOLY_SM_USABLE"); env != nullptr) {
     if (std::string(env) == "1") options.estimate_usable = true;
@@ -370,10 +380,10 @@ ClientShare ShareControl::ShareOf(uint64_t client_id) const {
   return share;
 }
 
-absl::StatusOr<Handle> ShareControl::PartitionFor(int first, int count) {
-  const auto key = std::make_pair(first, count);
+absl::StatusOr<Handle> ShareControl::PartitionFor(int first, int count, bool with_rest) {
+  const auto key = std::make_tuple(first, count, with_rest);
   if (auto it = partitions_.find(key); it != partitions_.end()) return it->second;
-  absl::StatusOr<Handle> p = backend_->PartitionCreate(first, count);
+  absl::StatusOr<Handle> p = backend_->PartitionCreate(first, count, with_rest);
   if (!p.ok()) return p.status();
   partitions_[key] = *p;
   return *p;
@@ -592,8 +602,15 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
   // Nested placement: a tenant alone in its priority level also runs in the
   // ranges of the levels above it (laid out before it), at its lower stream
   // priority; the last range, when it ends the units, becomes the whole GPU.
+  // With nested_reserve_units, nested ranges start after that many units of
+  // the highest level's range and take the SMs outside every unit instead.
   std::set<size_t> nested;
   std::set<size_t> whole_gpu;
+  std::set<size_t> with_rest;
+  const int reserve =
+      partitioned && !order.empty() && ranges.contains(order.front())
+          ? std::clamp(options_.nested_reserve_units, 0, ranges.at(order.front()).second)
+          : 0;
   if (partitioned && options_.placement == SmPlacement::kNested) {
     std::map<int, int> per_level;
     for (size_t i : order) {
@@ -612,8 +629,10 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       if (higher_seen && per_level[level] == 1 && !capped) {
         nested.insert(i);
         const int end = r->second.first + r->second.second;
-        r->second = {0, end};
-        if (end == cursor && k + 1 == ranges.size()) whole_gpu.insert(i);
+        const bool last = end == cursor && k + 1 == ranges.size();
+        const int from = std::min(reserve, r->second.first);
+        r->second = {from, end - from};
+        if (last) (from == 0 ? whole_gpu : with_rest).insert(i);
       }
       if (k + 1 < order.size() && decisions[order[k + 1]].stream_priority != level) {
         higher_seen = true;
@@ -647,7 +666,7 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
       range.reset();  // partition 0: every SM
     }
     if (range) {
-      absl::StatusOr<Handle> h = PartitionFor(range->first, range->second);
+      absl::StatusOr<Handle> h = PartitionFor(range->first, range->second, with_rest.contains(i));
       if (h.ok()) {
         p.partition = *h;
         first = range->first;
@@ -673,9 +692,11 @@ void ShareControl::ApplyLocked(const std::vector<std::shared_ptr<ScheduledClient
                               c->placement_.stream_priority != p.stream_priority;
         if (first >= 0) {
           spdlog::log(retarget ? spdlog::level::info : spdlog::level::debug,
-                      "scheduler: client {} moves to SM units [{}, {}) ({:.0f}% of the SMs), "
+                      "scheduler: client {} moves to SM units [{}, {}){} ({:.0f}% of the units), "
                       "stream priority {}",
-                      d.id, first, first + units, p.share * 100, p.stream_priority);
+                      d.id, first, first + units,
+                      with_rest.contains(i) ? " and the SMs outside every unit" : "",
+                      p.share * 100, p.stream_priority);
         } else {
           spdlog::info("scheduler: client {} runs on the whole GPU, stream priority {}", d.id,
                        p.stream_priority);

@@ -224,7 +224,9 @@ absl::Status FakeBackend::ResetContext() {
   used_bytes_ = 0;
   streams_.clear();
   partitions_.clear();
+  partitions_with_rest_.clear();
   stream_partition_.clear();
+  stream_with_rest_.clear();
   stream_priority_.clear();
   events_.clear();
   modules_.clear();
@@ -831,7 +833,7 @@ absl::StatusOr<server::GpuBackend::PartitionLayout> FakeBackend::GetPartitionLay
   return layout;
 }
 
-absl::StatusOr<Handle> FakeBackend::PartitionCreate(int first, int count) {
+absl::StatusOr<Handle> FakeBackend::PartitionCreate(int first, int count, bool with_rest) {
   if (absl::Status s = StickyStatus(); !s.ok()) return s;
   if (options_.partition_units <= 0) return absl::UnimplementedError("no SM partitions");
   if (first < 0 || count <= 0 || first + count > options_.partition_units) {
@@ -840,11 +842,13 @@ absl::StatusOr<Handle> FakeBackend::PartitionCreate(int first, int count) {
   absl::MutexLock lock(&mu_);
   const Handle h = NewHandle();
   partitions_[h] = {first, count};
+  if (with_rest) partitions_with_rest_.insert(h);
   return h;
 }
 
 absl::Status FakeBackend::PartitionDestroy(Handle partition) {
   absl::MutexLock lock(&mu_);
+  partitions_with_rest_.erase(partition);
   if (partitions_.erase(partition) == 0) {
     return CuError(CUDA_ERROR_INVALID_HANDLE, "unknown partition");
   }
@@ -860,6 +864,7 @@ absl::StatusOr<Handle> FakeBackend::PartitionStreamCreate(Handle partition, uint
   const Handle h = NewHandle();
   streams_.insert(h);
   stream_partition_[h] = p->second;
+  if (partitions_with_rest_.contains(partition)) stream_with_rest_.insert(h);
   stream_priority_[h] = priority;
   return h;
 }
@@ -869,6 +874,11 @@ std::optional<std::pair<int, int>> FakeBackend::StreamPartition(Handle stream) c
   auto it = stream_partition_.find(stream);
   if (it == stream_partition_.end()) return std::nullopt;
   return it->second;
+}
+
+bool FakeBackend::StreamPartitionHasRest(Handle stream) const {
+  absl::MutexLock lock(&mu_);
+  return stream_with_rest_.contains(stream);
 }
 
 std::optional<int32_t> FakeBackend::StreamPriority(Handle stream) const {

@@ -302,6 +302,37 @@ class SchedulerServerTest : public ::testing::Test {
     Tick();
     return id;
   }
+  // A priority-0 decoder and a priority-4 trainer with a 25 % floor, both
+  // busy for six ticks; then each launches once more, on the streams
+  // returned.
+  struct DecodeBesideTrainer {
+    std::unique_ptr<TestClient> hi, lo;
+    Handle hi_stream = 0, lo_stream = 0;
+  };
+  DecodeBesideTrainer RunDecodeBesideTrainer(uint64_t* hi_id, uint64_t* lo_id) {
+    DecodeBesideTrainer out;
+    auto hi = Connect("decode", 0, {}, hi_id);
+    auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, lo_id);
+    if (!hi || !lo) return out;
+    const uint64_t fhi = LoadKernel(*hi), flo = LoadKernel(*lo, "wooly_sched_busy");
+    // Each round's kernels have run (the trainer's for 400 ms of the fake
+    // clock) before the tick measures them.
+    const wire::Writer null_stream = wire::Writer().Put<uint64_t>(wire::kStreamNull);
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+      EXPECT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+      EXPECT_EQ(hi->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
+      EXPECT_EQ(lo->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
+      Tick();
+    }
+    EXPECT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+    out.hi_stream = fake_->last_stream();
+    EXPECT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
+    out.lo_stream = fake_->last_stream();
+    out.hi = std::move(hi);
+    out.lo = std::move(lo);
+    return out;
+  }
   ClientStatus StatusOf(uint64_t id) {
     for (const ClientStatus& c : server_->Clients()) {
       if (c.client_id == id) return c;
@@ -462,27 +493,25 @@ TEST_F(ExclusivePlacementTest, BusyClientsRunInDisjointPartitionsByPriority) {
 // Nested placement (the default): the trainer, alone at its level, runs on
 // the whole GPU at its low stream priority, filling what the decoder leaves
 // idle; the decoder keeps its own units. The trainer is never paced.
-TEST_F(SchedulerServerTest, LoneLowerLevelFillsTheWholeGpuBehindHigherLevels) {
-  uint64_t hi_id = 0, lo_id = 0;
-  auto hi = Connect("decode", 0, {}, &hi_id);
-  auto lo = Connect("train", 4, {{"WOOLY_SM_FLOOR", "25%"}}, &lo_id);
-  ASSERT_TRUE(hi && lo);
-  const uint64_t fhi = LoadKernel(*hi), flo = LoadKernel(*lo, "wooly_sched_busy");
-  // Each round's kernels have run (the trainer's for 400 ms of the fake
-  // clock) before the tick measures them.
-  const wire::Writer null_stream = wire::Writer().Put<uint64_t>(wire::kStreamNull);
-  for (int i = 0; i < 6; ++i) {
-    ASSERT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
-    ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
-    ASSERT_EQ(hi->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
-    ASSERT_EQ(lo->Code(wire::Op::kStreamSynchronize, null_stream), CUDA_SUCCESS);
-    Tick();
+// WOOLY_SM_RESERVE=0: nothing reserved, the nested tenant has every SM.
+class NoReserveTest : public SchedulerServerTest {
+ protected:
+  void SetUp() override {
+    ::setenv("WOOLY_SM_RESERVE", "0", 1);
+    SchedulerServerTest::SetUp();
   }
-  ASSERT_EQ(hi->Launch(fhi, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
-  const Handle hs_stream = fake_->last_stream();
+  void TearDown() override {
+    SchedulerServerTest::TearDown();
+    ::unsetenv("WOOLY_SM_RESERVE");
+  }
+};
+
+TEST_F(NoReserveTest, LoneLowerLevelFillsTheWholeGpuBehindHigherLevels) {
+  uint64_t hi_id = 0, lo_id = 0;
+  DecodeBesideTrainer pair = RunDecodeBesideTrainer(&hi_id, &lo_id);
+  ASSERT_TRUE(pair.hi && pair.lo);
+  const Handle hs_stream = pair.hi_stream, ls_stream = pair.lo_stream;
   const std::optional<std::pair<int, int>> hp = fake_->StreamPartition(hs_stream);
-  ASSERT_EQ(lo->Launch(flo, kWideGrid, kWideBlock, {}), CUDA_SUCCESS);
-  const Handle ls_stream = fake_->last_stream();
   ASSERT_TRUE(hp.has_value());
   EXPECT_EQ(*hp, std::make_pair(0, 11));                        // its own units only
   EXPECT_FALSE(fake_->StreamPartition(ls_stream).has_value());  // the whole GPU
@@ -493,6 +522,21 @@ TEST_F(SchedulerServerTest, LoneLowerLevelFillsTheWholeGpuBehindHigherLevels) {
   EXPECT_GT(ls.measured_share, 0.5);                    // it fills the GPU ...
   EXPECT_EQ(ls.admission, scheduler::Admission::kRun);  // ... and is not paced
   EXPECT_EQ(ls.first_unit, -1);
+}
+
+// By default the trainer leaves the decoder's first two units to it and
+// takes the SMs outside every unit instead of the whole GPU.
+TEST_F(SchedulerServerTest, NestedTenantLeavesTheReservedUnitsToTheHighestLevel) {
+  uint64_t hi_id = 0, lo_id = 0;
+  DecodeBesideTrainer pair = RunDecodeBesideTrainer(&hi_id, &lo_id);
+  ASSERT_TRUE(pair.hi && pair.lo);
+  EXPECT_EQ(fake_->StreamPartition(pair.hi_stream), std::make_pair(0, 11));
+  EXPECT_FALSE(fake_->StreamPartitionHasRest(pair.hi_stream));
+  EXPECT_EQ(fake_->StreamPartition(pair.lo_stream), std::make_pair(2, 13));
+  EXPECT_TRUE(fake_->StreamPartitionHasRest(pair.lo_stream));
+  const ClientShare ls = server_->share_control()->ShareOf(lo_id);
+  EXPECT_EQ(ls.first_unit, 2);
+  EXPECT_EQ(ls.admission, scheduler::Admission::kRun);  // still nested: not paced
 }
 
 // Two tenants at the same level below a higher one keep their own ranges:

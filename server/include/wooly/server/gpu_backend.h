@@ -264,9 +264,10 @@ class GpuBackend {
   virtual absl::StatusOr<PartitionLayout> GetPartitionLayout() {
     return absl::UnimplementedError("no SM partitions");
   }
-  // Creates the partition of units [first, first + count); it lives until
-  // PartitionDestroy or ResetContext.
-  virtual absl::StatusOr<Handle> PartitionCreate(int first, int count) {
+  // Creates the partition of units [first, first + count), plus the SMs
+  // outside every unit when `with_rest`; it lives until PartitionDestroy or
+  // ResetContext.
+  virtual absl::StatusOr<Handle> PartitionCreate(int first, int count, bool with_rest) {
     return absl::UnimplementedError("no SM partitions");
   }
   virtual absl::Status PartitionDestroy(Handle partition) {

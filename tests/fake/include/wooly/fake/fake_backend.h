@@ -242,13 +242,15 @@ class FakeBackend : public server::GpuBackend {
                             absl::Span<const uint8_t> args) override;
 
   absl::StatusOr<PartitionLayout> GetPartitionLayout() override;
-  absl::StatusOr<server::Handle> PartitionCreate(int first, int count) override;
+  absl::StatusOr<server::Handle> PartitionCreate(int first, int count, bool with_rest) override;
   absl::Status PartitionDestroy(server::Handle partition) override;
   absl::StatusOr<server::Handle> PartitionStreamCreate(server::Handle partition, uint32_t flags,
                                                        int32_t priority) override;
   // Tests: the partition a stream was created in ({first, count}), or
   // nullopt for a whole-GPU stream; and the priority it was created with.
   std::optional<std::pair<int, int>> StreamPartition(server::Handle stream) const;
+  // Whether that partition also has the SMs outside every unit.
+  bool StreamPartitionHasRest(server::Handle stream) const;
   std::optional<int32_t> StreamPriority(server::Handle stream) const;
   size_t live_partitions() const;
   absl::StatusOr<server::Handle> StreamCreate(uint32_t flags, int32_t priority) override;
@@ -373,6 +375,8 @@ class FakeBackend : public server::GpuBackend {
   std::set<server::Handle> streams_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, std::pair<int, int>> partitions_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, std::pair<int, int>> stream_partition_ ABSL_GUARDED_BY(mu_);
+  std::set<server::Handle> partitions_with_rest_ ABSL_GUARDED_BY(mu_);
+  std::set<server::Handle> stream_with_rest_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, int32_t> stream_priority_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, Event> events_ ABSL_GUARDED_BY(mu_);
   std::map<server::Handle, Module> modules_ ABSL_GUARDED_BY(mu_);
