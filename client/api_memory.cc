@@ -239,14 +239,41 @@ uint64_t DedupChunkBytes() {
   return chunk;
 }
 
-// Threads that hash one dedup copy's chunks: started and joined per copy.
+// Whether woolyd deduplicates chunks after a staged upload (kDedupPublish):
+// -1 not asked yet, 0 no (an older woolyd), 1 yes.
+std::atomic<int> g_dedup_publish{-1};
+
+// kDedupPublish for chunks just copied the usual way: the first time as a
+// call, to learn whether woolyd has it; then posted, since the copy is
+// done either way and only a device error (reported like any posted
+// work's) would matter.
+CUresult PublishChunks(uint64_t chunk, const std::vector<uint64_t>& vas) {
+  wire::Writer w;
+  w.Put<uint64_t>(chunk).Put<uint32_t>(static_cast<uint32_t>(vas.size()));
+  for (uint64_t va : vas) w.Put<uint64_t>(va);
+  if (g_dedup_publish.load(std::memory_order_relaxed) == 1) {
+    return Post(wire::Op::kDedupPublish, w);
+  }
+  Reply reply;
+  const CUresult r = Rpc(wire::Op::kDedupPublish, w, &reply);
+  if (r == CUDA_ERROR_NOT_SUPPORTED) {
+    g_dedup_publish.store(0, std::memory_order_relaxed);
+    return CUDA_SUCCESS;  // these chunks stay private; later ones go whole
+  }
+  if (r == CUDA_SUCCESS) g_dedup_publish.store(1, std::memory_order_relaxed);
+  return r;
+}
+
+// Threads that hash one dedup copy's chunks (wire::ProcessWorkerPool's).
 unsigned DedupHashThreads() { return std::clamp(std::thread::hardware_concurrency(), 1u, 16u); }
 
 // A host-to-device copy with dedup: hashes each whole chunk of the
 // destination allocation the copy covers, asks woolyd to attach those
-// already resident (kDedupProbe), and sends only the rest; whole chunks it
-// sends travel as single copies, which woolyd hashes and publishes itself.
-// CUDA_ERROR_NOT_SUPPORTED: not applicable, copy as usual.
+// already resident (kDedupProbe), and sends only the rest. Whole chunks it
+// sends go the usual staged way and woolyd then reads them back, hashes and
+// publishes them (kDedupPublish); an older woolyd gets them as single
+// copies, which it hashes on arrival. CUDA_ERROR_NOT_SUPPORTED: not
+// applicable, copy as usual.
 CUresult DedupHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
   if (!DedupWanted() || n < wire::kCopyChunk || AnyCaptureInProgress()) {
     return CUDA_ERROR_NOT_SUPPORTED;
@@ -292,19 +319,24 @@ CUresult DedupHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, boo
   }
   // Send what was not attached, in address order: the head before the
   // first whole chunk, each chunk not attached, the tail after the last.
+  const bool publish_after = g_dedup_publish.load(std::memory_order_relaxed) != 0;
+  std::vector<uint64_t> published;
   uint64_t at = dst;  // start of the run not yet sent
-  auto send = [&](uint64_t from, uint64_t to) -> CUresult {
+  auto send = [&](uint64_t from, uint64_t to, bool whole_chunk) -> CUresult {
     if (to <= from) return CUDA_SUCCESS;
-    return CopyHtoDTransfer(from, p + (from - dst), to - from, stream, async, /*staged=*/false);
+    const bool staged = !whole_chunk || publish_after;
+    return CopyHtoDTransfer(from, p + (from - dst), to - from, stream, async, staged);
   };
   for (size_t i = 0; i < vas.size(); ++i) {
-    if (CUresult r = send(at, vas[i]); r != CUDA_SUCCESS) return r;
+    if (CUresult r = send(at, vas[i], false); r != CUDA_SUCCESS) return r;
     if (!attached[i]) {
-      if (CUresult r = send(vas[i], vas[i] + chunk); r != CUDA_SUCCESS) return r;
+      if (CUresult r = send(vas[i], vas[i] + chunk, true); r != CUDA_SUCCESS) return r;
+      if (publish_after) published.push_back(vas[i]);
     }
     at = vas[i] + chunk;
   }
-  return send(at, dst + n);
+  if (CUresult r = send(at, dst + n, false); r != CUDA_SUCCESS) return r;
+  return published.empty() ? CUDA_SUCCESS : PublishChunks(chunk, published);
 }
 
 CUresult CopyHtoD(uint64_t dst, const void* src, size_t n, uint64_t stream, bool async) {
@@ -571,6 +603,9 @@ CUresult Memset(CUdeviceptr dst, size_t pitch, uint32_t value, uint8_t elem, siz
 }
 
 }  // namespace
+
+int DedupPublishStateForTesting() { return g_dedup_publish.load(std::memory_order_relaxed); }
+
 }  // namespace wooly::client
 
 using namespace wooly::client;  // NOLINT: the C entry points live at global scope

@@ -126,6 +126,9 @@ unsigned long long NextStreamUniqueId();
 // Forgets initialization and the connection so a test can cuInit again (the
 // old connection is closed). Not thread-safe; tests only.
 void ResetForTesting();
+// Whether woolyd took weight-dedup chunks after their upload
+// (kDedupPublish): -1 not asked yet, 0 no, 1 yes (api_memory.cc).
+int DedupPublishStateForTesting();
 
 }  // namespace wooly::client
 

@@ -78,8 +78,7 @@ absl::StatusOr<bool> DedupIndex::SameBytes(const SharedChunkInfo& shared,
   return true;
 }
 
-absl::StatusOr<OfferResult> DedupIndex::Offer(ClientId client, ChunkId chunk,
-                                              std::span<const uint8_t> content) {
+absl::StatusOr<const ChunkInfo*> DedupIndex::CheckOffer(ClientId client, ChunkId chunk) const {
   if (!IsOptedIn(client)) {
     return absl::FailedPreconditionError(absl::StrCat("client ", client, " has not opted in"));
   }
@@ -92,11 +91,48 @@ absl::StatusOr<OfferResult> DedupIndex::Offer(ClientId client, ChunkId chunk,
     return absl::FailedPreconditionError(
         absl::StrCat("chunk ", chunk, " cannot be deduplicated: only resident large chunks can"));
   }
-  if (content.size() != c->bytes) {
+  return c;
+}
+
+absl::StatusOr<OfferResult> DedupIndex::Offer(ClientId client, ChunkId chunk,
+                                              std::span<const uint8_t> content) {
+  absl::StatusOr<const ChunkInfo*> c = CheckOffer(client, chunk);
+  if (!c.ok()) return c.status();
+  if (content.size() != (*c)->bytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("a deduplicated upload covers whole chunks: ", content.size(),
-                     " bytes for a chunk of ", c->bytes));
+                     " bytes for a chunk of ", (*c)->bytes));
   }
+  return OfferChecked(client, chunk, content, /*write=*/true);
+}
+
+absl::StatusOr<OfferResult> DedupIndex::PublishInPlace(ClientId client, ChunkId chunk) {
+  absl::StatusOr<const ChunkInfo*> c = CheckOffer(client, chunk);
+  if (!c.ok()) return c.status();
+  if (const auto* sb = std::get_if<SharedBacking>(&(*c)->backing)) {
+    OfferResult result;
+    result.outcome = OfferOutcome::kAlreadyShared;
+    result.shared = sb->shared;
+    return result;
+  }
+  const uint64_t bytes = (*c)->bytes;
+  const PhysHandle own = std::get<ResidentBacking>((*c)->backing).handle;
+  absl::StatusOr<HostSlot> slot = physical_->AllocHost(bytes);
+  if (!slot.ok()) return slot.status();
+  absl::StatusOr<OfferResult> result = [&]() -> absl::StatusOr<OfferResult> {
+    if (absl::Status s = physical_->CopyToHost(own, *slot, bytes); !s.ok()) return s;
+    absl::StatusOr<std::span<const uint8_t>> content = physical_->HostBytes(*slot);
+    if (!content.ok()) return content.status();
+    if (content->size() < bytes) return absl::InternalError("host slot smaller than its chunk");
+    return OfferChecked(client, chunk, content->first(bytes), /*write=*/false);
+  }();
+  if (absl::Status s = physical_->FreeHost(*slot); !s.ok() && result.ok()) return s;
+  return result;
+}
+
+absl::StatusOr<OfferResult> DedupIndex::OfferChecked(ClientId client, ChunkId chunk,
+                                                     std::span<const uint8_t> content, bool write) {
+  const ChunkInfo* c = layout_->chunk(chunk);
   ++stats_.offers;
   OfferResult result;
   result.hash = options_.hasher(content);
@@ -138,8 +174,10 @@ absl::StatusOr<OfferResult> DedupIndex::Offer(ClientId client, ChunkId chunk,
   }
   stats_.collisions += result.collisions;
 
-  const PhysHandle own = std::get<ResidentBacking>(c->backing).handle;
-  if (absl::Status s = physical_->Write(own, 0, content); !s.ok()) return s;
+  if (write) {
+    const PhysHandle own = std::get<ResidentBacking>(c->backing).handle;
+    if (absl::Status s = physical_->Write(own, 0, content); !s.ok()) return s;
+  }
   absl::StatusOr<SharedId> sid = layout_->Publish(chunk);
   if (!sid.ok()) {
     result.outcome = OfferOutcome::kUploadedPrivate;

@@ -290,6 +290,12 @@ std::vector<uint8_t> FakePhysicalMemory::HandleBytes(PhysHandle handle) const {
   return it == handles_.end() ? std::vector<uint8_t>{} : it->second;
 }
 
+absl::StatusOr<std::span<const uint8_t>> FakePhysicalMemory::HostBytes(HostSlot slot) const {
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return absl::NotFoundError(absl::StrCat("unknown host slot ", slot));
+  return std::span<const uint8_t>(it->second.data(), it->second.size());
+}
+
 std::vector<uint8_t> FakePhysicalMemory::SlotBytes(HostSlot slot) const {
   auto it = slots_.find(slot);
   return it == slots_.end() ? std::vector<uint8_t>{} : it->second;

@@ -300,6 +300,7 @@ const char* OpName(uint16_t op) {
     WOOLY_OP_NAME(kTensorMapEncodeIm2col)
     WOOLY_OP_NAME(kTensorMapReplaceAddress)
     WOOLY_OP_NAME(kDedupProbe)
+    WOOLY_OP_NAME(kDedupPublish)
 #undef WOOLY_OP_NAME
   }
   return "?";

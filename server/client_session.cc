@@ -188,6 +188,7 @@ bool TouchesDeviceMemory(uint16_t op) {
     case Op::kMemcpyDtoHShared:
     case Op::kGraphLaunch:
     case Op::kDedupProbe:
+    case Op::kDedupPublish:
       return true;
     default:
       return false;
@@ -308,6 +309,7 @@ ClientSession::Reply ClientSession::Handle(const wire::FrameHeader& header,
       WOOLY_OP(MemcpyHtoDShared)
       WOOLY_OP(MemcpyDtoHShared)
       WOOLY_OP(DedupProbe)
+      WOOLY_OP(DedupPublish)
 #undef WOOLY_OP
   }
   if (handler == nullptr) {  // unknown op, or a reply sent as a request
@@ -1078,6 +1080,48 @@ absl::Status ClientSession::OpDedupProbe(wire::Reader& in, wire::Writer& out) {
       attached = a.ok() && *a;
     }
     out.Put<uint8_t>(attached ? 1 : 0);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ClientSession::OpDedupPublish(wire::Reader& in, wire::Writer& out) {
+  const uint64_t chunk = in.Get<uint64_t>();
+  const uint32_t n = in.Get<uint32_t>();
+  if (!in.ok() || in.remaining() != uint64_t{n} * sizeof(uint64_t)) return Malformed();
+  std::vector<uint64_t> vas(n);
+  for (uint64_t& va : vas) va = in.Get<uint64_t>();
+  if (!in.ok()) return Malformed();
+  const bool usable = node_dedup_ && chunk == env_->node_memory->chunk_bytes();
+  // The copies into these chunks must have landed, and nothing of this
+  // client may write them while they are read back and hashed.
+  if (usable && n > 0) {
+    if (absl::Status s = QuiesceStreams(); !s.ok()) return s;
+  }
+  out.Put<uint32_t>(n);
+  for (uint64_t va : vas) {
+    uint8_t outcome = 0;
+    if (usable && CheckRange(va, chunk).ok()) {
+      absl::StatusOr<memory::OfferOutcome> o = env_->node_memory->PublishChunk(id_, va, chunk);
+      if (o.ok()) {
+        switch (*o) {
+          case memory::OfferOutcome::kPublished:
+            outcome = 1;
+            break;
+          case memory::OfferOutcome::kAttached:
+            outcome = 2;
+            break;
+          case memory::OfferOutcome::kAlreadyShared:
+            outcome = 3;
+            break;
+          case memory::OfferOutcome::kUploadedPrivate:
+            break;
+        }
+      } else if (!absl::IsInvalidArgument(o.status()) && !absl::IsResourceExhausted(o.status()) &&
+                 !absl::IsFailedPrecondition(o.status())) {
+        return o.status();  // a device error
+      }
+    }
+    out.Put<uint8_t>(outcome);
   }
   return absl::OkStatus();
 }

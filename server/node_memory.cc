@@ -633,6 +633,19 @@ absl::StatusOr<memory::OfferOutcome> NodeMemory::UploadChunk(ClientId client, ui
   return absl::ResourceExhaustedError("out of memory: no room for a deduplicated upload");
 }
 
+absl::StatusOr<memory::OfferOutcome> NodeMemory::PublishChunk(ClientId client, uint64_t va,
+                                                              uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (manager_ == nullptr) return Lost();
+  absl::Cleanup publish = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { PublishLocked(); };
+  absl::StatusOr<ChunkId> id = WholeDedupChunkLocked(client, va, bytes);
+  if (!id.ok()) return id.status();
+  absl::StatusOr<memory::OfferResult> r = manager_->dedup().PublishInPlace(client, *id);
+  if (!r.ok()) return r.status();
+  ++generation_;  // an attach released physical memory
+  return r->outcome;
+}
+
 absl::StatusOr<bool> NodeMemory::AttachByDigest(ClientId client, uint64_t va, uint64_t bytes,
                                                 const memory::ContentHash& digest) {
   absl::MutexLock lock(&mu_);

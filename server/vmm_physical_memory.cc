@@ -653,6 +653,13 @@ absl::StatusOr<uint8_t*> VmmPhysicalMemory::SlotAddress(HostSlot slot) const {
   return it->second.ptr;
 }
 
+absl::StatusOr<std::span<const uint8_t>> VmmPhysicalMemory::HostBytes(HostSlot slot) const {
+  absl::MutexLock lock(&mu_);
+  auto it = slots_.find(slot);
+  if (it == slots_.end()) return absl::NotFoundError(absl::StrCat("unknown host slot ", slot));
+  return std::span<const uint8_t>(it->second.ptr, it->second.bytes);
+}
+
 absl::StatusOr<DevPtr> VmmPhysicalMemory::ViewAddress(PhysHandle handle) const {
   absl::MutexLock lock(&mu_);
   auto it = handles_.find(handle);

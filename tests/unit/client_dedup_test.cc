@@ -4,7 +4,7 @@
 // protocol directly) uploads content first; libwooly's cuMemcpyHtoD of the
 // same content hashes it per chunk, attaches the resident chunks without
 // sending them, and sends the rest (a chunk of new content, which woolyd
-// publishes, and a partial tail).
+// publishes after it landed (kDedupPublish), and a partial tail).
 #include <cuda.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -103,6 +103,8 @@ TEST_F(ClientDedupTest, ResidentChunksAreAttachedInsteadOfSent) {
   ASSERT_EQ(cuMemcpyHtoD(d, src.data(), n), CUDA_SUCCESS);
   // Copies to known ranges are posted without a reply: wait for woolyd.
   ASSERT_EQ(cuCtxSynchronize(), CUDA_SUCCESS);
+  // c7 went the usual staged way and woolyd published it after it landed.
+  EXPECT_EQ(DedupPublishStateForTesting(), 1);
 
   // c0 and c1 map the first tenant's chunks; c7 was published anew.
   const memory::NodeUsage node = server_->Status().memory.node;

@@ -115,6 +115,29 @@ class ServerDedupTest : public ::testing::Test {
     return out;
   }
 
+  // Uploads `content` in kPiece copies: none covers a whole chunk, so the
+  // chunk stays private until it is published.
+  void UploadInPieces(TestClient& c, uint64_t ptr, const std::vector<uint8_t>& content) {
+    for (uint64_t at = 0; at < content.size(); at += kPiece) {
+      ASSERT_EQ(c.HtoD(ptr + at, content.data() + at, kPiece), CUDA_SUCCESS) << "at " << at;
+    }
+  }
+  // kDedupPublish: the outcome per chunk, or nullopt when the call failed.
+  std::optional<std::vector<uint8_t>> Publish(TestClient& c, uint64_t chunk_bytes,
+                                              const std::vector<uint64_t>& vas) {
+    wire::Writer w;
+    w.Put<uint64_t>(chunk_bytes).Put<uint32_t>(static_cast<uint32_t>(vas.size()));
+    for (uint64_t va : vas) w.Put<uint64_t>(va);
+    std::optional<TestClient::Result> r = c.Call(wire::Op::kDedupPublish, w);
+    if (!r || r->result != CUDA_SUCCESS) return std::nullopt;
+    wire::Reader rd = r->reader();
+    const uint32_t n = rd.Get<uint32_t>();
+    std::vector<uint8_t> out;
+    for (uint32_t i = 0; i < n && rd.ok(); ++i) out.push_back(rd.Get<uint8_t>());
+    EXPECT_TRUE(rd.ok());
+    return out;
+  }
+
   scheduler::ManualClock clock_;
   std::string dir_;
   std::unique_ptr<Server> server_;
@@ -341,6 +364,74 @@ TEST_F(ServerDedupTest, ClaimedDigestCannotPlantContent) {
   Check(*victim, pv, weights);
   EXPECT_EQ(Node().dedup_saved, 0u);
   EXPECT_EQ(Node().physical_used, 2 * kChunk);
+}
+
+// kDedupPublish: chunks uploaded in pieces (as libwooly's staged copies
+// arrive) are read back and hashed by the server, then published or
+// attached; bad entries are answered 0 one by one.
+TEST_F(ServerDedupTest, PublishAfterUploadSharesWhatTheDeviceHolds) {
+  uint64_t ida = 0, idb = 0, idc = 0;
+  auto a = Connect("a", true, &ida);
+  auto b = Connect("b", true, &idb);
+  auto c = Connect("c", false, &idc);
+  ASSERT_TRUE(a && b && c);
+  const std::vector<uint8_t> c0 = Content(4);
+  uint64_t pa = 0, pb = 0, pc = 0;
+  ASSERT_EQ(a->MemAlloc(kChunk, &pa), CUDA_SUCCESS);
+  ASSERT_EQ(b->MemAlloc(2 * kChunk, &pb), CUDA_SUCCESS);
+  ASSERT_EQ(c->MemAlloc(kChunk, &pc), CUDA_SUCCESS);
+  UploadInPieces(*a, pa, c0);
+  UploadInPieces(*b, pb, c0);
+  UploadInPieces(*c, pc, c0);
+  EXPECT_EQ(StatusOf(ida).memory_shared, 0u);
+  EXPECT_EQ(Node().physical_used, 4 * kChunk);
+
+  EXPECT_EQ(Publish(*a, kChunk, {pa}), (std::vector<uint8_t>{1}));  // published
+  EXPECT_EQ(StatusOf(ida).memory_shared, kChunk);
+  // b's copy is attached to it: its own memory is released. Then: already
+  // shared; not a chunk start; a's chunk.
+  EXPECT_EQ(Publish(*b, kChunk, {pb, pb, pb + 4096, pa}), (std::vector<uint8_t>{2, 3, 0, 0}));
+  EXPECT_EQ(StatusOf(idb).memory_shared, kChunk);
+  EXPECT_EQ(Node().physical_used, 3 * kChunk);  // a's (shared), b's second, c's
+  EXPECT_EQ(Node().dedup_saved, kChunk);
+  // A wrong chunk size, or a client without dedup: nothing happens.
+  EXPECT_EQ(Publish(*b, kChunk / 2, {pb + kChunk}), (std::vector<uint8_t>{0}));
+  EXPECT_EQ(Publish(*c, kChunk, {pc}), (std::vector<uint8_t>{0}));
+  EXPECT_EQ(StatusOf(idc).memory_shared, 0u);
+  Check(*a, pa, c0);
+  Check(*b, pb, c0);
+  Check(*c, pc, c0);
+  // A write after publishing is copy-on-write: b's bytes stay.
+  std::vector<uint8_t> changed(kPiece, 0x5a);
+  ASSERT_EQ(a->HtoD(pa, changed.data(), kPiece), CUDA_SUCCESS);
+  Check(*b, pb, c0);
+  EXPECT_EQ(StatusOf(ida).memory_shared, 0u);
+  // Malformed: a count that does not match the entries.
+  wire::Writer bad;
+  bad.Put<uint64_t>(kChunk).Put<uint32_t>(2).Put<uint64_t>(pa);
+  std::optional<TestClient::Result> r = a->Call(wire::Op::kDedupPublish, bad);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_NE(r->result, CUDA_SUCCESS);
+}
+
+// What a tenant publishes is filed under the digest of the bytes the device
+// holds, so it can never stand in for other content.
+TEST_F(ServerDedupTest, PublishedContentIsFiledUnderItsOwnDigest) {
+  uint64_t idm = 0, idv = 0;
+  auto mallory = Connect("mallory", true, &idm);
+  auto victim = Connect("victim", true, &idv);
+  ASSERT_TRUE(mallory && victim);
+  const std::vector<uint8_t> weights = Content(1), planted = Content(66);
+  uint64_t pm = 0, pv = 0;
+  ASSERT_EQ(mallory->MemAlloc(kChunk, &pm), CUDA_SUCCESS);
+  ASSERT_EQ(victim->MemAlloc(kChunk, &pv), CUDA_SUCCESS);
+  UploadInPieces(*mallory, pm, planted);
+  EXPECT_EQ(Publish(*mallory, kChunk, {pm}), (std::vector<uint8_t>{1}));
+  EXPECT_EQ(Probe(*victim, kChunk, {{pv, Digest(weights.data())}}).attached,
+            (std::vector<uint8_t>{0}));
+  EXPECT_EQ(Probe(*victim, kChunk, {{pv, Digest(planted.data())}}).attached,
+            (std::vector<uint8_t>{1}));  // her bytes, under their own digest
+  Check(*victim, pv, planted);
 }
 
 TEST_F(ServerDedupTest, CopiesThatAreNotWholeChunksStayPrivate) {

@@ -117,6 +117,18 @@ class DedupIndex {
   absl::StatusOr<OfferResult> Offer(ClientId client, ChunkId chunk,
                                     std::span<const uint8_t> content);
 
+  // Offers the bytes `chunk` (a large, resident, private chunk of `client`)
+  // already holds: reads them back from the device through a pinned host
+  // slot, hashes them itself, and attaches the chunk to identical shared
+  // content (releasing its own memory) or publishes it in place. So an
+  // upload may travel the usual fast way and be deduplicated after it
+  // landed; the index still hashes only what is really on the device. A
+  // chunk that already maps shared content is kAlreadyShared. The caller
+  // must make sure nothing writes the chunk meanwhile (woolyd quiesces the
+  // client's streams). Errors as for Offer; ResourceExhausted when no host
+  // slot is to be had (the chunk then stays private).
+  absl::StatusOr<OfferResult> PublishInPlace(ClientId client, ChunkId chunk);
+
   // Call before any API write into `chunk`: returns the chunk to write,
   // which is then backed by the client's own writable memory (copy-on-write
   // when it was shared). ResourceExhausted when the copy needs physical
@@ -128,6 +140,12 @@ class DedupIndex {
   DedupStats stats() const;
 
  private:
+  // Offer's checks of the client and the chunk.
+  absl::StatusOr<const ChunkInfo*> CheckOffer(ClientId client, ChunkId chunk) const;
+  // Offer and PublishInPlace past the checks: `write` puts `content` into
+  // the chunk before it is published (Offer); without it the chunk holds it.
+  absl::StatusOr<OfferResult> OfferChecked(ClientId client, ChunkId chunk,
+                                           std::span<const uint8_t> content, bool write);
   // Byte-exact compare of a shared chunk with `content`.
   absl::StatusOr<bool> SameBytes(const SharedChunkInfo& shared, std::span<const uint8_t> content);
   void Forget(SharedId id);

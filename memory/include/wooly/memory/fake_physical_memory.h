@@ -64,6 +64,7 @@ class FakePhysicalMemory : public PhysicalMemory {
   absl::Status Unmap(uint64_t va, uint64_t bytes) override;
   absl::StatusOr<HostSlot> AllocHost(uint64_t bytes) override;
   absl::Status FreeHost(HostSlot slot) override;
+  absl::StatusOr<std::span<const uint8_t>> HostBytes(HostSlot slot) const override;
   absl::Status CopyToHost(PhysHandle src, HostSlot dst, uint64_t bytes) override;
   absl::Status CopyFromHost(HostSlot src, PhysHandle dst, uint64_t bytes) override;
   absl::Status CopyDevice(PhysHandle src, PhysHandle dst, uint64_t bytes) override;

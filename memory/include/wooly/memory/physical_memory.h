@@ -74,6 +74,9 @@ class PhysicalMemory {
   // A slot of `bytes` in the pinned host pool, and its release.
   virtual absl::StatusOr<HostSlot> AllocHost(uint64_t bytes) = 0;
   virtual absl::Status FreeHost(HostSlot slot) = 0;
+  // A slot's bytes, valid until FreeHost: what CopyToHost put there (the
+  // dedup index hashes a chunk read back this way).
+  virtual absl::StatusOr<std::span<const uint8_t>> HostBytes(HostSlot slot) const = 0;
 
   // Whole-chunk copies: device to host (swap-out), host to device (swap-in),
   // device to device (copy-on-write). Return when the copy is complete.

@@ -238,6 +238,17 @@ enum class Op : uint16_t {
   // (u64 chunk_bytes, u32 n, n x (u64 va, u8 digest[32]))
   //   -> (u64 chunk_bytes, u32 n, n x u8 attached)
   kDedupProbe = 128,
+  // Weight dedup after an upload: the client copied whole chunks the usual
+  // (fast, staged) way and asks the server to deduplicate them. For each
+  // chunk the server waits for the client's work, reads the chunk back from
+  // the device, hashes it itself and attaches it to identical resident
+  // content (releasing its memory) or publishes it as new shared content.
+  // Outcome per chunk: 0 stays private (not a whole chunk of a dedup
+  // client, or no room), 1 published, 2 attached, 3 already shared. Added
+  // without a version bump: an older woolyd answers CUDA_ERROR_NOT_SUPPORTED
+  // and the client then sends whole chunks as single copies (kMemcpyHtoD).
+  // (u64 chunk_bytes, u32 n, n x u64 va) -> (u32 n, n x u8 outcome)
+  kDedupPublish = 129,
 };
 
 // Parameter layout of a kernel, as cuFuncGetParamInfo reports it:

@@ -309,6 +309,8 @@ class ClientSession {
   absl::Status OpMemset(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpMemcpy3D(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpDedupProbe(wire::Reader& in, wire::Writer& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpDedupPublish(wire::Reader& in, wire::Writer& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpModuleLoadData(wire::Reader& in, wire::Writer& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status OpModuleGetFunction(wire::Reader& in, wire::Writer& out)

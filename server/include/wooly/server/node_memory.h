@@ -227,12 +227,20 @@ class NodeMemory {
   // user takes the shared memory over), evicting others to make room.
   absl::Status PrepareWrite(memory::ClientId client, uint64_t va, uint64_t bytes);
   // A copy of `content` onto the whole chunk at `va` (IsWholeDedupChunk):
-  // the server hashes the bytes itself (the chunk digest, wire::ImageDigest)
+  // the server hashes the bytes itself (the chunk digest, wire::ContentDigests)
   // and compares candidates byte for byte (memory::DedupIndex::Offer);
   // attaches to identical shared content or publishes the chunk as new
   // shared content. The copy is done when this returns (synchronous).
   absl::StatusOr<memory::OfferOutcome> UploadChunk(memory::ClientId client, uint64_t va,
                                                    std::span<const uint8_t> content);
+  // kDedupPublish: deduplicates the whole chunk at `va` with the bytes it
+  // already holds (memory::DedupIndex::PublishInPlace: read back, hashed by
+  // the server, attached or published). The caller quiesces the client's
+  // streams first. InvalidArgument when `va` is not a whole large chunk of a
+  // dedup client; ResourceExhausted (the chunk stays private) when no
+  // pinned host slot is to be had.
+  absl::StatusOr<memory::OfferOutcome> PublishChunk(memory::ClientId client, uint64_t va,
+                                                    uint64_t bytes);
   // kDedupProbe: maps the whole chunk at `va` read-only onto a resident
   // shared chunk of the same size whose content the SERVER hashed to
   // `digest` when it was uploaded. True when attached (the chunk's old

@@ -158,6 +158,7 @@ class VmmPhysicalMemory : public memory::PhysicalMemory {
 
   // Host memory of a live slot (bytes as allocated); valid until FreeHost.
   absl::StatusOr<uint8_t*> SlotAddress(memory::HostSlot slot) const;
+  absl::StatusOr<std::span<const uint8_t>> HostBytes(memory::HostSlot slot) const override;
   // The view address of a live handle (where this class reads and writes
   // it), and the access a live mapping at `va` got.
   absl::StatusOr<DevPtr> ViewAddress(memory::PhysHandle handle) const;
