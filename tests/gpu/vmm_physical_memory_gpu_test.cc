@@ -12,8 +12,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "wooly/server/cu_status.h"
 #include "wooly/server/cuda_backend.h"
@@ -260,6 +262,48 @@ TEST_F(VmmGpuTest, DestructionReleasesDeviceMemory) {
   absl::StatusOr<MemInfo> after = backend_->MemGetInfo();
   ASSERT_TRUE(after.ok());
   EXPECT_GE(after->free + 64 * kMiB, before->free);  // and given back
+}
+
+// What a kernel store into deduplicated memory does (docs/memory.md): woolyd
+// maps shared chunks read-only, and kernels are not interposed. This test
+// stores through a read-only mapping from a kernel and expects the launch's
+// error. It is LAST in this file on purpose: the fault is sticky for the
+// process's context, as it would be for woolyd's one shared context, so
+// nothing may run after it (scripts/gpu-suite.sh runs this binary whole).
+TEST_F(VmmGpuTest, ZzKernelStoreIntoAReadOnlyMappingFaults) {
+  const uint64_t bytes = vmm_->granularity();
+  absl::StatusOr<uint64_t> base = vmm_->ReserveAddress(bytes, 0);
+  ASSERT_TRUE(base.ok());
+  absl::StatusOr<PhysHandle> h = vmm_->Create(bytes);
+  ASSERT_TRUE(h.ok());
+  const std::vector<uint8_t> p = Pattern(9, bytes);
+  ASSERT_TRUE(vmm_->Write(*h, 0, p).ok());
+  ASSERT_TRUE(vmm_->Map(*base, bytes, *h, Access::kReadOnly).ok());
+  if (*vmm_->EffectiveAccess(*base) != Access::kReadOnly) {
+    GTEST_SKIP() << "this driver refuses read-only mappings";
+  }
+  // One thread stores a word through its pointer argument.
+  static const char kPtx[] =
+      ".version 7.0\n.target sm_70\n.address_size 64\n"
+      ".visible .entry wooly_store(.param .u64 p) {\n"
+      "  .reg .b64 %rd<2>;\n  .reg .b32 %r<2>;\n"
+      "  ld.param.u64 %rd1, [p];\n  cvta.to.global.u64 %rd1, %rd1;\n"
+      "  mov.u32 %r1, 42;\n  st.global.u32 [%rd1], %r1;\n  ret;\n}\n";
+  absl::StatusOr<Handle> module = backend_->ModuleLoadData(
+      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(kPtx), sizeof(kPtx)));
+  ASSERT_TRUE(module.ok()) << module.status();
+  absl::StatusOr<Handle> fn = backend_->ModuleGetFunction(*module, "wooly_store");
+  ASSERT_TRUE(fn.ok()) << fn.status();
+  uint8_t args[8];
+  std::memcpy(args, &*base, sizeof(args));
+  LaunchConfig config;
+  const absl::Status launched = backend_->LaunchKernel(*fn, config, args);
+  const absl::Status done = launched.ok() ? backend_->CtxSynchronize() : launched;
+  const std::string what =
+      absl::StrCat("CUresult ", static_cast<int>(ToCuResult(done)), ": ", done.ToString());
+  std::printf("[ INFO     ] kernel store into a read-only mapping: %s\n", what.c_str());
+  RecordProperty("read_only_store_result", what);
+  EXPECT_FALSE(done.ok()) << "the store went through a read-only mapping";
 }
 
 }  // namespace
